@@ -1,0 +1,98 @@
+#!/usr/bin/env python
+"""Regenerate the "Fun with Diffusion Models" report website.
+
+Every figure is produced by a generator under generators/, cached by a content hash of its code,
+parameters, seed, inputs and upstream results, and placed into the pages written from content/
+and templates/. A rebuild with nothing changed runs no generator.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from builder import BuildError  # noqa: E402
+from builder import app  # noqa: E402
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        prog="build.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="Examples:\n"
+               "  python build.py                      build everything (cpu profile without a GPU)\n"
+               "  python build.py --only b1_2_noising  build one section and what it needs\n"
+               "  python build.py --explain a1_1_forward   say why a section would re-run\n"
+               "  python build.py --profile smoke --site-dir /tmp/site   a quick end-to-end check")
+    p.add_argument("--only", nargs="+", metavar="SECTION",
+                   help="build only these sections (and the sections they depend on); the site is rendered "
+                        "if every other section is in the cache")
+    p.add_argument("--force", nargs="+", metavar="SECTION", default=[],
+                   help="re-run these sections even if their cache entry is valid")
+    p.add_argument("--profile", choices=["smoke", "cpu", "spec"],
+                   help="size of the computation: spec = the assignment's exact settings (default on CUDA), "
+                        "cpu = a smaller budget with the same algorithms (default without a GPU), "
+                        "smoke = seconds, for tests")
+    p.add_argument("--device", help="torch device: cpu, cuda or cuda:N (default: cuda when available)")
+    p.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"],
+                   help="autocast dtype for training and sampling (auto: bfloat16 on CUDA and on CPUs with "
+                        "bf16 instructions, else float32)")
+    p.add_argument("--seed", type=int, default=app.DEFAULT_SEED,
+                   help=f"the project seed; each section derives its own from it (default {app.DEFAULT_SEED})")
+    p.add_argument("--list", action="store_true", help="list the sections and whether each is cached, then exit")
+    p.add_argument("--explain", metavar="SECTION",
+                   help="say why SECTION's cache entry hits or misses (which key component changed), then exit")
+    p.add_argument("--clean", action="store_true", help="delete the cache (not the site), then exit")
+    p.add_argument("--cache-dir", type=Path, default=app.Settings.cache_dir,
+                   help="where cached outputs live (default: .cache/)")
+    p.add_argument("--site-dir", type=Path, default=app.Settings.site_dir,
+                   help="where the website is written (default: site/)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars (also when not on a terminal)")
+    return p.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    settings = app.Settings(profile=args.profile, device=args.device, dtype=args.dtype, seed=args.seed,
+                            only=args.only, force=args.force, cache_dir=args.cache_dir, site_dir=args.site_dir)
+    try:
+        if args.clean:
+            print(app.clean(settings))
+            return 0
+        if args.list:
+            print(app.list_sections(settings))
+            return 0
+        if args.explain:
+            engine = app.make_engine(settings)
+            print("\n".join(engine.explain(args.explain)))
+            return 0
+        start = time.perf_counter()
+        progress = not args.no_progress and sys.stderr.isatty()
+        result, summary = app.build(settings, progress_bar=progress)
+    except BuildError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("\ninterrupted: nothing half-written was kept; run the same command again to resume.",
+              file=sys.stderr)
+        return 130
+    print(app.summary_table(result))
+    for res in result.results:
+        if res.status == "failed":
+            print(f"error: section {res.id} failed: {res.error}", file=sys.stderr)
+        elif res.status == "skipped":
+            print(f"skipped: section {res.id}, because {res.error}", file=sys.stderr)
+    if summary:
+        for warning in summary["warnings"]:
+            print(f"warning: {warning}", file=sys.stderr)
+        print(f"site: {settings.site_dir} ({summary['files']} files, {summary['bytes'] / 1e6:.2f} MB, "
+              f"{summary['changed']} written, {summary['removed']} removed) in {time.perf_counter() - start:.1f} s")
+    return 0 if result.ok else 1
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    sys.exit(main())

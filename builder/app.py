@@ -1,0 +1,184 @@
+"""The build as a whole: resolve settings, run the engine, write the manifest and the site."""
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from . import BuildError
+from .engine import BackendSpec, BuildConfig, BuildResult, Engine
+from .fingerprint import ROOT, hash_value, library_versions
+from .registry import discover
+from .render import render_site
+from .section import PROFILES
+
+DEFAULT_SEED = 180
+
+
+@dataclass
+class Settings:
+    profile: str | None = None
+    device: str | None = None
+    dtype: str = "auto"
+    seed: int = DEFAULT_SEED
+    only: list[str] | None = None
+    force: list[str] | None = None
+    cache_dir: Path = ROOT / ".cache"
+    site_dir: Path = ROOT / "site"
+    content_dir: Path = ROOT / "content"
+    templates_dir: Path = ROOT / "templates"
+    backend: BackendSpec | None = None
+
+
+def default_device() -> str:
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def cpu_has_fast_bf16() -> bool:
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "amx_bf16" in flags or "avx512_bf16" in flags
+
+
+def resolve(settings: Settings) -> BuildConfig:
+    device = settings.device or default_device()
+    if device.split(":")[0] not in ("cpu", "cuda", "mps"):
+        raise BuildError(f"unknown device {device!r}; use cpu, cuda (or cuda:N) or mps.")
+    if device.startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            raise BuildError("--device cuda was asked for but torch sees no CUDA GPU; drop --device to build "
+                             "on the CPU with the 'cpu' profile, or install a CUDA build of torch.")
+    profile = settings.profile or ("spec" if device.startswith("cuda") else "cpu")
+    if profile not in PROFILES:
+        raise BuildError(f"unknown profile {profile!r}; valid profiles are {', '.join(PROFILES)}.")
+    dtype = settings.dtype
+    if dtype == "auto":
+        dtype = "bfloat16" if device.startswith("cuda") or (device == "cpu" and cpu_has_fast_bf16()) else "float32"
+    if dtype not in ("float32", "bfloat16", "float16"):
+        raise BuildError(f"unknown dtype {dtype!r}; use auto, float32, bfloat16 or float16.")
+    if settings.seed < 0:
+        raise BuildError(f"--seed must be a non-negative integer, got {settings.seed}.")
+    return BuildConfig(profile=profile, device=device, dtype=dtype, seed=settings.seed,
+                       cache_root=Path(settings.cache_dir), backend=settings.backend,
+                       force=frozenset(settings.force or ()))
+
+
+def make_engine(settings: Settings) -> Engine:
+    config = resolve(settings)
+    generators = discover()
+    engine = Engine(config, generators)
+    for wanted in (settings.force or []):
+        if wanted not in generators:
+            raise BuildError(f"--force names the unknown section {wanted!r}; valid sections are: "
+                             f"{', '.join(sorted(generators))}.")
+    return engine
+
+
+def manifest_of(engine: Engine, entries: dict[str, Any]) -> dict[str, Any]:
+    config = engine.config
+    sections = {}
+    for gid, entry in entries.items():
+        record = entry.record
+        comp = record["components"]
+        sections[gid] = {
+            "id": gid, "title": record["title"], "key": entry.key, "seed": comp["seed"],
+            "profile": comp["profile"], "device": comp["device"], "dtype": comp["dtype"],
+            "backend": comp["backend"], "params": comp["params"], "wall_seconds": record["wall_seconds"],
+            "figures": [o for o in record["outputs"] if o.get("publish")],
+        }
+    build = {
+        "profile": config.profile, "seed": config.seed, "device": config.device.split(":")[0],
+        "dtype": config.dtype, "versions": library_versions(),
+        "backend": config.backend.identity if config.backend else None,
+        "source_digest": hash_value({gid: s["key"] for gid, s in sorted(sections.items())}),
+    }
+    return {"build": build, "sections": dict(sorted(sections.items()))}
+
+
+def build(settings: Settings, progress_bar: bool = True, out=sys.stdout) -> tuple[BuildResult, dict | None]:
+    """Run the generators that need it, then render the site if every section is available."""
+    engine = make_engine(settings)
+    order = engine.order(settings.only)
+    from tqdm import tqdm
+
+    bar = tqdm(total=len(order), desc="sections", unit="section", disable=not progress_bar, file=sys.stderr)
+
+    def inner(total, desc):
+        return tqdm(total=total, desc=desc, leave=False, disable=not progress_bar, file=sys.stderr)
+
+    def on_section(res):
+        bar.set_postfix_str(f"{res.id}: {res.status}")
+        bar.update(1)
+
+    try:
+        result = engine.build(settings.only, progress=inner, on_section=on_section)
+    finally:
+        bar.close()
+    if not result.ok:
+        return result, None
+    entries = {r.id: r.entry for r in result.results}
+    if settings.only:
+        # The other sections can still be shown if the cache has them for this configuration.
+        missing = []
+        for gid, (_, entry) in engine.peek().items():
+            if gid not in entries:
+                if entry is None:
+                    missing.append(gid)
+                else:
+                    entries[gid] = entry
+        if missing:
+            print(f"site not rendered: {', '.join(missing)} have no cached result for this configuration; "
+                  f"run without --only to build them.", file=out)
+            return result, None
+    manifest = manifest_of(engine, entries)
+    summary = render_site(manifest, settings.content_dir, settings.templates_dir, settings.site_dir,
+                          engine.store.object_path)
+    return result, summary
+
+
+def summary_table(result: BuildResult) -> str:
+    rows = [("section", "cache", "seconds")]
+    rows += [(r.id, r.status, f"{r.seconds:.1f}") for r in result.results]
+    widths = [max(len(row[i]) for row in rows) for i in range(3)]
+    lines = ["  ".join(cell.ljust(widths[i]) if i < 2 else cell.rjust(widths[i]) for i, cell in enumerate(row))
+             for row in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    ran = len(result.executed)
+    lines.append(f"{ran} of {len(result.results)} sections executed"
+                 + (" (everything came from the cache)" if ran == 0 else ""))
+    return "\n".join(lines)
+
+
+def list_sections(settings: Settings) -> str:
+    engine = make_engine(settings)
+    peek = engine.peek()
+    rows = [("section", "cache", "depends on", "title")]
+    for gid, (_, entry) in peek.items():
+        rows.append((gid, "cached" if entry else "to build", ", ".join(engine.depends(gid)) or "-",
+                     engine.generators[gid].section.title))
+    widths = [max(len(r[i]) for r in rows) for i in range(3)]
+    lines = ["  ".join(r[i].ljust(widths[i]) for i in range(3)) + "  " + r[3] for r in rows]
+    config = engine.config
+    lines.append(f"(profile {config.profile}, device {config.device}, dtype {config.dtype}, seed {config.seed})")
+    return "\n".join(lines)
+
+
+def clean(settings: Settings) -> str:
+    import shutil
+
+    shutil.rmtree(settings.cache_dir, ignore_errors=True)
+    return f"removed the cache at {settings.cache_dir}; the site in {settings.site_dir} was left as it is."
+
+
+def timed(fn, *args, **kwargs):
+    start = time.perf_counter()
+    value = fn(*args, **kwargs)
+    return value, time.perf_counter() - start

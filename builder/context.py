@@ -1,0 +1,213 @@
+"""What a generator is handed: its parameters, seed, device, and the ``save_*`` helpers.
+
+Everything a generator saves goes into a private staging folder first; the engine moves it into
+the content-addressed store only when ``run`` returns, so a failing or interrupted generator
+leaves nothing behind.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any, Callable, Sequence
+
+from . import BuildError, figures
+from .cache import Entry, Store
+
+_ID = re.compile(r"^[a-z0-9][a-z0-9_\-]*$")
+
+
+def derive_seed(*parts: Any) -> int:
+    """A 63-bit seed from any parts, stable across runs and machines."""
+    text = ":".join(str(p) for p in parts)
+    return int(hashlib.sha256(text.encode()).hexdigest()[:15], 16)
+
+
+@dataclass
+class Context:
+    section_id: str
+    params: SimpleNamespace
+    profile: str
+    seed: int
+    device: str
+    dtype: str | None
+    store: Store
+    staging: Path
+    scratch: Path
+    upstream_entries: dict[str, Entry]
+    backend_factory: Callable[[], Any] | None = None
+    progress_factory: Callable[..., Any] | None = None
+    outputs: list[dict[str, Any]] = field(default_factory=list)
+    _backend: Any = None
+
+    # -- randomness ------------------------------------------------------------------------
+    def generator(self, name: str = "default", device: str = "cpu"):
+        """A torch.Generator seeded from this section's seed and ``name``.
+
+        Each stream is independent of every other section, so skipping or reordering sections
+        never changes this one's random numbers.
+        """
+        import torch
+
+        return torch.Generator(device=device).manual_seed(derive_seed(self.seed, name))
+
+    # -- the Part A backend ----------------------------------------------------------------
+    @property
+    def backend(self):
+        if self.backend_factory is None:
+            raise BuildError(f"section {self.section_id!r} uses ctx.backend but does not declare "
+                             f"uses_backend=True in its Section.")
+        if self._backend is None:
+            self._backend = self.backend_factory()
+        return self._backend
+
+    # -- progress --------------------------------------------------------------------------
+    def progress(self, total: int, desc: str):
+        if self.progress_factory is None:
+            from tqdm import tqdm
+
+            return tqdm(total=total, desc=desc, leave=False, disable=True)
+        return self.progress_factory(total=total, desc=f"{self.section_id}: {desc}")
+
+    # -- saving ----------------------------------------------------------------------------
+    def _check_id(self, fig_id: str) -> None:
+        if not _ID.match(fig_id):
+            raise BuildError(f"section {self.section_id!r} saved a figure with the id {fig_id!r}; ids use "
+                             f"lower-case letters, digits, '_' and '-' only.")
+        if any(o["id"] == fig_id for o in self.outputs):
+            raise BuildError(f"section {self.section_id!r} saved the id {fig_id!r} twice.")
+
+    def _file(self, data: bytes, ext: str, role: str) -> dict[str, str]:
+        sha = hashlib.sha256(data).hexdigest()
+        (self.staging / f"{sha}").write_bytes(data)
+        return {"sha": sha, "ext": ext, "role": role}
+
+    def _figure(self, fig_id: str, kind: str, caption: str, alt: str, files, meta, **extra) -> dict:
+        self._check_id(fig_id)
+        if not caption or not caption.strip():
+            raise BuildError(f"figure {fig_id!r} of section {self.section_id!r} has no caption.")
+        record = {"id": fig_id, "kind": kind, "caption": caption.strip(), "alt": (alt or caption).strip(),
+                  "files": files, "meta": meta or {}, "publish": True, **extra}
+        self.outputs.append(record)
+        return record
+
+    def save_image(self, fig_id: str, image: Any, caption: str, alt: str = "", meta: dict | None = None):
+        """One image (tensor or array in [0, 1])."""
+        return self._figure(fig_id, "image", caption, alt, [self._file(figures.png_bytes(image), "png", "image")], meta)
+
+    def save_grid(self, fig_id: str, images: Sequence[Any], ncol: int, caption: str, alt: str = "",
+                  meta: dict | None = None, pad: int = 2):
+        """Equally sized images tiled into one PNG, e.g. a 4 x 10 grid of samples."""
+        data = figures.png_bytes(figures.grid_array(list(images), ncol, pad))
+        return self._figure(fig_id, "grid", caption, alt, [self._file(data, "png", "image")], meta)
+
+    def save_gallery(self, fig_id: str, rows: Sequence[dict], caption: str, alt: str = "",
+                     meta: dict | None = None):
+        """Rows of separately labelled images with a caption under each row.
+
+        ``rows`` is a list of ``{"caption": str, "items": [{"image": img, "label": str}, ...]}``.
+        """
+        files, out_rows = [], []
+        for r, row in enumerate(rows):
+            items = []
+            for c, item in enumerate(row["items"]):
+                files.append(self._file(figures.png_bytes(item["image"]), "png", f"r{r}c{c}"))
+                items.append({"file": len(files) - 1, "label": item.get("label", ""),
+                              "alt": item.get("alt") or item.get("label", "")})
+            out_rows.append({"caption": row.get("caption", ""), "items": items})
+        return self._figure(fig_id, "gallery", caption, alt, files, meta, rows=out_rows)
+
+    def save_gif(self, fig_id: str, frames: Sequence[Any], caption: str, alt: str = "", fps: float = 10,
+                 meta: dict | None = None, frame_labels: Sequence[str] | None = None):
+        """An animation plus a strip of its frames (for pause/play and a frame slider)."""
+        frames = list(frames)
+        files = [self._file(figures.gif_bytes(frames, fps, hold_last=max(1, int(fps))), "gif", "animation"),
+                 self._file(figures.strip_bytes(frames), "png", "strip")]
+        first = figures.to_numpy_image(frames[0])
+        return self._figure(fig_id, "gif", caption, alt, files, meta, frames=len(frames), fps=fps,
+                            frame_size=[int(first.shape[1]), int(first.shape[0])],
+                            frame_labels=list(frame_labels or []))
+
+    def save_plot(self, fig_id: str, fig, caption: str, alt: str = "", meta: dict | None = None):
+        """A matplotlib figure, closed after saving."""
+        import matplotlib.pyplot as plt
+
+        data = figures.plot_bytes(fig)
+        plt.close(fig)
+        return self._figure(fig_id, "plot", caption, alt, [self._file(data, "png", "image")], meta)
+
+    def save_table(self, fig_id: str, columns: Sequence[str], rows: Sequence[Sequence[Any]], caption: str,
+                   meta: dict | None = None):
+        """A small table rendered as HTML (e.g. hyperparameters from the configuration used)."""
+        table = {"columns": [str(c) for c in columns], "rows": [[_cell(v) for v in row] for row in rows]}
+        return self._figure(fig_id, "table", caption, caption, [], meta, table=table)
+
+    def save_checkpoint(self, name: str, state: Any):
+        """A torch object (e.g. a state dict) for downstream sections; not published."""
+        import io
+
+        import torch
+
+        buf = io.BytesIO()
+        torch.save(state, buf)
+        self._check_id(f"checkpoint-{name}")
+        self.outputs.append({"id": f"checkpoint-{name}", "kind": "checkpoint", "publish": False,
+                             "files": [self._file(buf.getvalue(), "pt", "checkpoint")]})
+
+    def save_json(self, name: str, value: Any):
+        """Plain data (metrics, histories) for downstream sections; not published."""
+        data = json.dumps(value, sort_keys=True, separators=(",", ":")).encode()
+        self._check_id(f"data-{name}")
+        self.outputs.append({"id": f"data-{name}", "kind": "data", "publish": False,
+                             "files": [self._file(data, "json", "data")]})
+
+    # -- reading upstream artifacts --------------------------------------------------------
+    def upstream(self, section_id: str) -> "Upstream":
+        if section_id not in self.upstream_entries:
+            raise BuildError(f"section {self.section_id!r} reads artifacts of {section_id!r} but does not "
+                             f"declare it in depends=.")
+        return Upstream(section_id, self.upstream_entries[section_id], self.store, self.device)
+
+
+@dataclass
+class Upstream:
+    section_id: str
+    entry: Entry
+    store: Store
+    device: str
+
+    def _output(self, out_id: str) -> dict[str, Any]:
+        for out in self.entry.outputs:
+            if out["id"] == out_id:
+                return out
+        known = ", ".join(o["id"] for o in self.entry.outputs)
+        raise BuildError(f"section {self.section_id!r} has no output {out_id!r}; it has: {known}.")
+
+    def path(self, out_id: str) -> Path:
+        return self.store.object_path(self._output(out_id)["files"][0]["sha"])
+
+    def checkpoint(self, name: str, map_location: str | None = None):
+        import torch
+
+        return torch.load(self.path(f"checkpoint-{name}"), map_location=map_location or self.device,
+                          weights_only=True)
+
+    def checkpoint_sha(self, name: str) -> str:
+        return self._output(f"checkpoint-{name}")["files"][0]["sha"]
+
+    def json(self, name: str):
+        return json.loads(self.path(f"data-{name}").read_text(encoding="utf-8"))
+
+    def figure(self, fig_id: str) -> dict[str, Any]:
+        return self._output(fig_id)
+
+
+def _cell(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    if isinstance(value, (list, tuple)):
+        return ", ".join(_cell(v) for v in value)
+    return str(value)

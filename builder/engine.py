@@ -1,0 +1,265 @@
+"""Runs the generators that need running and assembles the build manifest.
+
+A section's cache key hashes everything that decides its outputs (see ``key_components``);
+downstream keys use the *output digest* of their upstream sections, so a re-run that
+reproduces the same bytes does not invalidate anything after it (early cut-off).
+"""
+from __future__ import annotations
+
+import os
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any, Callable
+
+from . import BuildError
+from .cache import Entry, Store, diff_components
+from .context import Context, derive_seed
+from .fingerprint import code_fingerprint, hash_value, library_versions, sha256_file, ROOT
+from .registry import Generator
+
+# The modules that turn a generator's arrays into bytes: a change there changes every figure.
+OUTPUT_WRITERS = ("builder.figures", "builder.context")
+
+
+@dataclass(frozen=True)
+class BackendSpec:
+    """The Part A backend as the engine sees it: an identity for keys, and a lazy loader."""
+
+    name: str
+    identity: dict[str, Any]
+    depends: tuple[str, ...] = ()
+    load: Callable[[Context], Any] | None = None
+
+
+@dataclass
+class BuildConfig:
+    profile: str
+    device: str
+    dtype: str
+    seed: int
+    cache_root: Path
+    backend: BackendSpec | None = None
+    force: frozenset[str] = frozenset()
+    input_checksums: Callable[[str], str] | None = None
+
+
+@dataclass
+class SectionResult:
+    id: str
+    status: str  # hit, miss, forced, failed, skipped
+    seconds: float
+    entry: Entry | None = None
+    error: str | None = None
+
+
+@dataclass
+class BuildResult:
+    results: list[SectionResult] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return all(r.status in ("hit", "miss", "forced") for r in self.results)
+
+    @property
+    def executed(self) -> list[str]:
+        return [r.id for r in self.results if r.status in ("miss", "forced", "failed")]
+
+
+def default_input_checksum(name: str) -> str:
+    """Checksum of a declared input: ``mnist`` or a file or folder under the repository."""
+    if name == "mnist":
+        from diffusion import data  # the published hashes; verified when the data are read
+
+        return hash_value(data.checksums())
+    path = ROOT / name
+    if path.is_file():
+        return sha256_file(path)
+    if path.is_dir():
+        return hash_value({p.relative_to(path).as_posix(): sha256_file(p)
+                           for p in sorted(path.rglob("*")) if p.is_file()})
+    raise BuildError(f"a section declares the input {name!r}, which is neither 'mnist' nor a file or "
+                     f"folder under {ROOT}.")
+
+
+class Engine:
+    def __init__(self, config: BuildConfig, generators: dict[str, Generator]):
+        self.config = config
+        self.generators = generators
+        self.store = Store(config.cache_root)
+        self._versions = library_versions()
+        self._checksum = config.input_checksums or default_input_checksum
+
+    # -- keys ------------------------------------------------------------------------------
+    def depends(self, gid: str) -> tuple[str, ...]:
+        section = self.generators[gid].section
+        extra = self.config.backend.depends if (section.uses_backend and self.config.backend) else ()
+        return tuple(dict.fromkeys(section.depends + extra))
+
+    def order(self, wanted: list[str] | None = None) -> list[str]:
+        graph = {gid: self.depends(gid) for gid in self.generators}
+        full = build_order_from_graph(graph)
+        if not wanted:
+            return full
+        unknown = [w for w in wanted if w not in self.generators]
+        if unknown:
+            raise BuildError(f"unknown section(s) {', '.join(unknown)}; valid sections are: "
+                             f"{', '.join(sorted(self.generators))}.")
+        needed, stack = set(), list(wanted)
+        while stack:
+            gid = stack.pop()
+            if gid not in needed:
+                needed.add(gid)
+                stack.extend(graph[gid])
+        return [gid for gid in full if gid in needed]
+
+    def section_seed(self, gid: str) -> int:
+        return derive_seed(self.config.seed, gid)
+
+    def key_components(self, gid: str, upstream: dict[str, Entry | None]) -> dict[str, Any]:
+        gen = self.generators[gid]
+        section = gen.section
+        code = code_fingerprint(gen.module.__name__)
+        for writer in OUTPUT_WRITERS:
+            code.update(code_fingerprint(writer))
+        uses_backend = section.uses_backend and self.config.backend is not None
+        return {
+            "code": dict(sorted(code.items())),
+            "params": section.resolve(self.config.profile),
+            "seed": self.section_seed(gid),
+            "profile": self.config.profile,
+            "device": self.config.device.split(":")[0],
+            "dtype": self.config.dtype,
+            "backend": self.config.backend.identity if uses_backend else None,
+            "inputs": {name: self._checksum(name) for name in section.inputs},
+            "upstream": {dep: (e.digest if e else "not built") for dep, e in sorted(upstream.items())},
+            "versions": self._versions,
+        }
+
+    # -- inspection without running ----------------------------------------------------------
+    def peek(self, wanted: list[str] | None = None) -> dict[str, tuple[dict[str, Any], Entry | None]]:
+        """Key components and cached entry (or None) of each section, running nothing."""
+        out: dict[str, tuple[dict[str, Any], Entry | None]] = {}
+        for gid in self.order(wanted):
+            upstream = {dep: out[dep][1] for dep in self.depends(gid)}
+            components = self.key_components(gid, upstream)
+            out[gid] = (components, self.store.lookup(gid, hash_value(components)))
+        return out
+
+    def explain(self, gid: str) -> list[str]:
+        components, entry = self.peek([gid])[gid]
+        key = hash_value(components)
+        if entry is not None:
+            return [f"{gid}: HIT (key {key[:16]}); the cached outputs are intact and will be reused."]
+        lines = [f"{gid}: MISS (key {key[:16]}) because:"]
+        last = self.store.last_components(gid)
+        stored = self.store.entries_of(gid)
+        if last is not None and hash_value(last) == key and stored:
+            lines.append("  the record for this key exists but a file it names is missing or altered")
+        else:
+            lines += [f"  {line}" for line in diff_components(last, components)]
+        return lines
+
+    # -- running -----------------------------------------------------------------------------
+    def build(self, wanted: list[str] | None = None, progress=None,
+              on_section: Callable[[SectionResult], None] | None = None) -> BuildResult:
+        result = BuildResult()
+        entries: dict[str, Entry | None] = {}
+        failed: set[str] = set()
+        for gid in self.order(wanted):
+            deps = self.depends(gid)
+            if any(dep in failed for dep in deps):
+                failed.add(gid)
+                res = SectionResult(gid, "skipped", 0.0, error="an upstream section failed")
+            else:
+                res = self._build_one(gid, {dep: entries[dep] for dep in deps}, progress)
+                if res.status == "failed":
+                    failed.add(gid)
+            entries[gid] = res.entry
+            result.results.append(res)
+            if on_section:
+                on_section(res)
+        return result
+
+    def _build_one(self, gid: str, upstream: dict[str, Entry], progress) -> SectionResult:
+        components = self.key_components(gid, upstream)
+        key = hash_value(components)
+        forced = gid in self.config.force
+        if not forced:
+            entry = self.store.lookup(gid, key)
+            if entry is not None:
+                self.store.remember_components(gid, components)
+                return SectionResult(gid, "hit", 0.0, entry)
+        gen = self.generators[gid]
+        params = components["params"]
+        seed = components["seed"]
+        start = time.perf_counter()
+        with self.store.staging() as staging:
+            ctx = Context(
+                section_id=gid, params=SimpleNamespace(**params), profile=self.config.profile, seed=seed,
+                device=self.config.device, dtype=self.config.dtype, store=self.store, staging=staging,
+                scratch=self.store.scratch_dir(gid, key), upstream_entries=upstream,
+                backend_factory=(lambda: self.config.backend.load(ctx)) if gen.section.uses_backend
+                and self.config.backend else None,
+                progress_factory=progress,
+            )
+            _seed_everything(seed)
+            try:
+                gen.run(ctx)
+            except (KeyboardInterrupt, SystemExit):
+                raise
+            except BuildError as exc:
+                return SectionResult(gid, "failed", time.perf_counter() - start, error=str(exc))
+            except Exception as exc:  # noqa: BLE001 - one section's bug must not stop the others
+                return SectionResult(gid, "failed", time.perf_counter() - start,
+                                     error=f"{type(exc).__name__}: {exc}")
+            seconds = time.perf_counter() - start
+            for out in ctx.outputs:
+                for f in out["files"]:
+                    # Always replace: an existing object may be one that failed verification.
+                    staged = staging / f["sha"]
+                    if staged.is_file():  # two outputs with the same bytes share one staged file
+                        target = self.store.object_path(f["sha"])
+                        target.parent.mkdir(parents=True, exist_ok=True)
+                        os.replace(staged, target)
+            entry = self.store.commit(gid, key, {
+                "section": gid, "title": gen.section.title, "components": components,
+                "outputs": ctx.outputs, "wall_seconds": round(seconds, 2),
+            })
+        self.store.remember_components(gid, components)
+        self.store.drop_scratch(gid)
+        return SectionResult(gid, "forced" if forced else "miss", seconds, entry)
+
+
+def build_order_from_graph(graph: dict[str, tuple[str, ...]]) -> list[str]:
+    from graphlib import CycleError, TopologicalSorter
+
+    sorter = TopologicalSorter({gid: sorted(deps) for gid, deps in sorted(graph.items())})
+    try:
+        sorter.prepare()
+    except CycleError as exc:
+        raise BuildError(f"the section dependencies form a cycle: {' -> '.join(exc.args[1])}") from None
+    order: list[str] = []
+    while sorter.is_active():
+        ready = sorted(sorter.get_ready())
+        order.extend(ready)
+        sorter.done(*ready)
+    return order
+
+
+def _seed_everything(seed: int) -> None:
+    random.seed(seed)
+    try:
+        import numpy as np
+
+        np.random.seed(seed % 2**32)
+    except ImportError:
+        pass
+    try:
+        import torch
+
+        torch.manual_seed(seed)
+    except ImportError:
+        pass

@@ -1,0 +1,133 @@
+"""Content hashes for cache keys: code, parameters and files.
+
+Code is hashed by its syntax tree without docstrings, so reformatting a generator or editing a
+comment does not re-run it, while any change to what the code does does.
+"""
+from __future__ import annotations
+
+import ast
+import hashlib
+import json
+import sys
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+PROJECT_PACKAGES = ("diffusion", "generators", "builder")
+
+
+def sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def canonical_json(value: Any) -> str:
+    """One spelling per value: sorted keys, no whitespace, tuples as lists."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=_jsonable)
+
+
+def _jsonable(value: Any):
+    if isinstance(value, (set, frozenset)):
+        return sorted(value)
+    if isinstance(value, Path):
+        return value.as_posix()
+    raise TypeError(f"cannot put {type(value).__name__} into a cache key: {value!r}")
+
+
+def hash_value(value: Any) -> str:
+    return sha256_bytes(canonical_json(value).encode())
+
+
+def _strip_docstrings(tree: ast.AST) -> ast.AST:
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
+            body = node.body
+            if body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant) \
+                    and isinstance(body[0].value.value, str):
+                node.body = body[1:] or [ast.Pass()]
+    return tree
+
+
+def module_path(name: str) -> Path | None:
+    """The source file of a project module, or None for anything outside the project."""
+    if name.split(".")[0] not in PROJECT_PACKAGES:
+        return None
+    base = ROOT.joinpath(*name.split("."))
+    for candidate in (base.with_suffix(".py"), base / "__init__.py"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+@lru_cache(maxsize=None)
+def _parse(path: Path) -> tuple[str, tuple[str, ...]]:
+    """(hash of the docstring-free syntax tree, project modules it imports)."""
+    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    package = ".".join(path.relative_to(ROOT).with_suffix("").parts)
+    if path.name == "__init__.py":
+        package = package.rsplit(".", 1)[0] if "." in package else package
+    else:
+        package = package.rsplit(".", 1)[0] if "." in package else ""
+    imports: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            imports.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                parts = package.split(".") if package else []
+                base = parts[: len(parts) - (node.level - 1)] if node.level > 1 else parts
+                module = ".".join(base + ([node.module] if node.module else []))
+            else:
+                module = node.module or ""
+            imports.add(module)
+            # `from pkg import mod` may name a submodule rather than an attribute.
+            imports.update(f"{module}.{alias.name}" for alias in node.names)
+    digest = sha256_bytes(ast.dump(_strip_docstrings(tree)).encode())
+    return digest, tuple(sorted(i for i in imports if module_path(i) is not None))
+
+
+def code_fingerprint(module_name: str) -> dict[str, str]:
+    """Hashes of a module and every project module it imports, transitively, by module name.
+
+    Parent packages' ``__init__`` files count too, since importing a submodule runs them.
+    """
+    seen: dict[str, str] = {}
+    stack = [module_name]
+    while stack:
+        name = stack.pop()
+        if name in seen:
+            continue
+        path = module_path(name)
+        if path is None:
+            continue
+        digest, imports = _parse(path)
+        seen[name] = digest
+        stack.extend(imports)
+        parts = name.split(".")
+        stack.extend(".".join(parts[:i]) for i in range(1, len(parts)))
+    return dict(sorted(seen.items()))
+
+
+def clear_code_cache() -> None:
+    _parse.cache_clear()
+
+
+def library_versions() -> dict[str, str]:
+    """Versions of the numerical libraries whose changes can change a figure."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {"python": ".".join(map(str, sys.version_info[:2]))}
+    for dist in ("torch", "diffusers", "transformers", "numpy", "pillow", "matplotlib"):
+        try:
+            out[dist] = version(dist)
+        except PackageNotFoundError:
+            out[dist] = "absent"
+    return out

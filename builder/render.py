@@ -1,0 +1,245 @@
+"""content/*.md + templates/ + the build manifest -> site/.
+
+Each content file is first rendered by Jinja (so prose can name the figures and parameters of
+the build), then by Python-Markdown with math protected by arithmatex; math becomes MathML at
+build time and figures are placed by id, so the site needs no script or network to show them.
+"""
+from __future__ import annotations
+
+import html
+import json
+import re
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import markdown
+from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
+from markupsafe import Markup
+
+from . import BuildError
+from .cache import atomic_write_bytes, atomic_write_text
+from .fingerprint import canonical_json
+
+PAGES = {"index": "index.html", "part-a": "part-a.html", "part-b": "part-b.html"}
+PAGE_TITLES = {"index": "Overview", "part-a": "Part A: the power of diffusion models",
+               "part-b": "Part B: diffusion models from scratch"}
+
+_MATH = re.compile(r'<(span|div) class="arithmatex">(.*?)</\1>', re.S)
+_PLACEHOLDER = "FIGUREPLACEHOLDER{}X"
+_PLACEHOLDER_RE = re.compile(r"(?:<p>)?FIGUREPLACEHOLDER(\d+)X(?:</p>)?")
+
+
+@dataclass
+class ContentFile:
+    path: Path
+    meta: dict[str, str]
+    body: str
+
+    @property
+    def page(self) -> str:
+        return self.meta.get("page", "index")
+
+    @property
+    def order(self) -> float:
+        return float(self.meta.get("order", "0"))
+
+    @property
+    def anchor(self) -> str:
+        return self.meta.get("id") or self.path.stem.split("-", 1)[-1]
+
+
+def read_content(content_dir: Path) -> list[ContentFile]:
+    files = []
+    for path in sorted(Path(content_dir).glob("*.md")):
+        text = path.read_text(encoding="utf-8")
+        meta: dict[str, str] = {}
+        if text.startswith("---\n"):
+            end = text.find("\n---\n", 4)
+            if end < 0:
+                raise BuildError(f"{path}: the front matter starting on line 1 is never closed by a '---' line.")
+            for line in text[4:end].splitlines():
+                if line.strip():
+                    key, sep, value = line.partition(":")
+                    if not sep:
+                        raise BuildError(f"{path}: front matter line {line!r} is not 'key: value'.")
+                    meta[key.strip()] = value.strip()
+            text = text[end + 5:]
+        if meta.get("page", "index") not in PAGES:
+            raise BuildError(f"{path}: unknown page {meta.get('page')!r}; use one of {', '.join(PAGES)}.")
+        if "title" not in meta:
+            raise BuildError(f"{path}: the front matter needs a 'title:' line.")
+        files.append(ContentFile(path, meta, text))
+    return sorted(files, key=lambda c: (list(PAGES).index(c.page), c.order, c.path.name))
+
+
+def latex_to_mathml(latex: str, display: bool) -> str:
+    from latex2mathml.converter import convert
+
+    return convert(latex, display="block" if display else "inline")
+
+
+def _render_math(fragment: str, where: str) -> str:
+    def replace(match: re.Match) -> str:
+        display = match.group(1) == "div"
+        tex = html.unescape(match.group(2)).strip()
+        tex = tex[2:-2].strip() if tex[:2] in ("\\(", "\\[") else tex
+        try:
+            mathml = latex_to_mathml(tex, display)
+        except Exception as exc:  # latex2mathml raises many types for bad input
+            raise BuildError(f"{where}: cannot render the math {tex!r} ({exc}); fix the LaTeX.") from None
+        mathml = mathml.replace("<math ", f'<math aria-label="{html.escape(tex, quote=True)}" ', 1)
+        tag = "div" if display else "span"
+        return f'<{tag} class="math math-{"display" if display else "inline"}">{mathml}</{tag}>'
+
+    return _MATH.sub(replace, fragment)
+
+
+@dataclass
+class Site:
+    manifest: dict[str, Any]
+    figures: dict[str, tuple[str, dict[str, Any]]] = field(default_factory=dict)  # id -> (section, record)
+
+    def __post_init__(self):
+        for sid, sec in self.manifest["sections"].items():
+            for fig in sec["figures"]:
+                self.figures[fig["id"]] = (sid, fig)
+
+
+def figure_filename(fig: dict[str, Any], file: dict[str, Any]) -> str:
+    role = "" if file["role"] in ("image", "animation") else f"-{file['role']}"
+    return f"figures/{fig['id']}{role}.{file['ext']}"
+
+
+def render_site(manifest: dict[str, Any], content_dir: Path, templates_dir: Path, out_dir: Path,
+                object_path: Callable[[str], Path]) -> dict[str, Any]:
+    """Write the whole site into ``out_dir``; returns a summary (pages, files, bytes).
+
+    Every file is written atomically and only when its bytes change, so an interrupted render
+    leaves no half-written file and a warm rebuild touches nothing.
+    """
+    site = Site(manifest)
+    content = read_content(content_dir)
+    env = Environment(loader=FileSystemLoader(str(templates_dir)), autoescape=select_autoescape(["html"]),
+                      undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True)
+    env.filters["tojson_sorted"] = lambda v: Markup(canonical_json(v))
+    macros = env.get_template("macros.html").module
+
+    used: set[str] = set()
+    pages: dict[str, list[dict[str, Any]]] = {p: [] for p in PAGES}
+    for cf in content:
+        pages[cf.page].append(_render_content(cf, site, env, macros, used))
+
+    unused = sorted(set(site.figures) - used)
+    warnings = [f"figure {fid!r} (section {site.figures[fid][0]}) is produced but no content file shows it"
+                for fid in unused]
+
+    written: dict[str, bytes] = {}
+    for fid in sorted(used):
+        _sid, fig = site.figures[fid]
+        for f in fig.get("files", []):
+            written[figure_filename(fig, f)] = object_path(f["sha"]).read_bytes()
+    static = Path(templates_dir) / "static"
+    for path in sorted(static.rglob("*")) if static.is_dir() else []:
+        if path.is_file():
+            written[f"static/{path.relative_to(static).as_posix()}"] = path.read_bytes()
+
+    nav = [{"page": p, "href": PAGES[p], "title": PAGE_TITLES[p]} for p in PAGES]
+    page_tpl = env.get_template("page.html")
+    for page, sections in pages.items():
+        text = page_tpl.render(page=page, page_title=PAGE_TITLES[page], sections=sections, nav=nav,
+                               build=manifest["build"])
+        written[PAGES[page]] = text.encode("utf-8")
+    written["manifest.json"] = (json.dumps(public_manifest(manifest), indent=1, sort_keys=True) + "\n").encode()
+    written[".nojekyll"] = b""
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    changed = 0
+    for rel, data in sorted(written.items()):
+        target = out_dir / rel
+        if target.is_file() and target.read_bytes() == data:
+            continue
+        atomic_write_bytes(target, data)
+        changed += 1
+    removed = _remove_stale(out_dir, set(written))
+    return {"files": len(written), "changed": changed, "removed": removed,
+            "bytes": sum(len(d) for d in written.values()), "warnings": warnings}
+
+
+def _remove_stale(out_dir: Path, keep: set[str]) -> int:
+    removed = 0
+    for path in sorted(out_dir.rglob("*"), reverse=True):
+        rel = path.relative_to(out_dir).as_posix()
+        if path.is_file() and rel not in keep:
+            path.unlink()
+            removed += 1
+        elif path.is_dir() and not any(path.iterdir()):
+            path.rmdir()
+    return removed
+
+
+def _render_content(cf: ContentFile, site: Site, env: Environment, macros, used: set[str]) -> dict[str, Any]:
+    placeholders: list[Markup] = []
+    where = str(cf.path)
+
+    def lookup(fig_id: str) -> tuple[str, dict[str, Any]]:
+        if fig_id not in site.figures:
+            known = ", ".join(sorted(site.figures)) or "none"
+            raise BuildError(f"{where} shows the figure {fig_id!r}, which no section produced in this build. "
+                             f"Fix the id or add the figure to a generator; produced ids: {known}.")
+        used.add(fig_id)
+        return site.figures[fig_id]
+
+    def place(html_text: Markup) -> Markup:
+        placeholders.append(html_text)
+        return Markup("\n\n" + _PLACEHOLDER.format(len(placeholders) - 1) + "\n\n")
+
+    def figure(fig_id: str, **options) -> Markup:
+        sid, fig = lookup(fig_id)
+        section = site.manifest["sections"][sid]
+        return place(macros.figure(fig, section, options))
+
+    def section_info(sid: str) -> dict[str, Any]:
+        if sid not in site.manifest["sections"]:
+            raise BuildError(f"{where} refers to the section {sid!r}, which is not in this build; "
+                             f"sections: {', '.join(sorted(site.manifest['sections']))}.")
+        return site.manifest["sections"][sid]
+
+    def param(sid: str, name: str):
+        params = section_info(sid)["params"]
+        if name not in params:
+            raise BuildError(f"{where} asks for the parameter {name!r} of section {sid!r}, which it does not "
+                             f"have; it has: {', '.join(sorted(params))}.")
+        return params[name]
+
+    content_env = env.overlay(undefined=StrictUndefined)
+    try:
+        template = content_env.from_string(cf.body)
+        text = template.render(figure=figure, param=param, section=section_info, build=site.manifest["build"])
+    except BuildError:
+        raise
+    except Exception as exc:
+        raise BuildError(f"{where}: the template failed to render ({type(exc).__name__}: {exc}).") from None
+
+    md = markdown.Markdown(extensions=["pymdownx.arithmatex", "toc", "tables", "attr_list", "md_in_html",
+                                       "footnotes", "sane_lists"],
+                           extension_configs={"pymdownx.arithmatex": {"generic": True},
+                                              "toc": {"toc_depth": "3-4", "slugify": _slug_with(cf.anchor)}})
+    body = md.convert(text)
+    body = _render_math(body, where)
+    body = _PLACEHOLDER_RE.sub(lambda m: str(placeholders[int(m.group(1))]), body)
+    return {"id": cf.anchor, "title": cf.meta["title"], "html": Markup(body), "toc": md.toc_tokens,
+            "meta": cf.meta, "source": cf.path.name}
+
+
+def _slug_with(prefix: str):
+    from markdown.extensions.toc import slugify
+
+    return lambda value, separator: f"{prefix}-{slugify(value, separator)}"
+
+
+def public_manifest(manifest: dict[str, Any]) -> dict[str, Any]:
+    """The manifest as published in site/manifest.json: every figure with its provenance."""
+    return manifest

@@ -1,0 +1,1 @@
+"""One module per report section. Each declares ``SECTION`` and ``run(ctx)``; see builder.section."""

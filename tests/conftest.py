@@ -1,0 +1,71 @@
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+@pytest.fixture
+def toy_project(tmp_path, monkeypatch):
+    """A throwaway project with its own generators package, so cache tests can edit code freely."""
+    from builder import fingerprint
+
+    root = tmp_path / "proj"
+    pkg = root / "toygens"
+    pkg.mkdir(parents=True)
+    (pkg / "__init__.py").write_text("")
+    (pkg / "up.py").write_text(UP)
+    (pkg / "down.py").write_text(DOWN)
+    (pkg / "side.py").write_text(SIDE)
+    monkeypatch.setattr(sys, "dont_write_bytecode", True)  # edits within a second must not hit stale .pyc
+    monkeypatch.setattr(fingerprint, "ROOT", root)
+    monkeypatch.setattr(fingerprint, "PROJECT_PACKAGES", ("toygens",))
+    monkeypatch.syspath_prepend(str(root))
+    fingerprint.clear_code_cache()
+    yield root
+    for name in [m for m in sys.modules if m == "toygens" or m.startswith("toygens.")]:
+        del sys.modules[name]
+    fingerprint.clear_code_cache()
+
+
+UP = '''
+import numpy as np
+from builder.section import Section
+
+SECTION = Section(id="up", title="Upstream", params={"n": 3}, profiles={"smoke": {"n": 2}})
+
+
+def run(ctx):
+    values = np.random.rand(ctx.params.n).round(6).tolist()
+    ctx.save_json("values", values)
+    ctx.save_image("up_image", np.full((4, 4), ctx.params.n / 10), caption="A flat grey square.")
+'''
+
+DOWN = '''
+import numpy as np
+from builder.section import Section
+
+SECTION = Section(id="down", title="Downstream", depends=("up",))
+
+
+def run(ctx):
+    values = ctx.upstream("up").json("values")
+    ctx.save_image("down_image", np.array([values]), caption="The upstream values as one row of pixels.")
+'''
+
+SIDE = '''
+import numpy as np
+from builder.section import Section
+
+SECTION = Section(id="side", title="Independent", params={"fail": False})
+
+
+def run(ctx):
+    ctx.save_image("side_image", np.zeros((2, 2)), caption="Two by two black pixels.")
+    if ctx.params.fail:
+        raise RuntimeError("side failed on purpose")
+'''

@@ -1,0 +1,163 @@
+"""The cache: hits, the misses that must happen, early cut-off, corruption and interruption."""
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+from builder import fingerprint
+from builder.cache import Store, atomic_write_bytes
+from builder.engine import BuildConfig, Engine
+from builder.registry import discover
+
+
+def make_engine(root: Path, seed=1, profile="cpu", force=()):
+    config = BuildConfig(profile=profile, device="cpu", dtype="float32", seed=seed,
+                         cache_root=root / "cache", force=frozenset(force))
+    return Engine(config, discover("toygens"))
+
+
+def statuses(result):
+    return {r.id: r.status for r in result.results}
+
+
+def edit(root: Path, module: str, old: str, new: str):
+    path = root / "toygens" / f"{module}.py"
+    text = path.read_text()
+    assert old in text
+    path.write_text(text.replace(old, new))
+    fingerprint.clear_code_cache()
+    # A real build is a fresh process; here the edited module must be imported anew.
+    for name in [m for m in sys.modules if m.startswith("toygens")]:
+        del sys.modules[name]
+
+
+def test_second_build_is_all_hits(toy_project):
+    first = make_engine(toy_project).build()
+    assert statuses(first) == {"up": "miss", "down": "miss", "side": "miss"}
+    second = make_engine(toy_project).build()
+    assert statuses(second) == {"up": "hit", "down": "hit", "side": "hit"}
+    assert second.executed == []
+
+
+def test_comment_and_docstring_edits_do_not_invalidate(toy_project):
+    make_engine(toy_project).build()
+    edit(toy_project, "up", "def run(ctx):", 'def run(ctx):\n    """Now documented."""\n    # and commented')
+    assert statuses(make_engine(toy_project).build())["up"] == "hit"
+
+
+def test_code_change_misses_and_propagates(toy_project):
+    make_engine(toy_project).build()
+    edit(toy_project, "up", ".round(6)", ".round(3)")
+    result = statuses(make_engine(toy_project).build())
+    assert result == {"up": "miss", "down": "miss", "side": "hit"}
+
+
+def test_parameter_change_misses(toy_project):
+    make_engine(toy_project).build()
+    edit(toy_project, "up", '{"n": 3}', '{"n": 4}')
+    assert statuses(make_engine(toy_project).build())["up"] == "miss"
+
+
+def test_profile_override_is_a_parameter_change(toy_project):
+    make_engine(toy_project).build()
+    assert statuses(make_engine(toy_project, profile="smoke").build())["up"] == "miss"
+
+
+def test_seed_change_misses_everything(toy_project):
+    make_engine(toy_project).build()
+    assert set(statuses(make_engine(toy_project, seed=2).build()).values()) == {"miss"}
+
+
+def test_early_cutoff_when_upstream_reruns_to_the_same_bytes(toy_project):
+    make_engine(toy_project).build()
+    edit(toy_project, "up", "    ctx.save_json", "    unused = 1  # a real code change\n    ctx.save_json")
+    result = statuses(make_engine(toy_project).build())
+    assert result["up"] == "miss"
+    assert result["down"] == "hit", "downstream is keyed on upstream outputs, which did not change"
+
+
+def test_explain_names_the_changed_component(toy_project):
+    make_engine(toy_project).build()
+    edit(toy_project, "up", '{"n": 3}', '{"n": 5}')
+    lines = make_engine(toy_project).explain("up")
+    assert lines[0].startswith("up: MISS")
+    assert any("params.n: 3 -> 5" in line for line in lines)
+    assert make_engine(toy_project).explain("side")[0].startswith("side: HIT")
+
+
+def test_corrupted_object_is_a_miss_and_gets_rebuilt(toy_project):
+    engine = make_engine(toy_project)
+    entry = {r.id: r.entry for r in engine.build().results}["side"]
+    obj = engine.store.object_path(entry.outputs[0]["files"][0]["sha"])
+    obj.write_bytes(b"not a png")
+    assert statuses(make_engine(toy_project).build())["side"] == "miss"
+    assert engine.store.verify_object(entry.outputs[0]["files"][0]["sha"])
+
+
+def test_missing_object_is_a_miss(toy_project):
+    engine = make_engine(toy_project)
+    entry = {r.id: r.entry for r in engine.build().results}["down"]
+    engine.store.object_path(entry.outputs[0]["files"][0]["sha"]).unlink()
+    assert statuses(make_engine(toy_project).build())["down"] == "miss"
+
+
+def test_force_reruns_only_the_named_section(toy_project):
+    make_engine(toy_project).build()
+    result = statuses(make_engine(toy_project, force=["side"]).build())
+    assert result == {"up": "hit", "down": "hit", "side": "forced"}
+
+
+def test_failing_generator_keeps_nothing_and_spares_the_others(toy_project):
+    make_engine(toy_project).build()
+    edit(toy_project, "side", '{"fail": False}', '{"fail": True}')
+    engine = make_engine(toy_project)
+    result = engine.build()
+    res = {r.id: r for r in result.results}
+    assert res["side"].status == "failed" and "side failed on purpose" in res["side"].error
+    assert res["up"].status == "hit" and res["down"].status == "hit"
+    assert not result.ok
+    assert not list((toy_project / "cache" / "tmp").iterdir()), "the staging folder was not cleaned up"
+    assert len(engine.store.entries_of("side")) == 1, "no record may be written for the failed run"
+
+
+def test_interrupted_generator_leaves_no_entry_or_temporary_file(toy_project, monkeypatch):
+    engine = make_engine(toy_project)
+    gen = engine.generators["side"]
+
+    def interrupted(ctx):
+        ctx.save_image("side_image", [[0.5]], caption="never finished")
+        raise KeyboardInterrupt
+
+    engine.generators["side"] = type(gen)(gen.section, gen.module, interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        engine.build(["side"])
+    assert engine.store.entries_of("side") == []
+    assert not list((toy_project / "cache" / "tmp").iterdir())
+    assert not (toy_project / "cache" / "objects").exists()
+
+
+def test_interrupted_atomic_write_leaves_the_old_file(tmp_path, monkeypatch):
+    target = tmp_path / "page.html"
+    target.write_bytes(b"old")
+
+    def boom(src, dst):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(os, "replace", boom)
+    with pytest.raises(KeyboardInterrupt):
+        atomic_write_bytes(target, b"new")
+    assert target.read_bytes() == b"old"
+    assert [p.name for p in tmp_path.iterdir()] == ["page.html"]
+
+
+def test_record_without_objects_is_ignored(tmp_path):
+    store = Store(tmp_path)
+    store.commit("s", "k", {"outputs": [{"id": "x", "files": [{"sha": "0" * 64, "ext": "png", "role": "image"}]}]})
+    assert store.lookup("s", "k") is None
+
+
+def test_upstream_failure_skips_dependents(toy_project):
+    edit(toy_project, "up", "    values =", "    raise ValueError('broken')\n    values =")
+    result = statuses(make_engine(toy_project).build())
+    assert result == {"up": "failed", "down": "skipped", "side": "miss"}

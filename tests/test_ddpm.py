@@ -1,0 +1,143 @@
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from diffusion import ddpm
+from diffusion.unet import ClassConditionalUNet, TimeConditionalUNet
+
+
+def test_linear_schedule_values():
+    s = ddpm.linear_schedule(300, 1e-4, 0.02)
+    assert s.T == 300 and s.betas.shape == (301,)
+    assert s.betas[0] == 0 and s.alpha_bars[0] == 1
+    assert s.betas[1].item() == pytest.approx(1e-4) and s.betas[300].item() == pytest.approx(0.02)
+    assert torch.all(s.alpha_bars[1:] < s.alpha_bars[:-1])
+    assert torch.allclose(s.alphas, 1 - s.betas)
+    assert s.alpha_bars[2].item() == pytest.approx((1 - 1e-4) * (1 - 1e-4 - (0.02 - 1e-4) / 299), rel=1e-6)
+    assert s.alpha_bars[-1].item() < 0.01  # x_T is (almost) pure noise
+
+
+def test_q_sample_and_predict_x0_invert_each_other():
+    s = ddpm.linear_schedule(50)
+    g = torch.Generator().manual_seed(0)
+    x0, eps = torch.rand(4, 1, 28, 28, generator=g), torch.randn(4, 1, 28, 28, generator=g)
+    t = torch.tensor([1, 10, 30, 50])
+    x_t = ddpm.q_sample(x0, t, eps, s)
+    abar = s.alpha_bars[t].view(-1, 1, 1, 1)
+    assert torch.allclose(x_t, abar.sqrt() * x0 + (1 - abar).sqrt() * eps)
+    assert torch.allclose(ddpm.predict_x0(x_t[1:2], eps[1:2], 10, s), x0[1:2], atol=1e-5)
+
+
+class FixedEps(nn.Module):
+    """A stand-in network with a known answer: eps(x, t) = 0.3 x + t."""
+
+    def __init__(self):
+        super().__init__()
+        self.p = nn.Parameter(torch.zeros(()))
+
+    def forward(self, x, t, *more):
+        t = more[0] if more else t  # (x, t) or (x, c, t)
+        return 0.3 * x + t.view(-1, 1, 1, 1) + self.p
+
+
+def test_sampler_matches_the_algorithm_written_out_by_hand():
+    T = 4
+    s = ddpm.linear_schedule(T)
+    out = ddpm.sample_time(FixedEps(), 2, s, torch.Generator().manual_seed(3), keep_every=1)
+
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(2, 1, 28, 28, generator=g)
+    assert torch.equal(out.trajectory[0], x)
+    for t in range(T, 0, -1):
+        beta, alpha, abar = s.betas[t].item(), s.alphas[t].item(), s.alpha_bars[t].item()
+        abar_prev = s.alpha_bars[t - 1].item()
+        eps = 0.3 * x + t / T
+        x0_hat = (x - math.sqrt(1 - abar) * eps) / math.sqrt(abar)
+        z = torch.randn(x.shape, generator=g) if t > 1 else torch.zeros_like(x)
+        x = (math.sqrt(abar_prev) * beta / (1 - abar)) * x0_hat + (math.sqrt(alpha) * (1 - abar_prev) / (1 - abar)) * x \
+            + math.sqrt(beta) * z
+        assert torch.allclose(out.trajectory[T - t + 1], x, atol=1e-5)
+    assert torch.allclose(out.images, x, atol=1e-5)
+
+
+def test_last_step_is_the_noise_free_posterior_mean():
+    s = ddpm.linear_schedule(10)
+    g = torch.Generator().manual_seed(0)
+    x1, eps = torch.randn(2, 1, 28, 28, generator=g), torch.randn(2, 1, 28, 28, generator=g)
+    x0_hat = ddpm.predict_x0(x1, eps, 1, s)
+    by_hand = (s.betas[1] / (1 - s.alpha_bars[1])) * x0_hat  # abar_0 = 1 kills the x_t term
+    assert torch.allclose(ddpm.posterior_mean(x1, x0_hat, 1, s), by_hand)
+    assert torch.equal(ddpm.step(x1, eps, 1, s, g), ddpm.posterior_mean(x1, x0_hat, 1, s))
+    assert torch.allclose(by_hand, x0_hat, atol=1e-6)  # beta_1 = 1 - abar_1
+
+
+def test_trajectory_keeps_x_T_every_k_steps_and_the_final_image():
+    s = ddpm.linear_schedule(12)
+    out = ddpm.sample_time(FixedEps(), 3, s, torch.Generator().manual_seed(0), keep_every=5)
+    assert ddpm.kept_timesteps(12, 5) == [12, 7, 2, 0]
+    assert out.trajectory.shape == (4, 3, 1, 28, 28)
+    assert torch.equal(out.trajectory[-1], out.images)
+
+
+def test_sampling_is_reproducible_from_the_generator():
+    s = ddpm.linear_schedule(5)
+    torch.manual_seed(0)
+    model = TimeConditionalUNet(1, 4)
+    a = ddpm.sample_time(model, 2, s, torch.Generator().manual_seed(11))
+    torch.manual_seed(999)  # the global RNG must not matter
+    b = ddpm.sample_time(model, 2, s, torch.Generator().manual_seed(11))
+    c = ddpm.sample_time(model, 2, s, torch.Generator().manual_seed(12))
+    assert torch.equal(a.images, b.images) and not torch.equal(a.images, c.images)
+    assert model.training  # restored after sampling in eval mode
+
+
+def test_cfg_with_gamma_one_is_the_conditional_estimate():
+    s = ddpm.linear_schedule(5)
+    torch.manual_seed(0)
+    model = ClassConditionalUNet(1, 10, 4).eval()
+    labels = torch.tensor([1, 7])
+    guided = ddpm.sample_class(model, labels, s, torch.Generator().manual_seed(5), guidance=1.0)
+
+    g = torch.Generator().manual_seed(5)
+    x = torch.randn(2, 1, 28, 28, generator=g)
+    c = F.one_hot(labels, 10).float()
+    with torch.no_grad():
+        for t in range(s.T, 0, -1):
+            x = ddpm.step(x, model(x, c, torch.full((2,), t / s.T)), t, s, g)
+    assert torch.allclose(guided.images, x, atol=1e-4)
+
+
+def test_cfg_extrapolates_away_from_the_unconditional_estimate():
+    s = ddpm.linear_schedule(3)
+    torch.manual_seed(0)
+    model = ClassConditionalUNet(1, 10, 4).eval()
+    outs = [ddpm.sample_class(model, torch.tensor([2]), s, torch.Generator().manual_seed(1), guidance=w).images
+            for w in (0.0, 1.0, 2.0)]
+    # the update is affine in gamma for one step, and T=3 steps stay close to it
+    assert not torch.allclose(outs[0], outs[1])
+    assert torch.allclose(outs[2] - outs[1], outs[1] - outs[0], rtol=0.2, atol=0.2)
+
+
+def test_drop_class_zeroes_rows_at_rate_p():
+    onehot = F.one_hot(torch.arange(10000) % 10, 10).float()
+    dropped = ddpm.drop_class(onehot, 0.1, torch.Generator().manual_seed(0))
+    zero_rows = (dropped.sum(1) == 0).float().mean().item()
+    assert abs(zero_rows - 0.1) < 0.01
+    kept = dropped.sum(1) == 1
+    assert torch.equal(dropped[kept], onehot[kept])
+    assert (ddpm.drop_class(onehot, 0.0, torch.Generator()).sum(1) == 1).all()
+
+
+def test_losses_are_scalar_and_use_only_the_generator():
+    s = ddpm.linear_schedule(20)
+    torch.manual_seed(0)
+    tm, cm = TimeConditionalUNet(1, 4), ClassConditionalUNet(1, 10, 4)
+    x0, labels = torch.rand(8, 1, 28, 28), torch.arange(8)
+    a = ddpm.time_loss(tm, x0, s, torch.Generator().manual_seed(0))
+    b = ddpm.time_loss(tm, x0, s, torch.Generator().manual_seed(0))
+    assert a.ndim == 0 and torch.equal(a, b)
+    c = ddpm.class_loss(cm, x0, labels, s, torch.Generator().manual_seed(0))
+    assert c.ndim == 0 and torch.isfinite(c)

@@ -1,0 +1,109 @@
+import math
+
+import pytest
+import torch
+
+from diffusion import ddpm, training
+from diffusion.training import TrainingDiverged, fit
+from diffusion.unet import ClassConditionalUNet
+
+SCHEDULE = ddpm.linear_schedule(50)
+SETTINGS = dict(epochs=2, batch_size=64, lr=1e-3, lr_decay=True, seed=3, autocast_dtype="bfloat16",
+                snapshot_epochs=(1,))
+
+
+def loss_fn(model, x0, labels, generator):
+    return ddpm.class_loss(model, x0, labels, SCHEDULE, generator)
+
+
+def tiny_data(n=200):
+    g = torch.Generator().manual_seed(0)
+    return torch.rand(n, 1, 28, 28, generator=g), torch.randint(0, 10, (n,), generator=g)
+
+
+def tiny_model():
+    torch.manual_seed(0)
+    return ClassConditionalUNet(1, 10, 4)
+
+
+def test_resume_after_interrupt_is_bitwise_identical(tmp_path):
+    straight_model = tiny_model()
+    straight = fit(straight_model, loss_fn, tiny_data(), **SETTINGS)
+
+    def interrupt(epoch, model):
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        fit(tiny_model(), loss_fn, tiny_data(), checkpoint_dir=tmp_path, on_epoch_end=interrupt, **SETTINGS)
+    seen = []
+    resumed_model = ClassConditionalUNet(1, 10, 4)  # different init: everything must come from the checkpoint
+    resumed = fit(resumed_model, loss_fn, tiny_data(), checkpoint_dir=tmp_path,
+                  on_epoch_end=lambda e, m: seen.append(e), **SETTINGS)
+
+    assert seen == [2]
+    assert resumed.losses == straight.losses and len(straight.losses) == 2 * math.ceil(200 / 64)
+    for (k, a), b in zip(straight_model.state_dict().items(), resumed_model.state_dict().values()):
+        assert torch.equal(a, b), k
+    for k, v in straight.snapshots[1].items():
+        assert torch.equal(v, resumed.snapshots[1][k]), k
+    assert len(resumed.epoch_seconds) == 2
+    assert not list(tmp_path.glob("*.tmp*"))  # only the atomically replaced checkpoint remains
+
+
+def test_finished_checkpoint_returns_without_training(tmp_path):
+    first = fit(tiny_model(), loss_fn, tiny_data(), checkpoint_dir=tmp_path, **SETTINGS)
+    again = fit(ClassConditionalUNet(1, 10, 4), loss_fn, tiny_data(), checkpoint_dir=tmp_path,
+                on_epoch_end=lambda e, m: pytest.fail("no epoch should run"), **SETTINGS)
+    assert again.losses == first.losses
+
+
+def test_checkpoint_from_another_configuration_is_refused(tmp_path):
+    fit(tiny_model(), loss_fn, tiny_data(), checkpoint_dir=tmp_path, **SETTINGS)
+    with pytest.raises(ValueError, match="different training configuration"):
+        fit(tiny_model(), loss_fn, tiny_data(), checkpoint_dir=tmp_path, **{**SETTINGS, "lr": 2e-3})
+
+
+def test_epoch_fraction_and_progress():
+    ticks = []
+    history = fit(tiny_model(), loss_fn, tiny_data(), epochs=1, batch_size=32, lr=1e-3, epoch_fraction=0.5,
+                  progress=ticks.append)
+    assert history.images_per_epoch == 100 and history.steps_per_epoch == 4 and len(ticks) == 4
+
+
+def test_nan_loss_raises_training_diverged_with_epoch_and_step():
+    calls = []
+
+    def poisoned(model, x0, labels, generator):
+        calls.append(1)
+        loss = loss_fn(model, x0, labels, generator)
+        return loss * float("nan") if len(calls) == 5 else loss
+
+    with pytest.raises(TrainingDiverged, match=r"epoch 2, step 1\b"):
+        fit(tiny_model(), poisoned, tiny_data(), epochs=3, batch_size=50, lr=1e-3)
+
+
+@pytest.mark.parametrize("bad", [
+    {"epochs": 0}, {"epochs": 2.5}, {"epochs": True}, {"batch_size": -1}, {"lr": 0.0}, {"lr": float("nan")},
+    {"lr_decay": 1.5}, {"lr_decay": "yes"}, {"epoch_fraction": 0.0}, {"epoch_fraction": 1.2},
+    {"autocast_dtype": "float64"}, {"snapshot_epochs": (3,)},
+])
+def test_invalid_hyperparameters_raise_before_any_work(bad):
+    def never(*args, **kwargs):
+        pytest.fail("the loss must not run")
+
+    with pytest.raises(ValueError):
+        fit(tiny_model(), never, tiny_data(), **{**SETTINGS, **bad})
+
+
+def test_mismatched_data_lengths_raise():
+    x, y = tiny_data()
+    with pytest.raises(ValueError, match="data"):
+        fit(tiny_model(), loss_fn, (x, y[:-1]), **SETTINGS)
+
+
+def test_lr_decay_true_is_the_assignment_schedule():
+    history = fit(tiny_model(), loss_fn, tiny_data(64), epochs=4, batch_size=64, lr=1e-3, lr_decay=True)
+    assert history.lrs == pytest.approx([1e-3 * 0.1 ** (k / 4) for k in range(4)])
+    constant = fit(tiny_model(), loss_fn, tiny_data(64), epochs=2, batch_size=64, lr=1e-3)
+    assert constant.lrs == [1e-3, 1e-3]
+    assert training.resolve_dtype("bfloat16") is torch.bfloat16

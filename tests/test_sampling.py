@@ -1,0 +1,155 @@
+"""The sampling loops against the report's equations, with a cheap analytic denoiser."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from diffusion.denoiser import Denoiser, Thresholding
+from diffusion.sampling import (StridedSchedule, cfg_estimate, forward, iterative_denoise, iterative_denoise_cfg,
+                                one_step_denoise, predict_x0, sample, strided_timesteps)
+
+
+def cosine_alphas_cumprod(T: int = 1000) -> torch.Tensor:
+    f = lambda s: math.cos((s + 0.008) / 1.008 * math.pi / 2) ** 2  # noqa: E731
+    betas = torch.tensor([min(1 - f((i + 1) / T) / f(i / T), 0.999) for i in range(T)], dtype=torch.float32)
+    return torch.cumprod(1 - betas, 0)
+
+
+class PointwiseDenoiser(Denoiser):
+    """A denoiser whose estimate at a pixel depends only on that pixel, t and the condition, so it
+    commutes with every pixel permutation (flips, rotations). Counts its calls."""
+
+    def __init__(self, T: int = 1000, size: int = 8, channels: int = 3, variance: bool = True):
+        self.alphas_cumprod = cosine_alphas_cumprod(T)
+        self.num_train_timesteps = T
+        self.image_size, self.channels = size, channels
+        self.identity = {"backend": "pointwise"}
+        self.device, self.dtype = torch.device("cpu"), torch.float32
+        self.variance = variance
+        self.calls: list[int] = []  # batch size of every predict call
+
+    def encode(self, prompt):
+        prompts = [prompt] if isinstance(prompt, str) else list(prompt)
+        return torch.tensor([[len(p) / 10, (sum(map(ord, p)) % 7) / 7] for p in prompts])
+
+    def predict(self, x_t, t, cond):
+        self.calls.append(x_t.shape[0])
+        a, b = cond[:, 0].view(-1, 1, 1, 1), cond[:, 1].view(-1, 1, 1, 1)
+        eps = torch.tanh(x_t * (1 + a) + t / self.num_train_timesteps - b)
+        return eps, (torch.tanh(0.5 * x_t - a) if self.variance else None)
+
+
+def gen(seed=0):
+    return torch.Generator("cpu").manual_seed(seed)
+
+
+@pytest.fixture
+def den():
+    return PointwiseDenoiser()
+
+
+def test_forward_is_a2_and_reproducible():
+    abar = cosine_alphas_cumprod()
+    x0 = torch.rand(2, 3, 8, 8, generator=gen(1)) * 2 - 1
+    x_t, eps = forward(x0, 500, abar, gen(7))
+    assert torch.allclose(x_t, abar[500].sqrt() * x0 + (1 - abar[500]).sqrt() * eps)
+    assert torch.equal(eps, torch.randn(2, 3, 8, 8, generator=gen(7)))
+    assert torch.equal(forward(x0, 500, abar, gen(7))[0], x_t)
+    per_sample, _ = forward(x0, torch.tensor([250, 750]), abar, noise=eps)
+    assert torch.allclose(per_sample[1], forward(x0[1:], 750, abar, noise=eps[1:])[0][0])
+
+
+def test_one_step_denoise(den):
+    x0 = torch.rand(1, 3, 8, 8, generator=gen(1)) * 2 - 1
+    x_t, eps = forward(x0, 600, den.alphas_cumprod, gen(2))
+    assert torch.allclose(predict_x0(x_t, eps, den.alphas_cumprod[600]), x0, atol=1e-5)  # with the true noise
+    cond = den.encode("a high quality photo")
+    expected = predict_x0(x_t, den.predict(x_t, 600, cond)[0], den.alphas_cumprod[600])
+    assert torch.equal(one_step_denoise(den, x_t, 600, cond), expected)
+
+
+def test_strided_timesteps_scale_with_T():
+    assert strided_timesteps(1000) == list(range(990, -1, -30))
+    assert strided_timesteps(300) == list(range(297, -1, -9))  # the same fractions of the range
+    assert strided_timesteps(PointwiseDenoiser(T=300)) == strided_timesteps(300)
+    for T in (20, 50, 77, 1000, 4000):
+        ts = strided_timesteps(T)
+        assert ts[-1] == 0 and ts[0] <= T - 1 and all(b < a for a, b in zip(ts, ts[1:]))
+    assert strided_timesteps(1000, start=999, stride=100) == [999, 899, 799, 699, 599, 499, 399, 299, 199, 99, 0]
+
+
+def test_schedule_rejects_bad_timesteps(den):
+    with pytest.raises(ValueError):
+        StridedSchedule(den.alphas_cumprod, [10, 20, 0])
+    with pytest.raises(ValueError):
+        StridedSchedule(den.alphas_cumprod, [1000, 0])
+
+
+@pytest.mark.parametrize("learned", [False, True])
+def test_loop_is_equation_a3(learned):
+    # The loop, written out from the report's equations, draw by draw.
+    den = PointwiseDenoiser(variance=learned)
+    ts, cond = [900, 500, 120, 0], den.encode("a photo of a dog")
+    x = torch.randn(2, 3, 8, 8, generator=gen(3))
+    ours = iterative_denoise(den, x, ts, 0, cond, gen(4))
+    replay, abar = gen(4), den.alphas_cumprod
+    for i, t in enumerate(ts):
+        a_t = abar[t]
+        a_p = abar[ts[i + 1]] if i + 1 < len(ts) else torch.tensor(1.0)
+        alpha, beta = a_t / a_p, 1 - a_t / a_p
+        eps, v = den.predict(x, t, cond.expand(2, -1))
+        x0 = (x - torch.sqrt(1 - a_t) * eps) / torch.sqrt(a_t)
+        x = torch.sqrt(a_p) * beta / (1 - a_t) * x0 + torch.sqrt(alpha) * (1 - a_p) / (1 - a_t) * x
+        if i + 1 < len(ts):
+            small = (1 - a_p) / (1 - a_t) * beta
+            var = small if v is None else torch.exp((v + 1) / 2 * torch.log(beta) + (1 - v) / 2 * torch.log(small))
+            x = x + torch.sqrt(var) * torch.randn(x.shape, generator=replay)
+    assert torch.allclose(ours, x, atol=1e-5)
+
+
+def test_cfg_estimate_is_a4_with_conditional_variance(den):
+    x = torch.randn(2, 3, 8, 8, generator=gen(5))
+    cond, null = den.encode(["a dog", "a cat hat"]), den.encode("").expand(2, -1)
+    eps, var = cfg_estimate(den, x, 300, cond, 7.0)
+    assert den.calls == [4]  # both halves, both images: one call
+    eps_u, _ = den.predict(x, 300, null)
+    eps_c, var_c = den.predict(x, 300, cond)
+    assert torch.allclose(eps, eps_u + 7.0 * (eps_c - eps_u), atol=1e-6)
+    assert torch.equal(var, var_c)
+
+
+def test_guidance_one_is_plain_conditional_sampling(den):
+    ts, cond = strided_timesteps(den), den.encode("a photo")
+    x = torch.randn(1, 3, 8, 8, generator=gen(0))
+    plain = iterative_denoise(den, x, ts, 3, cond, gen(1))
+    assert torch.equal(iterative_denoise_cfg(den, x, ts, 3, cond, gen(1), guidance=1.0), plain)
+
+
+def test_same_seed_same_result(den):
+    cond = den.encode(["a dog", "a cat"])
+    a = sample(den, cond, gen(11), timesteps=[800, 400, 0])
+    b = sample(den, cond, gen(11), timesteps=[800, 400, 0])
+    c = sample(den, cond, gen(12), timesteps=[800, 400, 0])
+    assert a.shape == (2, 3, 8, 8) and torch.equal(a, b) and not torch.equal(a, c)
+
+
+def test_intermediates_every_k(den):
+    ts, cond = strided_timesteps(den), den.encode("a photo")
+    x = torch.randn(1, 3, 8, 8, generator=gen(0))
+    final, frames = iterative_denoise_cfg(den, x, ts, 10, cond, gen(1), every=5)
+    assert [t for t, _ in frames] == ts[10::5]
+    assert torch.equal(frames[0][1], x)
+    assert torch.equal(final, iterative_denoise_cfg(den, x, ts, 10, cond, gen(1)))
+    assert len(den.calls) == 2 * (len(ts) - 10) and set(den.calls) == {2}
+
+
+def test_thresholding_follows_backend_unless_overridden(den):
+    cond = den.encode("a dog")
+    plain = sample(den, cond, gen(0), timesteps=[999, 500, 0], guidance=20.0)
+    den.thresholding = Thresholding(0.95, 1.5)
+    auto = sample(den, cond, gen(0), timesteps=[999, 500, 0], guidance=20.0)
+    assert not torch.equal(auto, plain)
+    assert torch.equal(sample(den, cond, gen(0), timesteps=[999, 500, 0], guidance=20.0, thresholding=None), plain)
+    assert auto.abs().max() <= 1.0 + 1e-6  # the last step lands on the thresholded x0

@@ -42,6 +42,24 @@ def parse_args(argv=None) -> argparse.Namespace:
                         "bf16 instructions, else float32)")
     p.add_argument("--seed", type=int, default=app.DEFAULT_SEED,
                    help=f"the project seed; each section derives its own from it (default {app.DEFAULT_SEED})")
+    backend = p.add_argument_group("Part A backend")
+    backend.add_argument("--backend", choices=["auto", "local", "deepfloyd"], default="auto",
+                         help="the model behind Part A: local = the class-conditioned MNIST UNet that Part B trains "
+                              "(CPU, no weights); deepfloyd = DeepFloyd IF from local weights; auto (default) = "
+                              "deepfloyd when a CUDA GPU and its weights are present, else local")
+    backend.add_argument("--deepfloyd-dir", type=Path, default=None,
+                         help="a directory holding the saved IF pipelines (or a copied Hugging Face cache); "
+                              "also read from $DEEPFLOYD_DIR. Default: the local Hugging Face cache")
+    backend.add_argument("--deepfloyd-model", default="DeepFloyd/IF-I-XL-v1.0",
+                         help="stage I model id, e.g. DeepFloyd/IF-I-L-v1.0 or -M (default: %(default)s)")
+    backend.add_argument("--embeddings", type=Path, default=None,
+                         help="a torch.save'd {prompt: tensor[1, 77, 4096]} file of T5 prompt embeddings, so that "
+                              "T5 need not be loaded (for GPUs without room for it)")
+    backend.add_argument("--upsample", action="store_true",
+                         help="also upsample Part A results to 256x256 with DeepFloyd stage II (IF-II-L-v1.0)")
+    backend.add_argument("--allow-download", action="store_true",
+                         help="let diffusers download missing DeepFloyd weights (needs the licence accepted and "
+                              "`huggingface-cli login`); off by default, nothing is downloaded")
     p.add_argument("--list", action="store_true", help="list the sections and whether each is cached, then exit")
     p.add_argument("--explain", metavar="SECTION",
                    help="say why SECTION's cache entry hits or misses (which key component changed), then exit")
@@ -54,11 +72,21 @@ def parse_args(argv=None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+def backend_spec(args, settings):
+    from generators._backends import BackendOptions, backend_spec as spec
+
+    options = BackendOptions(name=args.backend, deepfloyd_dir=args.deepfloyd_dir, model_id=args.deepfloyd_model,
+                             embeddings=args.embeddings, allow_download=args.allow_download, upsample=args.upsample)
+    return spec(options, settings.device or app.default_device())
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     settings = app.Settings(profile=args.profile, device=args.device, dtype=args.dtype, seed=args.seed,
                             only=args.only, force=args.force, cache_dir=args.cache_dir, site_dir=args.site_dir)
     try:
+        if not args.clean:
+            settings.backend = backend_spec(args, settings)
         if args.clean:
             print(app.clean(settings))
             return 0
@@ -85,6 +113,9 @@ def main(argv=None) -> int:
             print(f"error: section {res.id} failed: {res.error}", file=sys.stderr)
         elif res.status == "skipped":
             print(f"skipped: section {res.id}, because {res.error}", file=sys.stderr)
+    if summary and "error" in summary:
+        print(f"error: the site was not written: {summary['error']}", file=sys.stderr)
+        return 1
     if summary:
         for warning in summary["warnings"]:
             print(f"warning: {warning}", file=sys.stderr)

@@ -139,8 +139,12 @@ def build(settings: Settings, progress_bar: bool = True, out=sys.stdout) -> tupl
                   f"run without --only to build them.", file=out)
             return result, None
     manifest = manifest_of(engine, entries)
-    summary = render_site(manifest, settings.content_dir, settings.templates_dir, settings.site_dir,
-                          engine.store.object_path)
+    try:
+        summary = render_site(manifest, settings.content_dir, settings.templates_dir, settings.site_dir,
+                              engine.store.object_path)
+    except BuildError as exc:
+        # The figures are safely cached; only the pages could not be written.
+        return result, {"error": str(exc)}
     return result, summary
 
 

@@ -39,6 +39,7 @@ class Context:
     scratch: Path
     upstream_entries: dict[str, Entry]
     backend_factory: Callable[[], Any] | None = None
+    backend_identity: dict[str, Any] | None = None  # the build's backend choice, as in the cache key
     progress_factory: Callable[..., Any] | None = None
     outputs: list[dict[str, Any]] = field(default_factory=list)
     _backend: Any = None
@@ -116,7 +117,8 @@ class Context:
             for c, item in enumerate(row["items"]):
                 files.append(self._file(figures.png_bytes(item["image"]), "png", f"r{r}c{c}"))
                 items.append({"file": len(files) - 1, "label": item.get("label", ""),
-                              "alt": item.get("alt") or item.get("label", "")})
+                              "alt": item.get("alt") or item.get("label", ""),
+                              **({"width": int(item["width"])} if item.get("width") else {})})
             out_rows.append({"caption": row.get("caption", ""), "items": items})
         return self._figure(fig_id, "gallery", caption, alt, files, meta, rows=out_rows)
 

@@ -203,7 +203,7 @@ class Engine:
                 scratch=self.store.scratch_dir(gid, key), upstream_entries=upstream,
                 backend_factory=(lambda: self.config.backend.load(ctx)) if gen.section.uses_backend
                 and self.config.backend else None,
-                progress_factory=progress,
+                backend_identity=components["backend"], progress_factory=progress,
             )
             _seed_everything(seed)
             try:

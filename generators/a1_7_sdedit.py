@@ -1,0 +1,32 @@
+"""Part A 1.7 and 1.7.1: SDEdit (image-to-image translation) of photos, a web image and drawings."""
+import torch
+
+from builder.section import Section
+from generators._parta import INPUTS, backend_label, null_prompt, provenance, sdedit_rows, timesteps
+
+SECTION = Section(
+    id="a1_7_sdedit",
+    title="Part A 1.7-1.7.1: image-to-image translation (SDEdit)",
+    params={"start": 990, "stride": 30, "i_starts": [1, 3, 5, 7, 10, 20], "guidance": 7.0},
+    inputs=INPUTS,
+    uses_backend=True,
+)
+
+
+@torch.no_grad()
+def run(ctx):
+    p = ctx.params
+    prompt = null_prompt(ctx)
+    how = (f"noised to timesteps[i_start] of the strided schedule and denoised with CFG γ = {p.guidance}, "
+           f"prompt “{prompt}”, {backend_label(ctx)}")
+    ctx.save_gallery("a1_7_sdedit", sdedit_rows(ctx, ["test", "own1", "own2"], [prompt] * 3, "sdedit"),
+                     caption=f"SDEdit of the test image and two own images at i_start = {p.i_starts}: each input "
+                             f"{how}. Small i_start means more noise and more freedom.",
+                     alt="Rows of edits that move from unrelated images to near-copies of the original.",
+                     meta=provenance(ctx, i_starts=p.i_starts, guidance=p.guidance, prompt=prompt,
+                                     timesteps=timesteps(ctx)))
+    ctx.save_gallery("a1_7_1_edits", sdedit_rows(ctx, ["web", "drawn1", "drawn2"], [prompt] * 3, "edits"),
+                     caption=f"SDEdit of a web-style image and two hand-drawn sketches at i_start = {p.i_starts}: "
+                             f"each {how}.",
+                     alt="Rows of edits of a web image and two sketches, becoming more faithful to the input.",
+                     meta=provenance(ctx, i_starts=p.i_starts, guidance=p.guidance, prompt=prompt))

@@ -1,0 +1,69 @@
+"""Part A 1.1-1.3: the forward process, classical (Gaussian blur) denoising, and one-step
+denoising with the pretrained network, all on the same noisy images."""
+import torch
+
+from builder.section import Section
+from diffusion.edits import gaussian_blur
+from diffusion.sampling import forward, one_step_denoise
+from generators._parta import INPUTS, backend_label, input_image, item, null_prompt, provenance, scaled_t
+
+SECTION = Section(
+    id="a1_denoising",
+    title="Part A 1.1-1.3: forward process, blur and one-step denoising",
+    params={"timesteps": [250, 500, 750], "blur_sigmas": [0.5, 0.75, 1.0, 1.5, 2.0, 2.5, 3.0, 4.0]},
+    inputs=INPUTS,
+    uses_backend=True,
+)
+
+
+def best_blur(noisy, clean, sigmas):
+    """The Gaussian blur closest to the clean image (MSE), searched over ``sigmas``."""
+    best = None
+    for s in sigmas:
+        k = 2 * int(round(3 * s)) + 1
+        out = gaussian_blur(noisy, k, s)
+        err = (out - clean).pow(2).mean().item()
+        if best is None or err < best[0]:
+            best = (err, s, k, out)
+    return best
+
+
+@torch.no_grad()
+def run(ctx):
+    p = ctx.params
+    den = ctx.backend
+    test = input_image(ctx, "test")
+    cond = den.encode(null_prompt(ctx))
+    gen = ctx.generator("forward")
+    who = backend_label(ctx)
+    ts = [scaled_t(ctx, t) for t in p.timesteps]
+    T = den.num_train_timesteps
+
+    noisy = [forward(test.image, t, den.alphas_cumprod, gen)[0] for t in ts]
+    ctx.save_gallery("a1_forward", [{"caption": f"{test.description}, noised to t = {', '.join(map(str, ts))} of T = {T}",
+                                     "items": [item(ctx, test.image, "original")] +
+                                              [item(ctx, x, f"t = {t}", f"noisy image at t = {t}") for x, t in zip(noisy, ts)]}],
+                     caption=f"The forward process x_t = √ᾱ_t x_0 + √(1 − ᾱ_t) ε on {test.description}, at "
+                             f"t = {', '.join(map(str, ts))} (the course's 250, 500, 750 on {who}'s T = {T}).",
+                     alt="The test image and three increasingly noisy versions of it.",
+                     meta=provenance(ctx, timesteps=ts))
+
+    blur_items, one_rows = [], []
+    for x, t in zip(noisy, ts):
+        err, s, k, blurred = best_blur(x, test.image, p.blur_sigmas)
+        blur_items.append(item(ctx, blurred, f"t = {t}: σ = {s}", f"Gaussian blur (kernel {k}, σ = {s}) of the t = {t} image"))
+        estimate = one_step_denoise(den, x, t, cond)
+        one_rows.append({"caption": f"t = {t}",
+                         "items": [item(ctx, test.image, "original"), item(ctx, x, f"noisy, t = {t}"),
+                                   item(ctx, estimate, "one-step estimate", f"one-step denoised estimate at t = {t}")]})
+    ctx.save_gallery("a1_blur", [{"caption": "best Gaussian blur per noise level (lowest MSE to the original)",
+                                  "items": blur_items}],
+                     caption=f"Classical denoising: for each noisy image the Gaussian blur (σ searched over "
+                             f"{p.blur_sigmas}, kernel 2·round(3σ) + 1) that comes closest to the original.",
+                     alt="Three blurred versions of the noisy images: smoother, but still noisy and soft.",
+                     meta=provenance(ctx, timesteps=ts, sigmas=p.blur_sigmas))
+    ctx.save_gallery("a1_one_step", one_rows,
+                     caption=f"One-step denoising with {who}: x̂_0 = (x_t − √(1 − ᾱ_t) ε̂) / √ᾱ_t, the noise "
+                             f"estimated with the prompt “{null_prompt(ctx)}” and no guidance.",
+                     alt="For each noise level: the original, the noisy image and the network's one-step estimate.",
+                     meta=provenance(ctx, timesteps=ts, prompt=null_prompt(ctx)))

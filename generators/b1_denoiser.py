@@ -1,0 +1,64 @@
+"""Part B 1.2.1-1.2.2: the single-step denoiser's loss, its outputs after the first and last
+epoch, and how it copes with noise levels it was not trained on."""
+import torch
+
+from builder.section import Section
+from diffusion import data
+from diffusion.one_step import add_noise
+from diffusion.unet import UnconditionalUNet
+from generators._partb import digits_row, hyperparameter_table, load_model, loss_plot
+
+SECTION = Section(
+    id="b1_denoiser",
+    title="Part B 1.2.1-1.2.2: single-step denoising results",
+    params={"num_digits": 8, "ood_sigmas": [0.0, 0.2, 0.4, 0.5, 0.6, 0.8, 1.0], "ood_digits": 2},
+    profiles={"smoke": {"num_digits": 3, "ood_digits": 1}},
+    depends=("b1_train_denoiser",),
+    inputs=("mnist",),
+)
+
+
+@torch.no_grad()
+def run(ctx):
+    p = ctx.params
+    up = ctx.upstream("b1_train_denoiser")
+    train_params = up.entry.record["components"]["params"]
+    sigma, hidden = train_params["sigma"], train_params["num_hiddens"]
+    history = up.json("history")
+    loss_plot(ctx, "b1_loss", history, "Single-step denoiser (σ = 0.5)",
+              caption=f"Training loss of the single-step denoiser at σ = {sigma}, one point per optimizer step "
+                      f"({len(history['losses'])} steps over {train_params['epochs']} epochs; grey lines mark epochs).")
+
+    x, labels = data.as_tensor(data.load("test"))
+    pick = torch.randperm(len(x), generator=ctx.generator("pick"))[: p.num_digits]
+    clean = x[pick]
+    noisy = add_noise(clean, sigma, ctx.generator("noise"))
+    names = [f"a {labels[i].item()}" for i in pick.tolist()]
+    for epoch, fig_id, when in ((1, "b1_denoised_epoch1", "after epoch 1"),
+                                (train_params["epochs"], "b1_denoised_final", f"after epoch {train_params['epochs']}")):
+        model = load_model(up, UnconditionalUNet, f"epoch{epoch}", ctx.device, in_channels=1, num_hiddens=hidden)
+        out = model(noisy.to(ctx.device)).float().cpu()
+        ctx.save_gallery(fig_id, [
+            digits_row(noisy, names, f"input: test digits with noise σ = {sigma}", "noisy"),
+            digits_row(out, names, f"output of the denoiser {when}", "denoised"),
+            digits_row(clean, names, "the clean digits", "clean"),
+        ], caption=f"Single-step denoising of {p.num_digits} test digits {when} (σ = {sigma}): noisy input, "
+                   f"the UNet's output, and the original.",
+            alt=f"Three rows of digits: noisy, denoised {when}, clean.", meta={"epoch": epoch, "sigma": sigma})
+
+    model = load_model(up, UnconditionalUNet, "final", ctx.device, in_channels=1, num_hiddens=hidden)
+    rows = []
+    gen = ctx.generator("ood")
+    for i in pick[: p.ood_digits].tolist():
+        inputs = torch.stack([add_noise(x[i], s, gen) for s in p.ood_sigmas])
+        outputs = model(inputs.to(ctx.device)).float().cpu()
+        sig = [f"σ = {s}" for s in p.ood_sigmas]
+        rows.append(digits_row(inputs, sig, f"test digit #{i}: noisy inputs", "noisy input at"))
+        rows.append(digits_row(outputs, sig, f"test digit #{i}: denoised outputs", "denoised output at"))
+    ctx.save_gallery("b1_ood", rows,
+                     caption=f"Out-of-distribution noise levels: the denoiser trained at σ = {sigma} applied to "
+                             f"inputs noised with σ in {p.ood_sigmas}.",
+                     alt="Pairs of rows: increasingly noisy digits and the denoiser's outputs for them.",
+                     meta={"sigmas": p.ood_sigmas})
+    hyperparameter_table(ctx, "b1_hparams", "b1_train_denoiser", "single-step denoiser (unconditional UNet)",
+                         extra={"noise level σ": sigma, "loss": "MSE between D(x + σε) and x"})

@@ -1,0 +1,27 @@
+"""Part B 1.2.1: train the single-step denoiser (an unconditional UNet) at sigma = 0.5."""
+from functools import partial
+
+from builder.section import Section
+from diffusion.one_step import denoiser_loss
+from diffusion.unet import UnconditionalUNet
+from generators._partb import mnist_train, train
+
+# `params` are the assignment's settings (the spec profile); cpu and smoke shrink the budget.
+SECTION = Section(
+    id="b1_train_denoiser",
+    title="Part B 1.2.1: training the single-step denoiser",
+    params={"sigma": 0.5, "num_hiddens": 128, "batch_size": 256, "epochs": 5, "epoch_fraction": 1.0,
+            "lr": 1e-4, "lr_decay": False, "snapshot_epochs": [1, 5]},
+    profiles={
+        "cpu": {"num_hiddens": 32, "epochs": 5, "epoch_fraction": 0.4, "lr": 1e-3, "snapshot_epochs": [1, 5]},
+        "smoke": {"num_hiddens": 8, "batch_size": 64, "epochs": 2, "lr": 1e-3, "train_images": 512,
+                  "snapshot_epochs": [1, 2]},
+    },
+    inputs=("mnist",),
+)
+
+
+def run(ctx):
+    x, _labels = mnist_train(ctx)
+    model = UnconditionalUNet(in_channels=1, num_hiddens=ctx.params.num_hiddens)
+    train(ctx, model, partial(denoiser_loss, sigma=ctx.params.sigma), (x,))

@@ -1,0 +1,84 @@
+"""Part B 2.5: sampling from the class-conditioned DDPM with classifier-free guidance (Algorithm 4),
+and an independent classifier's verdict on whether each sample is the digit that was asked for."""
+import torch
+
+from builder.section import Section
+from diffusion.classifier import Classifier, predict
+from diffusion.ddpm import kept_timesteps, linear_schedule, sample_class
+from diffusion.unet import ClassConditionalUNet
+from generators._partb import (autocast_dtype, digits_row, hyperparameter_table, load_model, loss_plot,
+                               trajectory_gif)
+
+SECTION = Section(
+    id="b3_class_samples",
+    title="Part B 2.5: sampling from the class-conditioned DDPM",
+    params={"per_digit": 4, "guidance": 5.0, "keep_every": 10, "fps": 12,
+            "sweep_guidances": [0.0, 1.0, 3.0, 5.0, 10.0], "sweep_per_digit": 10, "eval_per_digit": 30},
+    profiles={"smoke": {"per_digit": 1, "keep_every": 100, "sweep_guidances": [0.0, 5.0], "sweep_per_digit": 1,
+                        "eval_per_digit": 2}},
+    depends=("b3_train_class", "b0_classifier"),
+)
+
+
+def run(ctx):
+    p = ctx.params
+    up = ctx.upstream("b3_train_class")
+    tp = up.entry.record["components"]["params"]
+    history = up.json("history")
+    loss_plot(ctx, "b3_loss", history, "Class-conditioned DDPM",
+              caption=f"Training loss of the class-conditioned UNet (Algorithm 3, p_uncond = {tp['p_uncond']}), "
+                      f"one point per optimizer step over {tp['epochs']} epochs.")
+    schedule = linear_schedule(tp["T"], tp["beta1"], tp["beta2"])
+    dtype = autocast_dtype(ctx)
+
+    def model_at(name):
+        return load_model(up, ClassConditionalUNet, name, ctx.device, in_channels=1,
+                          num_classes=tp["num_classes"], num_hiddens=tp["num_hiddens"])
+
+    # Digits run along the columns and each row holds one sample of every digit.
+    labels = torch.arange(10).repeat(p.per_digit)
+    for epoch in history["snapshot_epochs"]:
+        samples = sample_class(model_at(f"epoch{epoch}"), labels, schedule, ctx.generator("samples"),
+                               guidance=p.guidance, keep_every=p.keep_every, autocast_dtype=dtype)
+        ctx.save_grid(f"b3_samples_epoch{epoch}", samples.images.float().cpu().clamp(0, 1), ncol=10,
+                      caption=f"Class-conditioned samples after epoch {epoch} of {tp['epochs']}: {p.per_digit} of "
+                              f"each digit 0-9 (columns), classifier-free guidance γ = {p.guidance}.",
+                      alt=f"A grid of generated digits 0 to 9 in columns after epoch {epoch}.",
+                      meta={"epoch": epoch, "guidance": p.guidance})
+        trajectory_gif(ctx, f"b3_gif_epoch{epoch}", samples.trajectory, kept_timesteps(tp["T"], p.keep_every), 10,
+                       p.fps, caption=f"Sampling digits 0-9 after epoch {epoch} (γ = {p.guidance}): x_t every "
+                                      f"{p.keep_every} steps from t = {tp['T']} to t = 0.",
+                       meta={"epoch": epoch, "guidance": p.guidance})
+
+    judge = Classifier()
+    judge.load_state_dict(ctx.upstream("b0_classifier").checkpoint("final", map_location="cpu"))
+    judge_accuracy = ctx.upstream("b0_classifier").json("test_accuracy")
+    final = model_at("final")
+    rows, table = [], []
+    for gamma in p.sweep_guidances:
+        per_digit = p.eval_per_digit if gamma == p.guidance else p.sweep_per_digit
+        want = torch.arange(10).repeat_interleave(per_digit)
+        images = sample_class(final, want, schedule, ctx.generator(f"sweep-{gamma}"), guidance=gamma,
+                              keep_every=0, autocast_dtype=dtype).images.float().cpu()
+        got = predict(judge, images)
+        correct = (got == want).float()
+        acc = correct.mean().item()
+        per = [correct[want == d].mean().item() for d in range(10)]
+        first = images[::per_digit]
+        rows.append(digits_row(first, [str(d) for d in range(10)],
+                               f"γ = {gamma:g}: classifier agrees on {acc:.0%} of {len(want)} samples", f"γ = {gamma:g}, digit"))
+        table.append([f"{gamma:g}", len(want), f"{acc:.1%}"] + [f"{a:.0%}" for a in per])
+    ctx.save_gallery("b3_guidance", rows,
+                     caption=f"The effect of the guidance scale γ on the final model: one sample of each digit per "
+                             f"γ (same noise seed per row), and how often an independent MNIST classifier "
+                             f"(test accuracy {judge_accuracy:.1%}) reads the requested digit.",
+                     alt="Rows of generated digits 0 to 9, one row per guidance scale.",
+                     meta={"guidances": p.sweep_guidances})
+    ctx.save_table("b3_accuracy", ["γ", "samples", "recognised"] + [f"digit {d}" for d in range(10)], table,
+                   caption=f"Share of class-conditioned samples that the independent classifier (test accuracy "
+                           f"{judge_accuracy:.1%}) recognises as the requested digit, per guidance scale γ.")
+    ctx.save_json("accuracy", {row[0]: row[2] for row in table})
+    hyperparameter_table(ctx, "b3_hparams", "b3_train_class", "class-conditioned UNet",
+                         extra={"diffusion steps T": tp["T"], "β schedule": f"linear, {tp['beta1']} to {tp['beta2']}",
+                                "p_uncond (class dropped to the zero vector)": tp["p_uncond"],
+                                "guidance scale γ for samples": p.guidance})

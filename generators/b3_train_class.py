@@ -1,0 +1,30 @@
+"""Part B 2.4: train the class-conditioned UNet (Algorithm 3, classifier-free guidance dropout)."""
+from builder.section import Section
+from diffusion.ddpm import class_loss, linear_schedule
+from diffusion.unet import ClassConditionalUNet
+from generators._partb import mnist_train, train
+
+SECTION = Section(
+    id="b3_train_class",
+    title="Part B 2.4: training the class-conditioned DDPM",
+    params={"T": 300, "beta1": 1e-4, "beta2": 0.02, "p_uncond": 0.1, "num_classes": 10, "num_hiddens": 64,
+            "batch_size": 128, "epochs": 20, "epoch_fraction": 1.0, "lr": 1e-3, "lr_decay": True,
+            "snapshot_epochs": [1, 5, 10, 15, 20]},
+    profiles={
+        "cpu": {"num_hiddens": 32, "epochs": 10, "epoch_fraction": 0.5, "snapshot_epochs": [1, 3, 5, 8, 10]},
+        "smoke": {"num_hiddens": 8, "batch_size": 64, "epochs": 2, "train_images": 512, "snapshot_epochs": [1, 2]},
+    },
+    inputs=("mnist",),
+)
+
+
+def run(ctx):
+    p = ctx.params
+    schedule = linear_schedule(p.T, p.beta1, p.beta2).to(ctx.device)
+    x, labels = mnist_train(ctx)
+    model = ClassConditionalUNet(in_channels=1, num_classes=p.num_classes, num_hiddens=p.num_hiddens)
+
+    def loss(model, x0, y, generator):
+        return class_loss(model, x0, y, schedule, generator, p_uncond=p.p_uncond, num_classes=p.num_classes)
+
+    train(ctx, model, loss, (x, labels))

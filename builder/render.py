@@ -214,10 +214,14 @@ def _render_content(cf: ContentFile, site: Site, env: Environment, macros, used:
                              f"have; it has: {', '.join(sorted(params))}.")
         return params[name]
 
+    def has_figure(fig_id: str) -> bool:
+        return fig_id in site.figures
+
     content_env = env.overlay(undefined=StrictUndefined)
     try:
         template = content_env.from_string(cf.body)
-        text = template.render(figure=figure, param=param, section=section_info, build=site.manifest["build"])
+        text = template.render(figure=figure, param=param, section=section_info, has_figure=has_figure,
+                               build=site.manifest["build"])
     except BuildError:
         raise
     except Exception as exc:

@@ -41,4 +41,5 @@ def run(ctx):
                                  f"averaged; {p.samples_per_pair} samples, none picked, each shown upright and "
                                  f"flipped; {backend_label(ctx)}.",
                          alt=f"Generated images shown upright ({upright}) and upside down ({flipped}).",
-                         meta=provenance(ctx, prompts=[upright, flipped], guidance=p.guidance, view="flip vertical"))
+                         meta=provenance(ctx, prompts=[upright, flipped], guidance=p.guidance, view="flip vertical",
+                                         display="anagram"))

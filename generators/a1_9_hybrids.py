@@ -41,4 +41,5 @@ def run(ctx):
                                  f"“{high}” (γ = {p.guidance}); seen small, the low frequencies dominate. "
                                  f"{p.samples_per_pair} samples, none picked; {backend_label(ctx)}.",
                          alt=f"Hybrid images shown large (meant to read as {high}) and small (meant to read as {low}).",
-                         meta=provenance(ctx, prompts=[low, high], kernel=kernel, sigma=sigma, guidance=p.guidance))
+                         meta=provenance(ctx, prompts=[low, high], kernel=kernel, sigma=sigma, guidance=p.guidance,
+                                         display="hybrid"))

@@ -13,7 +13,8 @@ SECTION = Section(
     params={"sigma": 0.5, "num_hiddens": 128, "batch_size": 256, "epochs": 5, "epoch_fraction": 1.0,
             "lr": 1e-4, "lr_decay": False, "snapshot_epochs": [1, 5]},
     profiles={
-        "cpu": {"num_hiddens": 32, "epochs": 5, "epoch_fraction": 0.4, "lr": 1e-3, "snapshot_epochs": [1, 5]},
+        # Measured on the 2-core AVX512-BF16 CPU: about 45 s with bf16 autocast.
+        "cpu": {"num_hiddens": 32, "batch_size": 64, "epoch_fraction": 0.1, "lr": 1e-3},
         "smoke": {"num_hiddens": 8, "batch_size": 64, "epochs": 2, "lr": 1e-3, "train_images": 512,
                   "snapshot_epochs": [1, 2]},
     },

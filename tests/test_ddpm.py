@@ -17,7 +17,8 @@ def test_linear_schedule_values():
     assert torch.all(s.alpha_bars[1:] < s.alpha_bars[:-1])
     assert torch.allclose(s.alphas, 1 - s.betas)
     assert s.alpha_bars[2].item() == pytest.approx((1 - 1e-4) * (1 - 1e-4 - (0.02 - 1e-4) / 299), rel=1e-6)
-    assert s.alpha_bars[-1].item() < 0.01  # x_T is (almost) pure noise
+    # the course schedule stops short of pure noise: abar_T ~ 0.048, so sqrt(abar_T) ~ 0.22 of x0 remains
+    assert s.alpha_bars[-1].item() == pytest.approx(0.0480, abs=5e-4)
 
 
 def test_q_sample_and_predict_x0_invert_each_other():
@@ -71,7 +72,8 @@ def test_last_step_is_the_noise_free_posterior_mean():
     by_hand = (s.betas[1] / (1 - s.alpha_bars[1])) * x0_hat  # abar_0 = 1 kills the x_t term
     assert torch.allclose(ddpm.posterior_mean(x1, x0_hat, 1, s), by_hand)
     assert torch.equal(ddpm.step(x1, eps, 1, s, g), ddpm.posterior_mean(x1, x0_hat, 1, s))
-    assert torch.allclose(by_hand, x0_hat, atol=1e-6)  # beta_1 = 1 - abar_1
+    # beta_1 = 1 - abar_1, up to float32 rounding of 1 - 0.9999
+    assert torch.allclose(by_hand, x0_hat, rtol=1e-3, atol=1e-4)
 
 
 def test_trajectory_keeps_x_T_every_k_steps_and_the_final_image():
@@ -141,3 +143,4 @@ def test_losses_are_scalar_and_use_only_the_generator():
     assert a.ndim == 0 and torch.equal(a, b)
     c = ddpm.class_loss(cm, x0, labels, s, torch.Generator().manual_seed(0))
     assert c.ndim == 0 and torch.isfinite(c)
+

@@ -1,0 +1,52 @@
+"""A small MNIST CNN whose only job is to score generated digits ("is this sample the digit
+that was asked for?"). It is trained on its own seed, apart from every diffusion model, so it
+is an independent judge rather than a reflection of one model's habits.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .training import History, fit
+
+
+def Classifier(num_classes: int = 10) -> nn.Module:
+    def block(cin, cout):
+        return nn.Sequential(nn.Conv2d(cin, cout, 3, 1, 1), nn.BatchNorm2d(cout), nn.ReLU(), nn.MaxPool2d(2))
+
+    return nn.Sequential(block(1, 32), block(32, 64), nn.Flatten(),  # 64 x 7 x 7
+                         nn.Linear(64 * 7 * 7, 128), nn.ReLU(), nn.Linear(128, num_classes))
+
+
+def cross_entropy_loss(model, x, labels, generator=None):
+    return F.cross_entropy(model(x).float(), labels)
+
+
+def train_classifier(images, labels, *, epochs: int = 2, batch_size: int = 128, lr: float = 1e-3,
+                     lr_decay=True, seed: int = 4321, device="cpu", autocast_dtype=None,
+                     epoch_fraction: float = 1.0, checkpoint_dir=None, progress=None) -> tuple[nn.Module, History]:
+    """Train on (images (N, 1, 28, 28) in [0, 1], int64 labels); returns the model and its History."""
+    torch.manual_seed(seed)
+    model = Classifier()
+    history = fit(model, cross_entropy_loss, (images, labels), epochs=epochs, batch_size=batch_size, lr=lr,
+                  lr_decay=lr_decay, seed=seed, device=device, autocast_dtype=autocast_dtype,
+                  epoch_fraction=epoch_fraction, checkpoint_dir=checkpoint_dir, progress=progress)
+    return model.eval(), history
+
+
+@torch.no_grad()
+def predict(classifier, images, batch_size: int = 1000) -> torch.Tensor:
+    """Predicted labels; images are clamped to [0, 1], the range the classifier was trained on,
+    because raw DDPM samples overshoot it slightly."""
+    classifier.eval()
+    device = next(classifier.parameters()).device
+    out = [classifier(images[i:i + batch_size].to(device).float().clamp(0, 1)).argmax(1)
+           for i in range(0, images.shape[0], batch_size)]
+    return torch.cat(out)
+
+
+def accuracy(classifier, images, labels) -> float:
+    """Fraction of images classified as their label."""
+    labels = torch.as_tensor(labels)
+    return (predict(classifier, images).cpu() == labels.cpu()).float().mean().item()

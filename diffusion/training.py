@@ -1,0 +1,218 @@
+"""A small, fast, resumable trainer.
+
+The whole data set lives on the device as one tensor and is indexed by a seeded permutation each
+epoch (no DataLoader: on MNIST the per-item Python work, not the model, is what costs). Batches
+are channels_last and the forward runs under bf16 autocast when asked, which is what makes CPU
+training practical.
+
+Resuming is exact: after every epoch a checkpoint with the model, optimizer, LR scheduler and
+every random generator is written atomically, and a later call with the same `checkpoint_dir`
+continues from it to bitwise the same weights and losses as an uninterrupted run.
+"""
+from __future__ import annotations
+
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+CHECKPOINT = "resume.pt"
+NAN_CHECK_EVERY = 50  # steps between host syncs that look for a non-finite loss
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite."""
+
+
+@dataclass
+class History:
+    losses: list[float] = field(default_factory=list)  # one per optimizer step
+    epoch_seconds: list[float] = field(default_factory=list)
+    lrs: list[float] = field(default_factory=list)  # the learning rate each epoch ran with
+    steps_per_epoch: int = 0
+    images_per_epoch: int = 0
+    snapshots: dict[int, dict] = field(default_factory=dict)  # epoch -> CPU state_dict
+
+    @property
+    def total_seconds(self) -> float:
+        return sum(self.epoch_seconds)
+
+    @property
+    def images_per_second(self) -> float:
+        return self.images_per_epoch * len(self.epoch_seconds) / max(self.total_seconds, 1e-9)
+
+
+def _check(name, ok, value, what):
+    if not ok:
+        raise ValueError(f"{name} must be {what}, got {value!r}")
+
+
+def _positive_int(name, v):
+    _check(name, isinstance(v, int) and not isinstance(v, bool) and v > 0, v, "a positive integer")
+
+
+def resolve_dtype(dtype):
+    """None, a torch.dtype, or its name ("bfloat16", "float16")."""
+    if dtype is None or isinstance(dtype, torch.dtype):
+        return dtype
+    resolved = getattr(torch, str(dtype), None)
+    _check("autocast_dtype", isinstance(resolved, torch.dtype), dtype, "None, 'bfloat16' or 'float16'")
+    return resolved
+
+
+def validate(*, epochs, batch_size, lr, lr_decay, epoch_fraction, autocast_dtype, snapshot_epochs, data):
+    _positive_int("epochs", epochs)
+    _positive_int("batch_size", batch_size)
+    _check("lr", isinstance(lr, (int, float)) and not isinstance(lr, bool) and math.isfinite(lr) and lr > 0,
+           lr, "a finite number > 0")
+    _check("lr_decay", isinstance(lr_decay, bool) or (isinstance(lr_decay, float) and 0 < lr_decay <= 1),
+           lr_decay, "True (gamma = 0.1 ** (1 / epochs)), False, or a gamma in (0, 1]")
+    _check("epoch_fraction", isinstance(epoch_fraction, (int, float)) and 0 < epoch_fraction <= 1,
+           epoch_fraction, "a number in (0, 1]")
+    if autocast_dtype not in (None, torch.bfloat16, torch.float16):
+        raise ValueError(f"autocast_dtype must be None, bfloat16 or float16, got {autocast_dtype!r}")
+    bad = [e for e in snapshot_epochs if not (isinstance(e, int) and 1 <= e <= epochs)]
+    _check("snapshot_epochs", not bad, list(snapshot_epochs), f"epoch numbers in 1..{epochs}")
+    _check("data", len(data) > 0 and all(isinstance(d, torch.Tensor) for d in data), data,
+           "a non-empty tuple of tensors")
+    n = data[0].shape[0]
+    _check("data", n > 0 and all(d.shape[0] == n for d in data), [tuple(d.shape) for d in data],
+           "tensors with the same, non-zero first dimension")
+
+
+def _rng_state(shuffle_gen, noise_gen):
+    state = {"shuffle": shuffle_gen.get_state(), "noise": noise_gen.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state, shuffle_gen, noise_gen):
+    shuffle_gen.set_state(state["shuffle"])
+    noise_gen.set_state(state["noise"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _save_atomic(obj, path: Path):
+    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+    with open(tmp, "wb") as f:
+        torch.save(obj, f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def _cpu_state(model):
+    return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+
+
+def fit(model, loss_fn: Callable, data, *, epochs: int, batch_size: int, lr: float, lr_decay=False,
+        seed: int = 0, device="cpu", autocast_dtype=None, channels_last: bool = True,
+        epoch_fraction: float = 1.0, snapshot_epochs=(), checkpoint_dir=None,
+        on_epoch_end: Callable | None = None, progress: Callable | None = None) -> History:
+    """Train `model` with Adam on `data`, a tuple of tensors sharing their first dimension.
+
+    loss_fn(model, *batch, generator) -> scalar loss; `generator` is the trainer's seeded
+    generator on `device`, the only source of the loss's randomness (noise, timesteps, dropped
+    labels). Each epoch visits a fresh random `epoch_fraction` of the data in batches of
+    `batch_size` (the last one may be smaller). lr_decay=True is the assignment's
+    ExponentialLR(gamma = 0.1 ** (1 / epochs)) stepped after every epoch; a float is the gamma.
+
+    `snapshot_epochs` keeps CPU copies of the weights after those epochs in History.snapshots
+    (also kept in the checkpoint, so a resumed run still has them). on_epoch_end(epoch, model)
+    runs after an epoch's checkpoint is written, and only for epochs trained in this call;
+    progress(1) runs after every optimizer step.
+    """
+    autocast_dtype = resolve_dtype(autocast_dtype)
+    if isinstance(lr_decay, int) and not isinstance(lr_decay, bool):
+        lr_decay = float(lr_decay)
+    data = tuple(data)
+    validate(epochs=epochs, batch_size=batch_size, lr=lr, lr_decay=lr_decay, epoch_fraction=epoch_fraction,
+             autocast_dtype=autocast_dtype, snapshot_epochs=snapshot_epochs, data=data)
+    device = torch.device(device)
+    memory_format = torch.channels_last if channels_last else torch.contiguous_format
+
+    def to_device(d):
+        d = d.to(device)
+        return d.contiguous(memory_format=memory_format) if d.ndim == 4 else d
+
+    data = tuple(to_device(d) for d in data)
+    model.to(device=device, memory_format=memory_format)
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    gamma = (0.1 ** (1 / epochs) if lr_decay is True else lr_decay) or None
+    scheduler = torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma) if gamma else None
+    shuffle_gen = torch.Generator().manual_seed(seed)
+    noise_gen = torch.Generator(device).manual_seed(seed + 1)
+
+    n = data[0].shape[0]
+    per_epoch = max(1, round(n * epoch_fraction))
+    history = History(steps_per_epoch=math.ceil(per_epoch / batch_size), images_per_epoch=per_epoch)
+    config = dict(epochs=epochs, batch_size=batch_size, lr=lr, gamma=gamma, seed=seed, n=n,
+                  epoch_fraction=epoch_fraction, autocast=str(autocast_dtype), channels_last=channels_last,
+                  snapshot_epochs=sorted(snapshot_epochs))
+
+    start = 0
+    ckpt_path = None
+    if checkpoint_dir is not None:
+        ckpt_path = Path(checkpoint_dir) / CHECKPOINT
+        ckpt_path.parent.mkdir(parents=True, exist_ok=True)
+        if ckpt_path.exists():
+            ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+            if ckpt["config"] != config:
+                raise ValueError(f"checkpoint {ckpt_path} was written by a different training configuration "
+                                 f"({ckpt['config']}, now {config}); delete it or use another checkpoint_dir")
+            model.load_state_dict(ckpt["model"])
+            optimizer.load_state_dict(ckpt["optimizer"])
+            if scheduler is not None:
+                scheduler.load_state_dict(ckpt["scheduler"])
+            _set_rng_state(ckpt["rng"], shuffle_gen, noise_gen)
+            history = History(**ckpt["history"])
+            start = ckpt["epoch"]
+
+    model.train()
+    autocast = torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None)
+    for epoch in range(start + 1, epochs + 1):
+        t0 = time.perf_counter()
+        history.lrs.append(optimizer.param_groups[0]["lr"])
+        order = torch.randperm(n, generator=shuffle_gen)[:per_epoch].to(device)
+        losses = torch.empty(history.steps_per_epoch, device=device)
+        for i, lo in enumerate(range(0, per_epoch, batch_size)):
+            idx = order[lo:lo + batch_size]
+            with autocast:
+                loss = loss_fn(model, *(d[idx] for d in data), generator=noise_gen)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            losses[i] = loss.detach().float()
+            if (i + 1) % NAN_CHECK_EVERY == 0 or i + 1 == history.steps_per_epoch:
+                _raise_if_diverged(losses[:i + 1], epoch)
+            if progress is not None:
+                progress(1)
+        if scheduler is not None:
+            scheduler.step()
+        history.losses.extend(losses.tolist())
+        history.epoch_seconds.append(time.perf_counter() - t0)
+        if epoch in snapshot_epochs:
+            history.snapshots[epoch] = _cpu_state(model)
+        if ckpt_path is not None:
+            _save_atomic({"config": config, "epoch": epoch, "model": model.state_dict(),
+                          "optimizer": optimizer.state_dict(),
+                          "scheduler": scheduler.state_dict() if scheduler is not None else None,
+                          "rng": _rng_state(shuffle_gen, noise_gen), "history": vars(history)}, ckpt_path)
+        if on_epoch_end is not None:
+            on_epoch_end(epoch, model)
+    return history
+
+
+def _raise_if_diverged(losses, epoch):
+    finite = torch.isfinite(losses)
+    if not bool(finite.all()):
+        step = int((~finite).nonzero()[0]) + 1
+        raise TrainingDiverged(f"training diverged: loss is {losses[step - 1].item()} at epoch {epoch}, "
+                               f"step {step} of that epoch")

@@ -1,0 +1,37 @@
+import torch
+from torch import nn
+
+from diffusion import classifier, data
+
+
+def test_classifier_maps_digits_to_ten_logits():
+    model = classifier.Classifier()
+    assert model(torch.rand(5, 1, 28, 28)).shape == (5, 10)
+
+
+class Oracle(nn.Module):
+    """Says the class is the brightest of the first ten pixels; lets us check the bookkeeping."""
+
+    def __init__(self):
+        super().__init__()
+        self.p = nn.Parameter(torch.zeros(()))
+
+    def forward(self, x):
+        return x.flatten(1)[:, :10] + self.p
+
+
+def test_accuracy_counts_matches_and_clamps_inputs():
+    images = torch.zeros(4, 1, 28, 28)
+    for i, k in enumerate([3, 5, 7, 9]):
+        images[i, 0, 0, k] = 5.0  # out of range: clamped to 1, still the brightest
+    images[3, 0, 0, 0] = 2.0  # ties at 1 after clamping: argmax picks pixel 0, not 9
+    assert classifier.accuracy(Oracle(), images, torch.tensor([3, 5, 7, 9])) == 0.75
+
+
+def test_a_few_hundred_steps_learn_mnist():
+    x, y = data.as_tensor(data.load("train"))
+    xt, yt = data.as_tensor(data.load("test"))
+    model, history = classifier.train_classifier(x[:3000], y[:3000], epochs=1, batch_size=64,
+                                                 autocast_dtype="bfloat16")
+    assert len(history.losses) == 47 and history.losses[-1] < history.losses[0]
+    assert classifier.accuracy(model, xt[:1000], yt[:1000]) > 0.8

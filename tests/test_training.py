@@ -107,18 +107,3 @@ def test_lr_decay_true_is_the_assignment_schedule():
     constant = fit(tiny_model(), loss_fn, tiny_data(64), epochs=2, batch_size=64, lr=1e-3)
     assert constant.lrs == [1e-3, 1e-3]
     assert training.resolve_dtype("bfloat16") is torch.bfloat16
-
-
-def test_every_part_b_profile_is_valid_for_fit():
-    from diffusion.profiles_partb import PART_B_PROFILES, fit_kwargs
-
-    x, y = tiny_data(10)
-    for name, profile in PART_B_PROFILES.items():
-        assert set(profile) == {"denoiser", "time_ddpm", "class_ddpm", "classifier"}, name
-        for model, cfg in profile.items():
-            kwargs = fit_kwargs(cfg)
-            kwargs.pop("seed")
-            kwargs["autocast_dtype"] = training.resolve_dtype(kwargs.get("autocast_dtype"))
-            kwargs.setdefault("snapshot_epochs", ())
-            training.validate(data=(x, y), **kwargs)
-            assert model == "classifier" or cfg["num_hiddens"] > 0

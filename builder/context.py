@@ -17,6 +17,9 @@ from typing import Any, Callable, Sequence
 from . import BuildError, figures
 from .cache import Entry, Store
 
+# Bump when the shape of the records that save_* writes changes, so old cache entries miss.
+RECORD_FORMAT = 1
+
 _ID = re.compile(r"^[a-z0-9][a-z0-9_\-]*$")
 
 

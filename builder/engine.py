@@ -16,12 +16,12 @@ from typing import Any, Callable
 
 from . import BuildError
 from .cache import Entry, Store, diff_components
-from .context import Context, derive_seed
+from .context import RECORD_FORMAT, Context, derive_seed
 from .fingerprint import code_fingerprint, hash_value, library_versions, sha256_file, ROOT
 from .registry import Generator
 
-# The modules that turn a generator's arrays into bytes: a change there changes every figure.
-OUTPUT_WRITERS = ("builder.figures", "builder.context")
+# The module that turns a generator's arrays into bytes: a change there changes every figure.
+OUTPUT_WRITERS = ("builder.figures",)
 
 
 @dataclass(frozen=True)
@@ -136,6 +136,7 @@ class Engine:
             "inputs": {name: self._checksum(name) for name in section.inputs},
             "upstream": {dep: (e.digest if e else "not built") for dep, e in sorted(upstream.items())},
             "versions": self._versions,
+            "record_format": RECORD_FORMAT,
         }
 
     # -- inspection without running ----------------------------------------------------------

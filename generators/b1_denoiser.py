@@ -6,7 +6,8 @@ from builder.section import Section
 from diffusion import data
 from diffusion.one_step import add_noise
 from diffusion.unet import UnconditionalUNet
-from generators._partb import digits_row, hyperparameter_table, load_model, loss_plot
+from generators._partb import load_model
+from generators._partb_figures import digits_row, hyperparameter_table, loss_plot
 
 SECTION = Section(
     id="b1_denoiser",

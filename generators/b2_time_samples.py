@@ -4,7 +4,8 @@ import torch
 from builder.section import Section
 from diffusion.ddpm import kept_timesteps, linear_schedule, sample_time
 from diffusion.unet import TimeConditionalUNet
-from generators._partb import autocast_dtype, hyperparameter_table, load_model, loss_plot, trajectory_gif
+from generators._partb import autocast_dtype, load_model
+from generators._partb_figures import hyperparameter_table, loss_plot, trajectory_gif
 
 SECTION = Section(
     id="b2_time_samples",

@@ -6,8 +6,8 @@ from builder.section import Section
 from diffusion.classifier import Classifier, predict
 from diffusion.ddpm import kept_timesteps, linear_schedule, sample_class
 from diffusion.unet import ClassConditionalUNet
-from generators._partb import (autocast_dtype, digits_row, hyperparameter_table, load_model, loss_plot,
-                               trajectory_gif)
+from generators._partb import autocast_dtype, load_model
+from generators._partb_figures import digits_row, hyperparameter_table, loss_plot, trajectory_gif
 
 SECTION = Section(
     id="b3_class_samples",

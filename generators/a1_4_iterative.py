@@ -10,6 +10,7 @@ SECTION = Section(
     id="a1_4_iterative",
     title="Part A 1.4: iterative denoising",
     params={"start": 990, "stride": 30, "i_start": 10, "every": 5, "blur_sigmas": [0.5, 1.0, 1.5, 2.0, 3.0]},
+    profiles={"smoke": {"stride": 200, "i_start": 2, "every": 1}},
     inputs=INPUTS,
     uses_backend=True,
 )

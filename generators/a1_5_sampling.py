@@ -12,6 +12,7 @@ SECTION = Section(
             "cfg_prompts": {"deepfloyd": ["a high quality photo"] * 5,
                             "local": ["a handwritten 0", "a handwritten 1", "a handwritten 2", "a handwritten 3",
                                       "a handwritten 4"]}},
+    profiles={"smoke": {"stride": 200, "num_samples": 2}},
     inputs=INPUTS,
     uses_backend=True,
 )

@@ -15,6 +15,7 @@ SECTION = Section(
                                     "own2": [0.2, 0.15, 0.8, 0.55]},
                       "local": {"test": [0.0, 0.0, 1.0, 0.45], "own1": [0.0, 0.5, 1.0, 1.0],
                                 "own2": [0.5, 0.0, 1.0, 1.0]}}},
+    profiles={"smoke": {"stride": 200}},
     inputs=INPUTS,
     uses_backend=True,
 )

@@ -10,6 +10,7 @@ SECTION = Section(
     params={"start": 990, "stride": 30, "i_starts": [1, 3, 5, 7, 10, 20], "guidance": 7.0,
             "prompts": {"deepfloyd": ["a pencil", "a photo of a dog", "an oil painting of a snowy mountain village"],
                         "local": ["a handwritten 1", "a handwritten 3", "a handwritten 8"]}},
+    profiles={"smoke": {"stride": 200, "i_starts": [1, 3]}},
     inputs=INPUTS,
     uses_backend=True,
 )

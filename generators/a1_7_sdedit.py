@@ -8,6 +8,7 @@ SECTION = Section(
     id="a1_7_sdedit",
     title="Part A 1.7-1.7.1: image-to-image translation (SDEdit)",
     params={"start": 990, "stride": 30, "i_starts": [1, 3, 5, 7, 10, 20], "guidance": 7.0},
+    profiles={"smoke": {"stride": 200, "i_starts": [1, 3]}},
     inputs=INPUTS,
     uses_backend=True,
 )

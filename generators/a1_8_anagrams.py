@@ -15,6 +15,7 @@ SECTION = Section(
                                     ["a lithograph of waterfalls", "a lithograph of a skull"]],
                       "local": [["a handwritten 6", "a handwritten 9"], ["a handwritten 2", "a handwritten 7"],
                                 ["a handwritten 1", "a handwritten 4"]]}},
+    profiles={"smoke": {"stride": 200, "samples_per_pair": 1}},
     inputs=INPUTS,
     uses_backend=True,
 )

@@ -15,6 +15,7 @@ SECTION = Section(
                       "local": [["a handwritten 0", "a handwritten 8"], ["a handwritten 1", "a handwritten 7"],
                                 ["a handwritten 3", "a handwritten 5"]]},
             "display_px": {"large": 160, "small": 32}},
+    profiles={"smoke": {"stride": 200, "samples_per_pair": 1}},
     inputs=INPUTS,
     uses_backend=True,
 )

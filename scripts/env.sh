@@ -12,11 +12,7 @@ if [ ! -x "$VENV/bin/python" ] || [ "$(cat "$VENV/.pyproject-sha256" 2>/dev/null
   "$VENV/bin/python" -m pip install --quiet --upgrade pip
   # Install the pinned dependencies (not the project itself), so the environment does not
   # depend on where this checkout lives and can be shared between checkouts.
-  "$VENV/bin/python" - "$ROOT/pyproject.toml" > "$VENV/requirements.txt" <<'PY'
-import sys, tomllib
-project = tomllib.load(open(sys.argv[1], "rb"))["project"]
-print("\n".join(project["dependencies"] + project["optional-dependencies"]["test"]))
-PY
+  "$VENV/bin/python" "$ROOT/scripts/requirements.py" > "$VENV/requirements.txt"
   "$VENV/bin/python" -m pip install --quiet -r "$VENV/requirements.txt"
   echo "$WANT" > "$VENV/.pyproject-sha256"
 fi

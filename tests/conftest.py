@@ -7,6 +7,9 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# Tests run many small tensors and build subprocesses; oversubscribed OpenMP threads make small
+# convolutions an order of magnitude slower whenever anything else is busy, so use one thread.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 
 @pytest.fixture

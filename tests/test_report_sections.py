@@ -1,0 +1,83 @@
+"""The report's required figures, and the DeepFloyd path end to end on a tiny offline IF."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.test_build_cli import ROOT, build
+
+PART_A = ["a0_samples", "a1_forward", "a1_blur", "a1_one_step", "a1_4_trajectory", "a1_4_comparison",
+          "a1_5_samples", "a1_6_cfg", "a1_7_sdedit", "a1_7_1_edits", "a1_7_2_inpaint", "a1_7_3_text",
+          "a1_8_anagram1", "a1_8_anagram2", "a1_8_anagram3", "a1_9_hybrid1", "a1_9_hybrid2", "a1_9_hybrid3"]
+PART_B = ["b1_2_noising", "b1_loss", "b1_denoised_epoch1", "b1_denoised_final", "b1_ood", "b1_hparams",
+          "b2_loss", "b2_hparams", "b3_loss", "b3_guidance", "b3_accuracy", "b3_hparams"]
+
+
+def figures_of(manifest: dict) -> dict:
+    return {f["id"]: f for s in manifest["sections"].values() for f in s["figures"]}
+
+
+def assert_required(manifest: dict):
+    figures = figures_of(manifest)
+    missing = [fid for fid in PART_A + PART_B if fid not in figures]
+    assert not missing, f"required figures missing from the manifest: {missing}"
+    for fid in PART_A + PART_B:
+        assert figures[fid]["caption"].strip(), f"{fid} has an empty caption"
+    for prefix, train in (("b2", "b2_train_time"), ("b3", "b3_train_class")):
+        for epoch in manifest["sections"][train]["params"]["snapshot_epochs"]:
+            for kind in ("samples", "gif"):
+                assert f"{prefix}_{kind}_epoch{epoch}" in figures
+
+
+def test_smoke_build_has_every_required_figure(smoke_build):
+    manifest = json.loads((smoke_build["site"] / "manifest.json").read_text())
+    assert_required(manifest)
+
+
+def test_committed_site_has_every_required_figure_from_the_default_build():
+    path = ROOT / "site" / "manifest.json"
+    manifest = json.loads(path.read_text())
+    assert_required(manifest)
+    assert manifest["build"]["profile"] == "cpu", "the committed site must come from the default (cpu) build"
+    assert manifest["build"]["backend"]["name"] == "local"
+
+
+def test_captions_state_the_parameters(smoke_build):
+    figures = figures_of(json.loads((smoke_build["site"] / "manifest.json").read_text()))
+    assert "i_start" in figures["a1_7_sdedit"]["caption"] and "γ" in figures["a1_7_sdedit"]["caption"]
+    assert "t = " in figures["a1_forward"]["caption"]
+    assert "local" in figures["a1_6_cfg"]["caption"]
+
+
+def test_deepfloyd_without_weights_is_one_clear_error(tmp_path):
+    env = {**os.environ, "HF_HOME": str(tmp_path / "hf"), "HF_HUB_OFFLINE": "1"}
+    env.pop("DEEPFLOYD_DIR", None)
+    proc = subprocess.run([sys.executable, str(ROOT / "build.py"), "--backend", "deepfloyd", "--no-progress",
+                           "--cache-dir", str(tmp_path / "c"), "--site-dir", str(tmp_path / "s")],
+                          capture_output=True, text=True, cwd=ROOT, env=env, timeout=300)
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr
+    for needle in ("DeepFloyd/IF-I-XL-v1.0", "licence", "huggingface-cli login", "--deepfloyd-dir", "DEEPFLOYD_DIR"):
+        assert needle in proc.stderr
+    assert not (tmp_path / "s").exists()
+
+
+def test_deepfloyd_build_runs_end_to_end_on_a_tiny_offline_if(smoke_build, tmp_path):
+    from tests import tiny_if
+
+    tiny_if.save_tiny_if(tmp_path / "weights", sample_size=32, with_stage2=True)
+    site = tmp_path / "site"
+    # The Part B sections are shared with the local smoke build through its cache; only Part A runs here.
+    proc = build("--profile", "smoke", "--backend", "deepfloyd", "--deepfloyd-dir", str(tmp_path / "weights"),
+                 "--upsample", cache=smoke_build["cache"], site=site)
+    assert "a1_9_hybrids" in proc.stdout
+    manifest = json.loads((site / "manifest.json").read_text())
+    assert_required(manifest)
+    assert manifest["build"]["backend"]["name"] == "deepfloyd"
+    part_a = [s for sid, s in manifest["sections"].items() if sid.startswith("a")]
+    assert part_a and all(s["backend"]["name"] == "deepfloyd" for s in part_a)
+    assert "a0_samples_stage2" in figures_of(manifest)
+    assert "DeepFloyd IF" in figures_of(manifest)["a1_6_cfg"]["caption"]

@@ -1,0 +1,59 @@
+"""Interrupting a training section and building again resumes it, to the same weights."""
+import pytest
+import torch
+
+from builder.engine import BuildConfig, Engine
+from builder.registry import discover
+import generators._partb as partb
+
+
+def engine(cache):
+    config = BuildConfig(profile="smoke", device="cpu", dtype="float32", seed=3, cache_root=cache)
+    return Engine(config, discover())
+
+
+def final_weights(eng, result):
+    entry = {r.id: r.entry for r in result.results}["b1_train_denoiser"]
+    return torch.load(eng.store.object_path(
+        next(o for o in entry.outputs if o["id"] == "checkpoint-final")["files"][0]["sha"]), weights_only=True)
+
+
+def test_interrupted_training_resumes_to_the_same_weights(tmp_path, monkeypatch):
+    straight = engine(tmp_path / "straight")
+    expected = final_weights(straight, straight.build(["b1_train_denoiser"]))
+
+    real_fit = partb.fit
+    epochs_seen = []
+
+    def interrupted_fit(*args, **kwargs):
+        def stop_after_first(epoch, model):
+            epochs_seen.append(epoch)
+            raise KeyboardInterrupt  # as if Ctrl-C arrived after epoch 1 was checkpointed
+
+        return real_fit(*args, **kwargs, on_epoch_end=stop_after_first)
+
+    monkeypatch.setattr(partb, "fit", interrupted_fit)
+    first = engine(tmp_path / "resumed")
+    with pytest.raises(KeyboardInterrupt):
+        first.build(["b1_train_denoiser"])
+    assert epochs_seen == [1]
+    assert first.store.entries_of("b1_train_denoiser") == [], "an interrupted section must leave no entry"
+
+    monkeypatch.setattr(partb, "fit", real_fit)
+    second = engine(tmp_path / "resumed")
+    got = final_weights(second, second.build(["b1_train_denoiser"]))
+    assert got.keys() == expected.keys()
+    for name in expected:
+        assert torch.equal(got[name], expected[name]), name
+    assert not any((tmp_path / "resumed" / "scratch").rglob("*.pt")), "resume state is removed after success"
+
+
+def test_nan_loss_names_the_section_and_step(tmp_path, monkeypatch):
+    def nan_loss(model, x, generator, sigma):
+        return model(x).sum() * float("nan")
+
+    monkeypatch.setattr("generators.b1_train_denoiser.denoiser_loss", nan_loss)
+    result = engine(tmp_path).build(["b1_train_denoiser"])
+    res = result.results[-1]
+    assert res.status == "failed"
+    assert "b1_train_denoiser" in res.error and "step" in res.error and "epoch 1" in res.error

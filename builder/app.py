@@ -7,6 +7,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from jinja2 import TemplateError
+
 from . import BuildError
 from .engine import BackendSpec, BuildConfig, BuildResult, Engine
 from .fingerprint import ROOT, hash_value, library_versions
@@ -145,6 +147,10 @@ def build(settings: Settings, progress_bar: bool = True, out=sys.stdout) -> tupl
     except BuildError as exc:
         # The figures are safely cached; only the pages could not be written.
         return result, {"error": str(exc)}
+    except TemplateError as exc:
+        where = f"{exc.filename}, line {exc.lineno}" if getattr(exc, "lineno", None) else "a template"
+        return result, {"error": f"{where}: {type(exc).__name__}: {exc}. Fix the template and build again; "
+                                 f"the figures are cached, so only the pages are rendered."}
     return result, summary
 
 

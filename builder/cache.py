@@ -25,11 +25,16 @@ from typing import Any, Iterator
 from .fingerprint import canonical_json, hash_value, sha256_bytes, sha256_file
 
 
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write via a temporary file in the same folder and ``os.replace``: all or nothing."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp creates 0600; published files must be readable
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()

@@ -1,4 +1,5 @@
 import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -10,6 +11,25 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 # Tests run many small tensors and build subprocesses; oversubscribed OpenMP threads make small
 # convolutions an order of magnitude slower whenever anything else is busy, so use one thread.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+
+def build(*args, cache, site, check=True):
+    cmd = [sys.executable, str(ROOT / "build.py"), "--no-progress", "--cache-dir", str(cache),
+           "--site-dir", str(site), *args]
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=900)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"build.py {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+@pytest.fixture(scope="session")
+def smoke_build(tmp_path_factory):
+    """One cold smoke build and one warm rebuild, shared by the tests below."""
+    base = tmp_path_factory.mktemp("smoke")
+    cache, site = base / "cache", base / "site"
+    cold = build("--profile", "smoke", cache=cache, site=site)
+    warm = build("--profile", "smoke", cache=cache, site=site)
+    return {"cache": cache, "site": site, "cold": cold, "warm": warm}
 
 
 @pytest.fixture

@@ -2,32 +2,9 @@
 import json
 import subprocess
 import sys
-from pathlib import Path
 
-import pytest
-
+from tests.conftest import ROOT, build
 from tests.test_render import assert_links_resolve
-
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def build(*args, cache, site, check=True):
-    cmd = [sys.executable, str(ROOT / "build.py"), "--no-progress", "--cache-dir", str(cache),
-           "--site-dir", str(site), *args]
-    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=900)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"build.py {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
-    return proc
-
-
-@pytest.fixture(scope="session")
-def smoke_build(tmp_path_factory):
-    """One cold smoke build and one warm rebuild, shared by the tests below."""
-    base = tmp_path_factory.mktemp("smoke")
-    cache, site = base / "cache", base / "site"
-    cold = build("--profile", "smoke", cache=cache, site=site)
-    warm = build("--profile", "smoke", cache=cache, site=site)
-    return {"cache": cache, "site": site, "cold": cold, "warm": warm}
 
 
 def test_cold_build_runs_every_section(smoke_build):

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_build_cli import ROOT, build
+from tests.conftest import ROOT, build
 
 PART_A = ["a0_samples", "a1_forward", "a1_blur", "a1_one_step", "a1_4_trajectory", "a1_4_comparison",
           "a1_5_samples", "a1_6_cfg", "a1_7_sdedit", "a1_7_1_edits", "a1_7_2_inpaint", "a1_7_3_text",

@@ -119,7 +119,8 @@ def main(argv=None) -> int:
     if summary:
         for warning in summary["warnings"]:
             print(f"warning: {warning}", file=sys.stderr)
-        print(f"site: {settings.site_dir} ({summary['files']} files, {summary['bytes'] / 1e6:.2f} MB, "
+        sizes = ", ".join(f"{kind} {size / 1e6:.2f}" for kind, size in summary.get("sizes", {}).items())
+        print(f"site: {settings.site_dir} ({summary['files']} files, {summary['bytes'] / 1e6:.2f} MB: {sizes}; "
               f"{summary['changed']} written, {summary['removed']} removed) in {time.perf_counter() - start:.1f} s")
     return 0 if result.ok else 1
 

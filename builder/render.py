@@ -25,6 +25,7 @@ from .fingerprint import canonical_json
 PAGES = {"index": "index.html", "part-a": "part-a.html", "part-b": "part-b.html"}
 PAGE_TITLES = {"index": "Overview", "part-a": "Part A: the power of diffusion models",
                "part-b": "Part B: diffusion models from scratch"}
+PAGE_SHORT = {"index": "Overview", "part-a": "Part A", "part-b": "Part B"}
 
 _MATH = re.compile(r'<(span|div) class="arithmatex">(.*?)</\1>', re.S)
 _PLACEHOLDER = "FIGUREPLACEHOLDER{}X"
@@ -100,6 +101,8 @@ def _render_math(fragment: str, where: str) -> str:
 class Site:
     manifest: dict[str, Any]
     figures: dict[str, tuple[str, dict[str, Any]]] = field(default_factory=dict)  # id -> (section, record)
+    shown: dict[str, dict[str, str]] = field(default_factory=dict)  # id -> where the report shows it first
+    numbers: dict[str, int] = field(default_factory=dict)  # page -> figures numbered so far
 
     def __post_init__(self):
         for sid, sec in self.manifest["sections"].items():
@@ -124,16 +127,20 @@ def render_site(manifest: dict[str, Any], content_dir: Path, templates_dir: Path
     env = Environment(loader=FileSystemLoader(str(templates_dir)), autoescape=select_autoescape(["html"]),
                       undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True)
     env.filters["tojson_sorted"] = lambda v: Markup(canonical_json(v))
+    env.filters["tojson_attr"] = lambda v: json.dumps(v, ensure_ascii=False, separators=(",", ":"))
+    env.globals["image_size"] = lambda fig, index: png_size(object_path(fig["files"][index]["sha"]))
     macros = env.get_template("macros.html").module
 
     used: set[str] = set()
+    warnings: list[str] = []
     pages: dict[str, list[dict[str, Any]]] = {p: [] for p in PAGES}
-    for cf in content:
-        pages[cf.page].append(_render_content(cf, site, env, macros, used))
+    # The landing page is rendered last, so that its teaser knows where each figure is shown.
+    for cf in sorted(content, key=lambda c: c.page == "index"):
+        pages[cf.page].append(_render_content(cf, site, env, macros, used, warnings))
 
     unused = sorted(set(site.figures) - used)
-    warnings = [f"figure {fid!r} (section {site.figures[fid][0]}) is produced but no content file shows it"
-                for fid in unused]
+    warnings += [f"figure {fid!r} (section {site.figures[fid][0]}) is produced but no content file shows it"
+                 for fid in unused]
 
     written: dict[str, bytes] = {}
     for fid in sorted(used):
@@ -145,7 +152,8 @@ def render_site(manifest: dict[str, Any], content_dir: Path, templates_dir: Path
         if path.is_file():
             written[f"static/{path.relative_to(static).as_posix()}"] = path.read_bytes()
 
-    nav = [{"page": p, "href": PAGES[p], "title": PAGE_TITLES[p]} for p in PAGES]
+    nav = [{"page": p, "href": PAGES[p], "title": PAGE_TITLES[p], "short": PAGE_SHORT[p],
+            "sections": [{"id": s["id"], "title": s["title"]} for s in pages[p]]} for p in PAGES]
     page_tpl = env.get_template("page.html")
     for page, sections in pages.items():
         text = page_tpl.render(page=page, page_title=PAGE_TITLES[page], sections=sections, nav=nav,
@@ -164,8 +172,20 @@ def render_site(manifest: dict[str, Any], content_dir: Path, templates_dir: Path
         atomic_write_bytes(target, data)
         changed += 1
     removed = _remove_stale(out_dir, set(written))
+    sizes = {"pages": 0, "figures": 0, "static": 0, "other": 0}
+    for rel, data in written.items():
+        kind = "pages" if rel.endswith(".html") else rel.split("/", 1)[0] if "/" in rel else "other"
+        sizes[kind if kind in sizes else "other"] += len(data)
     return {"files": len(written), "changed": changed, "removed": removed,
-            "bytes": sum(len(d) for d in written.values()), "warnings": warnings}
+            "bytes": sum(len(d) for d in written.values()), "sizes": sizes, "warnings": warnings}
+
+
+def png_size(path: Path) -> tuple[int, int]:
+    """(width, height) of an image; Pillow reads only the header."""
+    from PIL import Image
+
+    with Image.open(path) as image:
+        return image.size
 
 
 def _remove_stale(out_dir: Path, keep: set[str]) -> int:
@@ -180,7 +200,8 @@ def _remove_stale(out_dir: Path, keep: set[str]) -> int:
     return removed
 
 
-def _render_content(cf: ContentFile, site: Site, env: Environment, macros, used: set[str]) -> dict[str, Any]:
+def _render_content(cf: ContentFile, site: Site, env: Environment, macros, used: set[str],
+                    warnings: list[str]) -> dict[str, Any]:
     placeholders: list[Markup] = []
     where = str(cf.path)
 
@@ -199,7 +220,34 @@ def _render_content(cf: ContentFile, site: Site, env: Environment, macros, used:
     def figure(fig_id: str, **options) -> Markup:
         sid, fig = lookup(fig_id)
         section = site.manifest["sections"][sid]
-        return place(macros.figure(fig, section, options))
+        site.numbers[cf.page] = number = site.numbers.get(cf.page, 0) + 1
+        site.shown.setdefault(fig_id, {"page": cf.page, "href": f"{PAGES[cf.page]}#fig-{fig_id}",
+                                       "where": f"{PAGE_SHORT[cf.page]}, {cf.meta['title']}"})
+        return place(macros.figure(fig, section, options, number))
+
+    def teaser(items) -> Markup:
+        """Small linked thumbnails of figures shown elsewhere, for the landing page.
+
+        ``items`` holds figure ids or dicts {id, label, row, items}: ``row`` picks a gallery row
+        (default 0) and ``items`` the indices within it (default: up to four). An id that this
+        build did not produce is left out, so a teaser never fails a smaller build; one that no
+        page shows is left out with a warning, since there would be nothing to link to. The
+        thumbnails carry no element ids, so they never clash with the figures' own.
+        """
+        cards = []
+        for spec in items:
+            spec = {"id": spec} if isinstance(spec, str) else dict(spec)
+            fid = spec["id"]
+            if fid not in site.figures:
+                continue
+            if fid not in site.shown:
+                warnings.append(f"{where}: the teaser names {fid!r}, which no report page shows; left out")
+                continue
+            _sid, fig = site.figures[fid]
+            card = _teaser_card(fig, spec, site.shown[fid])
+            if card["images"]:
+                cards.append(card)
+        return place(macros.teaser(cards)) if cards else Markup("")
 
     def section_info(sid: str) -> dict[str, Any]:
         if sid not in site.manifest["sections"]:
@@ -221,7 +269,7 @@ def _render_content(cf: ContentFile, site: Site, env: Environment, macros, used:
     try:
         template = content_env.from_string(cf.body)
         text = template.render(figure=figure, param=param, section=section_info, has_figure=has_figure,
-                               build=site.manifest["build"])
+                               teaser=teaser, build=site.manifest["build"])
     except BuildError:
         raise
     except Exception as exc:
@@ -230,12 +278,33 @@ def _render_content(cf: ContentFile, site: Site, env: Environment, macros, used:
     md = markdown.Markdown(extensions=["pymdownx.arithmatex", "toc", "tables", "attr_list", "md_in_html",
                                        "footnotes", "sane_lists"],
                            extension_configs={"pymdownx.arithmatex": {"generic": True},
-                                              "toc": {"toc_depth": "3-4", "slugify": _slug_with(cf.anchor)}})
+                                              "toc": {"toc_depth": "3-4", "slugify": _slug_with(cf.anchor),
+                                                      "anchorlink": True, "anchorlink_class": "anchor"}})
     body = md.convert(text)
     body = _render_math(body, where)
     body = _PLACEHOLDER_RE.sub(lambda m: str(placeholders[int(m.group(1))]), body)
     return {"id": cf.anchor, "title": cf.meta["title"], "html": Markup(body), "toc": md.toc_tokens,
             "meta": cf.meta, "source": cf.path.name}
+
+
+def _teaser_card(fig: dict[str, Any], spec: dict[str, Any], shown: dict[str, str]) -> dict[str, Any]:
+    images = []
+    if fig["kind"] in ("image", "grid", "plot", "gif"):
+        role = "animation" if fig["kind"] == "gif" else "image"
+        for f in fig["files"]:
+            if f["role"] == role:
+                images.append({"src": figure_filename(fig, f), "alt": fig["alt"], "scale": 1.0})
+    elif fig["kind"] == "gallery" and fig.get("rows"):
+        row = fig["rows"][min(int(spec.get("row", 0)), len(fig["rows"]) - 1)]
+        picked = [row["items"][i] for i in spec.get("items", range(min(4, len(row["items"]))))
+                  if 0 <= i < len(row["items"])]
+        widest = max((it.get("width", 0) for it in picked), default=0)
+        for it in picked:
+            images.append({"src": figure_filename(fig, fig["files"][it["file"]]), "alt": it.get("alt") or fig["alt"],
+                           "scale": it["width"] / widest if widest and it.get("width") else 1.0})
+    return {"id": fig["id"], "kind": fig["kind"], "display": (fig.get("meta") or {}).get("display", ""),
+            "label": spec.get("label") or fig["caption"].split(":")[0], "href": shown["href"],
+            "where": shown["where"], "images": images}
 
 
 def _slug_with(prefix: str):

@@ -46,22 +46,42 @@ def fixture_site(tmp_path):
              "files": [], "table": {"columns": ["name", "value"], "rows": [["lr", "0.001"], ["D", "64"]]},
              "meta": {}, "publish": True}
 
-    def section(sid, figures, params):
+    anagram = {"id": "toy_anagram", "kind": "gallery", "caption": "A 6 that is a 9 upside down.",
+               "alt": "anagram samples", "files": [file(png(v), "png", f"r0c{i}") for i, v in enumerate((10, 20, 30, 40))],
+               "rows": [{"caption": "upright: 6; upside down: 9",
+                         "items": [{"file": 0, "label": "sample 1: 6", "alt": "sample 1 upright"},
+                                   {"file": 1, "label": "sample 1 flipped: 9", "alt": "sample 1 upside down"},
+                                   {"file": 2, "label": "sample 2: 6", "alt": "sample 2 upright"},
+                                   {"file": 3, "label": "sample 2 flipped: 9", "alt": "sample 2 upside down"}]}],
+               "meta": {"display": "anagram", "prompts": ["a handwritten 6", "a handwritten 9"], "model": "ToyUNet"},
+               "publish": True}
+    hybrid_file = file(png(120, (28, 28)), "png", "r0c0")
+    hybrid = {"id": "toy_hybrid", "kind": "gallery", "caption": "A 0 from afar, an 8 close up.", "alt": "hybrids",
+              "files": [hybrid_file, dict(hybrid_file, role="r0c1")],
+              "rows": [{"caption": "low: 0; high: 8",
+                        "items": [{"file": 0, "label": "sample 1, close up", "alt": "hybrid seen large", "width": 160},
+                                  {"file": 1, "label": "sample 1, from afar", "alt": "hybrid seen small", "width": 32}]}],
+              "meta": {"display": "hybrid", "prompts": ["a handwritten 0", "a handwritten 8"]}, "publish": True}
+
+    def section(sid, figures, params, backend=None):
         return {"id": sid, "title": sid.replace("_", " "), "key": "ab" * 32, "seed": 7, "profile": "cpu",
-                "device": "cpu", "dtype": "float32", "backend": None, "params": params, "wall_seconds": 1.25,
+                "device": "cpu", "dtype": "float32", "backend": backend, "params": params, "wall_seconds": 1.25,
                 "figures": figures}
 
     manifest = {
         "build": {"profile": "cpu", "seed": 180, "device": "cpu", "dtype": "float32", "backend": None,
                   "versions": {"torch": "x.y"}, "source_digest": "cd" * 32},
         "sections": {"toy_forward": section("toy_forward", [gallery], {"timesteps": [250, 500]}),
-                     "toy_ddpm": section("toy_ddpm", [plot, gif, table], {"epochs": 2})},
+                     "toy_ddpm": section("toy_ddpm", [plot, gif, table], {"epochs": 2}),
+                     "toy_edits": section("toy_edits", [anagram, hybrid], {"guidance": 7.0},
+                                          {"name": "local", "model": "a toy UNet", "dtype": "float32"})},
     }
     out = tmp_path / "site"
 
-    def render(content=FIXTURES / "content"):
+    def render(content=FIXTURES / "content", out=out, manifest=manifest):
         return render_site(manifest, content, TEMPLATES, out, lambda sha: _write(tmp_path, sha, blobs[sha]))
 
+    render.manifest = manifest
     return render, out
 
 
@@ -74,6 +94,7 @@ def _write(tmp_path: Path, sha: str, data: bytes) -> Path:
 def test_pages_match_snapshots(fixture_site, snapshot):
     render, out = fixture_site
     render()
+    assert (out / "index.html").read_text() == snapshot(name="index")
     assert (out / "part-a.html").read_text() == snapshot(name="part-a")
     assert (out / "part-b.html").read_text() == snapshot(name="part-b")
 
@@ -94,19 +115,162 @@ def test_every_link_resolves_inside_the_site(fixture_site):
     assert_links_resolve(out)
 
 
+def ids_of(page: Path) -> list[str]:
+    return re.findall(r'\sid="([^"]+)"', page.read_text())
+
+
 def assert_links_resolve(out: Path):
     for page in out.glob("*.html"):
         text = page.read_text()
-        ids = set(re.findall(r'id="([^"]+)"', text))
+        ids = ids_of(page)
+        duplicates = sorted({i for i in ids if ids.count(i) > 1})
+        assert not duplicates, f"{page.name}: duplicate ids {duplicates}"
         for attr, url in re.findall(r'(src|href)="([^"]*)"', text):
             assert not re.match(r"^[a-z]+:|^//|^/", url), f"{page.name}: {attr}={url} is not a relative URL"
             path, _, fragment = url.partition("#")
             if path:
                 assert (out / path).is_file(), f"{page.name}: {attr}={url} points at a missing file"
-            if fragment and not path:
-                assert fragment in ids, f"{page.name}: #{fragment} names no element"
+            if fragment:
+                target = ids_of(out / path) if path.endswith(".html") else ids if not path else None
+                assert target is None or fragment in target, f"{page.name}: {url} names no element"
+    for name in ("style.css", "site.js"):
+        text = (out / "static" / name).read_text()
+        assert "url(" not in text and "@import" not in text and "http" not in text.replace("http-equiv", ""), \
+            f"static/{name} must not load anything"
+
+
+def headings(html_text: str) -> list[int]:
+    return [int(level) for level in re.findall(r"<h([1-6])[\s>]", html_text)]
+
+
+def test_headings_in_order_and_landmarks(fixture_site):
+    render, out = fixture_site
+    render()
+    for page in out.glob("*.html"):
+        text = page.read_text()
+        levels = headings(text)
+        assert levels[0] == 1 and levels.count(1) == 1, f"{page.name}: {levels}"
+        assert all(b <= a + 1 for a, b in zip(levels, levels[1:])), f"{page.name}: a heading level is skipped: {levels}"
+        for landmark in ("<header", "<nav", '<main id="main"', "<footer"):
+            assert landmark in text, f"{page.name} has no {landmark}"
+
+
+def test_toc_is_an_unnumbered_list_of_anchors(fixture_site):
+    render, out = fixture_site
+    render()
+    text = (out / "part-a.html").read_text()
+    toc = text[text.index('<nav class="toc"'):text.index("</nav>", text.index('<nav class="toc"'))]
+    assert '<a href="#forward">The forward process</a>' in toc and '<a href="#illusions">Illusions</a>' in toc
+    css = (TEMPLATES / "static" / "style.css").read_text()
+    assert re.search(r"\.toc ol \{[^}]*list-style: none", css), "section titles carry their own numbers"
+
+
+def test_anagram_each_sample_once_as_a_flip_card_and_once_pre_flipped(fixture_site):
+    render, out = fixture_site
+    render()
+    text = (out / "part-a.html").read_text()
+    fig = text[text.index('id="fig-toy_anagram"'):text.index("</figure>\n", text.index('class="provenance"',
+                                                                                   text.index('id="fig-toy_anagram"')))]
+    assert fig.count('class="cell anagram-card"') == 2 and fig.count('class="cell anagram-flipped"') == 2
+    assert '<button type="button" class="flip-btn" aria-pressed="false">flip</button>' in fig
+    assert '<div class="fig-tools" hidden>' in fig, "the button appears only with the script"
+    assert 'src="figures/toy_anagram-r0c0.png"' in fig and 'data-alt-flipped="sample 1 upside down"' in fig
+    assert '<span class="label-up">sample 1: 6</span><span class="label-down">sample 1 flipped: 9</span>' in fig
+    assert "upright: “a handwritten 6”" in fig and "upside down: “a handwritten 9”" in fig
     css = (out / "static" / "style.css").read_text()
-    assert "url(" not in css and "@import" not in css, "the stylesheet must not load anything"
+    assert "rotateX(180deg)" in css and "transition: transform" in css
+
+
+def test_hybrid_at_several_sizes_with_a_slider(fixture_site):
+    render, out = fixture_site
+    render()
+    text = (out / "part-a.html").read_text()
+    fig = text[text.index('id="fig-toy_hybrid"'):]
+    fig = fig[:fig.index('class="provenance"')]
+    widths = [int(w) for w in re.findall(r'style="width: (\d+)px"', fig)]
+    assert widths == [160, 80, 32, 16]
+    assert '<input type="range" class="size-slider" min="8" max="320" step="2" value="160">' in fig
+    # 28-pixel images: enlarged pixel by pixel, shrunk smoothly (nearest-neighbour would alias).
+    classes = re.findall(r'<img class="(\w+)"', fig)
+    assert classes == ["pixelated", "pixelated", "pixelated", "smooth"]
+
+
+def test_gif_player_has_frame_slider_over_the_strip(fixture_site):
+    render, out = fixture_site
+    render()
+    text = (out / "part-b.html").read_text()
+    assert 'data-labels="[&#34;t = 300&#34;,&#34;t = 0&#34;]"' in text
+    assert '<img class="pixelated gif-strip" src="figures/toy_gif-strip.png"' in text
+    assert '<input type="range" class="gif-slider" min="0" max="1" step="1" value="1">' in text
+    assert '<output class="gif-label">t = 0</output>' in text
+    assert '<img class="pixelated gif-anim" src="figures/toy_gif.gif"' in text, "the GIF plays without the script"
+
+
+def test_zoom_links_open_the_image_itself(fixture_site):
+    render, out = fixture_site
+    render()
+    text = (out / "part-b.html").read_text()
+    assert '<a class="zoom" href="figures/toy_plot.png"><img src="figures/toy_plot.png"' in text
+    assert "lightbox" not in text, "the zoom dialog is made by the script, not duplicated per image"
+    assert '<script src="static/site.js"></script>' in text
+
+
+def test_teaser_links_into_the_report_without_reusing_ids(fixture_site):
+    render, out = fixture_site
+    summary = render()
+    index = (out / "index.html").read_text()
+    assert '<a href="part-a.html#fig-toy_anagram">' in index and '<a href="part-b.html#fig-toy_gif">' in index
+    assert 'src="figures/toy_gif.gif"' in index and 'src="figures/toy_anagram-r0c1.png"' in index
+    assert "Skipped" not in index, "an id this build did not produce is left out"
+    assert not [i for i in ids_of(out / "index.html") if i.startswith("fig-")]
+    assert 'style="height: 20%"' in index, "the hybrid teaser shows the image close up and from afar"
+    assert '<a href="part-a.html#illusions">Illusions</a>' in index, "the landing page lists each part's sections"
+    assert not [w for w in summary["warnings"] if "teaser" in w]
+
+
+def test_teaser_warns_about_a_figure_no_page_shows(fixture_site, tmp_path):
+    render, out = fixture_site
+    content = tmp_path / "content"
+    content.mkdir()
+    (content / "index.md").write_text("---\ntitle: Home\npage: index\n---\n{{ teaser(['toy_plot']) }}\n")
+    summary = render(content)
+    assert any("toy_plot" in w and "teaser" in w for w in summary["warnings"])
+    assert "teaser" not in (out / "index.html").read_text()
+
+
+def test_provenance_names_backend_model_and_key(fixture_site):
+    render, out = fixture_site
+    render()
+    text = (out / "part-a.html").read_text()
+    prov = text[text.index('id="fig-toy_anagram"'):]
+    prov = prov[prov.index('<details class="provenance">'):prov.index("</details>")]
+    for expected in ("<code>toy_edits</code>", "local, <code>a toy UNet</code>", "<dt>Model</dt><dd><code>ToyUNet</code>",
+                     "<dt>Profile</dt><dd>cpu</dd>", "<dt>Seed</dt><dd>7</dd>", "1.2 s", "abababababababab",
+                     '{"guidance":7.0}'):
+        assert expected in prov, expected
+    part_b = (out / "part-b.html").read_text()
+    assert "none: the project's own models, trained by this build" in part_b
+
+
+def test_footer_is_deterministic(fixture_site, tmp_path):
+    render, out = fixture_site
+    render()
+    render(out=tmp_path / "again")
+    for page in ("index.html", "part-a.html", "part-b.html"):
+        assert (out / page).read_bytes() == (tmp_path / "again" / page).read_bytes()
+    footer = (out / "index.html").read_text().split('<footer class="site-footer">')[1]
+    assert "cdcdcdcdcdcdcdcd" in footer and "torch x.y" in footer and "Figures computed" not in footer
+    render.manifest["build"]["date"] = "2025-11-21"
+    render()
+    assert "Figures computed 2025-11-21." in (out / "index.html").read_text()
+
+
+def test_summary_reports_the_site_size(fixture_site):
+    render, out = fixture_site
+    summary = render()
+    on_disk = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
+    assert summary["bytes"] == on_disk == sum(summary["sizes"].values())
+    assert summary["sizes"]["figures"] > 0 and summary["sizes"]["pages"] > 0 and summary["sizes"]["static"] > 0
 
 
 def test_escaping_in_captions(fixture_site):

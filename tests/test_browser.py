@@ -1,0 +1,418 @@
+"""The built site in a real browser (headless Debian Chromium driven by the playwright package).
+
+Tests load the committed ``site/`` (or ``$SITE_DIR``) from ``file://`` and from a local HTTP server
+that mounts it under ``/fun-with-diffusion/``, as GitHub Pages serves a project site. Every request
+that would leave the site is aborted and recorded, and fails the test. Full-page screenshots of
+each page at desktop and phone widths are written to ``artifacts/screenshots/``.
+"""
+from __future__ import annotations
+
+import contextlib
+import functools
+import http.server
+import os
+import shutil
+import tempfile
+import threading
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.browser
+
+ROOT = Path(__file__).resolve().parent.parent
+SITE = Path(os.environ.get("SITE_DIR") or ROOT / "site").resolve()
+CHROMIUM = Path(os.environ.get("CHROMIUM", "/usr/bin/chromium"))
+SHOTS = ROOT / "artifacts" / "screenshots"
+PREFIX = "fun-with-diffusion"
+PAGES = ["index.html", "part-a.html", "part-b.html"]
+LAUNCH_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+               "--no-first-run"]
+
+if not CHROMIUM.exists():
+    pytest.skip(f"{CHROMIUM} is not installed (Debian: apt-get install chromium); the browser tests need it",
+                allow_module_level=True)
+sync_api = pytest.importorskip("playwright.sync_api", reason="the playwright package is not installed")
+if not (SITE / "index.html").is_file():
+    pytest.skip(f"no built site at {SITE} (run `python build.py`, or point SITE_DIR at a built site)",
+                allow_module_level=True)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    try:
+        manager = sync_api.sync_playwright().start()
+    except Exception as exc:  # pragma: no cover - depends on the machine
+        pytest.skip(f"playwright could not start: {exc}")
+    try:
+        chromium = manager.chromium.launch(executable_path=str(CHROMIUM), args=LAUNCH_ARGS)
+    except Exception as exc:  # pragma: no cover - depends on the machine
+        manager.stop()
+        pytest.skip(f"playwright could not launch {CHROMIUM}: {exc}")
+    yield chromium
+    chromium.close()
+    manager.stop()
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture(scope="module")
+def server():
+    """The site under /fun-with-diffusion/ on 127.0.0.1 at an ephemeral port, as GitHub Pages serves it."""
+    tmp = Path(tempfile.mkdtemp(prefix="site-root-"))
+    try:
+        (tmp / PREFIX).symlink_to(SITE, target_is_directory=True)
+    except OSError:
+        shutil.copytree(SITE, tmp / PREFIX)
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(_QuietHandler, directory=str(tmp)))
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}/{PREFIX}/"
+    httpd.shutdown()
+    httpd.server_close()
+    shutil.rmtree(tmp, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def bases(server):
+    return {"file": SITE.as_uri() + "/", "http": server}
+
+
+@contextlib.contextmanager
+def visit(browser, base: str, page_name: str, *, width=1280, height=900, scheme="light", motion="no-preference"):
+    """Open one page in a fresh context; afterwards, fail on console errors or requests off the site."""
+    context = browser.new_context(viewport={"width": width, "height": height}, color_scheme=scheme,
+                                  reduced_motion=motion)
+    blocked: list[str] = []
+    errors: list[str] = []
+
+    def route(r):
+        url = r.request.url
+        if url.startswith(base):
+            r.continue_()
+        else:
+            blocked.append(url)
+            r.abort()
+
+    context.route("**/*", route)
+    page = context.new_page()
+    page.on("console", lambda msg: errors.append(f"console.{msg.type}: {msg.text}") if msg.type == "error" else None)
+    page.on("pageerror", lambda exc: errors.append(f"uncaught: {exc}"))
+    try:
+        page.goto(base + page_name, wait_until="load")
+        yield page
+        assert not blocked, f"{page_name}: requests tried to leave the site: {blocked}"
+        assert not errors, f"{page_name}: errors in the console: {errors}"
+    finally:
+        context.close()
+
+
+LOAD_ALL_IMAGES = """async () => {
+  const images = Array.from(document.images);
+  await Promise.all(images.map((img) => {
+    if (img.complete && img.naturalWidth > 0) return null;
+    img.loading = "eager";                      // hidden or off-screen lazy images load now
+    img.src = img.getAttribute("src");
+    return new Promise((done) => {
+      img.addEventListener("load", done, {once: true});
+      img.addEventListener("error", done, {once: true});
+      setTimeout(done, 10000);
+    });
+  }));
+  return images.map((img) => ({src: img.getAttribute("src"), alt: img.getAttribute("alt"),
+                                width: img.naturalWidth}));
+}"""
+
+PAGE_FACTS = """() => {
+  const ids = Array.from(document.querySelectorAll("[id]"), (e) => e.id);
+  return {
+    headings: Array.from(document.querySelectorAll("h1, h2, h3, h4, h5, h6"), (h) => Number(h.tagName[1])),
+    duplicateIds: ids.filter((id, i) => ids.indexOf(id) !== i),
+    danglingAnchors: Array.from(document.querySelectorAll("a[href^='#']"), (a) => a.getAttribute("href").slice(1))
+                        .filter((id) => id && !document.getElementById(id)),
+    landmarks: ["header", "nav", "main", "footer"].filter((tag) => !document.querySelector(tag)),
+  };
+}"""
+
+
+def load_all_images(page):
+    return page.evaluate(LOAD_ALL_IMAGES)
+
+
+@pytest.mark.parametrize("mode", ["file", "http"])
+@pytest.mark.parametrize("page_name", PAGES)
+def test_page_loads_offline_with_every_image(browser, bases, mode, page_name):
+    with visit(browser, bases[mode], page_name) as page:
+        images = load_all_images(page)
+        assert images, f"{page_name} shows no image"
+        broken = [im["src"] for im in images if not im["width"] > 0]
+        assert not broken, f"{page_name} ({mode}): images that did not load: {broken[:10]}"
+        no_alt = [im["src"] for im in images if not (im["alt"] or "").strip()]
+        assert not no_alt, f"{page_name}: images without alt text: {no_alt[:10]}"
+        facts = page.evaluate(PAGE_FACTS)
+        assert not facts["duplicateIds"], f"{page_name}: duplicate ids {facts['duplicateIds']}"
+        assert not facts["danglingAnchors"], f"{page_name}: links to missing anchors {facts['danglingAnchors']}"
+        assert not facts["landmarks"], f"{page_name}: missing landmarks {facts['landmarks']}"
+        levels = facts["headings"]
+        assert levels[0] == 1 and levels.count(1) == 1, f"{page_name}: one h1 must come first: {levels}"
+        skips = [(a, b) for a, b in zip(levels, levels[1:]) if b > a + 1]
+        assert not skips, f"{page_name}: heading levels skip: {skips}"
+        if mode == "http":
+            SHOTS.mkdir(parents=True, exist_ok=True)
+            page.screenshot(path=str(SHOTS / f"{page_name[:-5]}-1280.png"), full_page=True)
+
+
+@pytest.mark.parametrize("page_name", PAGES)
+def test_no_horizontal_scroll_on_a_phone(browser, bases, page_name):
+    with visit(browser, bases["http"], page_name, width=390, height=844, motion="reduce") as page:
+        load_all_images(page)
+        sizes = page.evaluate("() => [document.scrollingElement.scrollWidth, document.scrollingElement.clientWidth]")
+        if page_name == "part-a.html":  # the phone layout collapses the contents
+            assert page.locator(".toc details").get_attribute("open") is None
+        SHOTS.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(SHOTS / f"{page_name[:-5]}-390.png"), full_page=True)
+        assert sizes[0] <= sizes[1], f"{page_name} scrolls sideways at 390 px: scrollWidth {sizes[0]} > {sizes[1]}"
+        wide = page.evaluate("""() => Array.from(document.querySelectorAll("main *"))
+            .filter((e) => e.getBoundingClientRect().right > document.documentElement.clientWidth + 1
+                           && !e.closest(".math-display, .table-wrap, .gif-window"))
+            .slice(0, 5).map((e) => e.tagName + "." + e.className)""")
+        assert not wide, f"{page_name}: elements stick out of a 390 px screen: {wide}"
+
+
+def test_math_lays_out(browser, bases):
+    for page_name in ("part-a.html", "part-b.html"):
+        with visit(browser, bases["http"], page_name) as page:
+            boxes = page.evaluate("""() => Array.from(document.querySelectorAll("math"), (m) => {
+                const r = m.getBoundingClientRect();
+                return {tex: m.getAttribute("aria-label"), w: r.width, h: r.height,
+                        display: getComputedStyle(m).display};
+            })""")
+            assert boxes, f"{page_name} has no math"
+            empty = [b["tex"] for b in boxes if not (b["w"] > 0 and b["h"] > 0)]
+            assert not empty, f"{page_name}: math with an empty box: {empty[:5]}"
+            block = [b for b in boxes if b["display"] == "block math"]
+            assert block, f"{page_name}: no display equation is laid out as MathML ({boxes[0]['display']})"
+            # A fraction or a root stacks: the display equation is taller than a line of text.
+            assert max(b["h"] for b in block) > 30
+            if page_name == "part-a.html":
+                equation = page.locator(".math-display").first
+                SHOTS.mkdir(parents=True, exist_ok=True)
+                equation.screenshot(path=str(SHOTS / "math-forward-process.png"))
+                label = equation.locator("math").get_attribute("aria-label")
+                assert "bar\\alpha_t" in label and "sqrt" in label, "the first equation should be the forward process"
+
+
+def _matrix_m22(page, selector):
+    return page.evaluate(f"""() => {{
+        const t = getComputedStyle(document.querySelector({selector!r})).transform;
+        return t === "none" ? 1 : new DOMMatrix(t).m22;
+    }}""")
+
+
+def assert_same_as_pre_flipped(page, figure):
+    """The flipped card shows exactly the generator's pre-flipped image: a vertical flip, not a rotation."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    def grab(locator):  # back to the image's own resolution, so sub-pixel placement does not matter
+        shot = Image.open(io.BytesIO(locator.screenshot())).convert("L")
+        size = locator.evaluate("(img) => [img.naturalWidth, img.naturalHeight]")
+        return np.asarray(shot.resize(tuple(size), Image.BOX), dtype=float)
+
+    flipped_by_css = grab(figure.locator(".anagram-card .flip-img").first)
+    copy = figure.locator(".anagram-flipped").first
+    copy.evaluate("(el) => { el.style.display = 'block'; }")
+    copy.locator("img").evaluate("(img) => img.decode()")
+    pre_flipped = grab(copy.locator("img"))
+    copy.evaluate("(el) => { el.style.display = ''; }")
+    same = np.abs(flipped_by_css - pre_flipped).mean()
+    rotated = np.abs(flipped_by_css - pre_flipped[:, ::-1]).mean()  # what a 180-degree rotation would show
+    assert same < 25, f"the CSS flip differs from the pre-flipped image (mean abs difference {same:.1f})"
+    assert same < 0.25 * rotated or rotated < 1, \
+        f"the CSS flip should be a vertical flip, not a rotation ({same:.1f} vs {rotated:.1f})"
+
+
+def test_anagram_button_flips_the_image(browser, bases):
+    with visit(browser, bases["http"], "part-a.html") as page:
+        figure = page.locator(".fig-anagram").first
+        if not figure.count():
+            pytest.skip("this build has no visual anagram figure")
+        figure.scroll_into_view_if_needed()
+        cards = figure.locator(".anagram-card")
+        assert figure.locator(".anagram-flipped").first.is_hidden(), "with the script on, each sample is shown once"
+        assert cards.count() == figure.locator(".anagram-flipped").count()
+        img = f"#{figure.get_attribute('id')} .anagram-card .flip-img"
+        label_up = cards.first.locator(".label-up")
+        label_down = cards.first.locator(".label-down")
+        assert _matrix_m22(page, img) == 1 and label_up.is_visible() and label_down.is_hidden()
+        button = figure.get_by_role("button", name="flip")
+        assert button.get_attribute("aria-pressed") == "false"
+        button.click()
+        assert button.get_attribute("aria-pressed") == "true"
+        assert page.evaluate(f"() => getComputedStyle(document.querySelector({img!r})).transitionDuration") != "0s"
+        page.wait_for_function(f"""() => {{
+            const img = document.querySelector({img!r}), t = getComputedStyle(img).transform;
+            return t !== "none" && new DOMMatrix(t).m22 < -0.99 && img.getAnimations().length === 0;
+        }}""", timeout=5000)
+        assert label_down.is_visible() and label_up.is_hidden(), "the caption swaps to the second prompt"
+        assert_same_as_pre_flipped(page, figure)
+        button.click()
+        page.wait_for_function(f"""() => {{
+            const t = getComputedStyle(document.querySelector({img!r})).transform;
+            return t === "none" || new DOMMatrix(t).m22 > 0.99;
+        }}""", timeout=5000)
+        # Hovering flips one sample, and so does keyboard focus.
+        cards.first.hover()
+        page.wait_for_function(f"""() => {{
+            const t = getComputedStyle(document.querySelector({img!r})).transform;
+            return t !== "none" && new DOMMatrix(t).m22 < -0.99;
+        }}""", timeout=5000)
+        assert label_down.is_visible()
+        page.mouse.move(0, 0)
+        page.wait_for_function(f"""() => {{
+            const t = getComputedStyle(document.querySelector({img!r})).transform;
+            return t === "none" || new DOMMatrix(t).m22 > 0.99;
+        }}""", timeout=5000)
+        cards.first.focus()
+        page.keyboard.press("Tab")
+        page.keyboard.press("Shift+Tab")
+        assert page.evaluate("() => document.activeElement.matches('.anagram-card:focus-visible')")
+        page.wait_for_function(f"""() => {{
+            const t = getComputedStyle(document.querySelector({img!r})).transform;
+            return t !== "none" && new DOMMatrix(t).m22 < -0.99;
+        }}""", timeout=5000)
+
+
+def test_lightbox_opens_and_closes_with_the_keyboard(browser, bases):
+    with visit(browser, bases["file"], "part-b.html") as page:
+        page.keyboard.press("Tab")
+        skip = page.evaluate("""() => {
+            const el = document.activeElement, r = el.getBoundingClientRect();
+            return {cls: el.className, outline: getComputedStyle(el).outlineStyle, left: r.left, width: r.width};
+        }""")
+        assert skip["cls"] == "skip" and skip["left"] >= 0 and skip["width"] > 0, "the skip link appears on focus"
+        assert skip["outline"] != "none", "keyboard focus must be visible"
+        link = page.locator("a.zoom").first
+        link.focus()
+        assert page.evaluate("() => getComputedStyle(document.activeElement).outlineStyle") != "none"
+        page.keyboard.press("Enter")
+        dialog = page.locator("dialog.lightbox")
+        dialog.wait_for(state="visible")
+        assert page.evaluate("() => document.querySelector('dialog.lightbox').open")
+        page.wait_for_function("() => document.querySelector('dialog.lightbox img').naturalWidth > 0")
+        shown = dialog.locator("img").bounding_box()
+        assert shown["width"] > 300, "the zoomed image is enlarged"
+        assert page.url.endswith("part-b.html"), "zooming does not navigate away"
+        page.keyboard.press("Escape")
+        dialog.wait_for(state="hidden")
+        assert page.evaluate("() => document.activeElement === document.querySelector('a.zoom')"), \
+            "focus returns to the image that was zoomed"
+
+
+def test_hybrid_slider_resizes_the_image(browser, bases):
+    with visit(browser, bases["http"], "part-a.html") as page:
+        figure = page.locator(".fig-hybrid").first
+        if not figure.count():
+            pytest.skip("this build has no hybrid image figure")
+        slider = figure.locator("input[type=range]")
+        live = figure.locator(".hybrid-live img").first
+        before = live.bounding_box()["width"]
+        sizes = figure.locator(".hybrid-set").first.locator("img").evaluate_all("(els) => els.map((e) => e.width)")
+        assert len(set(sizes)) >= 3, f"one sample at several sizes side by side, got {sizes}"
+        slider.focus()
+        page.keyboard.press("Home")
+        after = live.bounding_box()["width"]
+        assert after < before and abs(after - float(slider.get_attribute("min"))) < 1
+        assert "smooth" in live.get_attribute("class"), "shrunk below its own size, the image is drawn smoothly"
+
+
+def test_gif_player_pauses_and_scrubs(browser, bases):
+    with visit(browser, bases["http"], "part-b.html") as page:
+        player = page.locator(".gif-player").first
+        if not player.count():
+            pytest.skip("this build has no sampling animation")
+        player.scroll_into_view_if_needed()
+        labels = page.evaluate("(el) => JSON.parse(el.dataset.labels)", player.element_handle())
+        button = player.locator(".gif-play")
+        assert player.locator(".gif-anim").is_hidden() and player.locator(".gif-strip").is_visible()
+        page.wait_for_function("(b) => b.textContent === 'pause'", arg=button.element_handle(), timeout=5000)
+        button.click()
+        assert button.text_content() == "play"
+        slider = player.locator(".gif-slider")
+        slider.focus()
+        page.keyboard.press("Home")
+        assert player.locator(".gif-label").text_content() == labels[0]
+        strip, window = player.locator(".gif-strip").bounding_box(), player.locator(".gif-window").bounding_box()
+        assert abs(strip["x"] - window["x"]) < 1
+        page.keyboard.press("End")
+        assert player.locator(".gif-label").text_content() == labels[-1]
+        strip = player.locator(".gif-strip").bounding_box()
+        assert abs(strip["x"] + strip["width"] - (window["x"] + window["width"])) < 1, "the last frame fills the window"
+
+
+CONTRAST = """(selectors) => {
+  const parse = (c) => {
+    const m = c.match(/rgba?\\(([^)]+)\\)/);
+    if (!m) return null;
+    const p = m[1].split(/[\\s,\\/]+/).filter(Boolean).map(Number);
+    return {r: p[0], g: p[1], b: p[2], a: p.length > 3 ? p[3] : 1};
+  };
+  const over = (top, under) => ({r: top.r * top.a + under.r * (1 - top.a), g: top.g * top.a + under.g * (1 - top.a),
+                                  b: top.b * top.a + under.b * (1 - top.a), a: 1});
+  const background = (el) => {
+    const layers = [];
+    for (let e = el; e; e = e.parentElement) {
+      const c = parse(getComputedStyle(e).backgroundColor);
+      if (c && c.a > 0) { layers.push(c); if (c.a >= 1) break; }
+    }
+    return layers.reverse().reduce((acc, c) => over(c, acc), {r: 255, g: 255, b: 255, a: 1});
+  };
+  const lum = ({r, g, b}) => {
+    const f = (v) => { v /= 255; return v <= 0.03928 ? v / 12.92 : Math.pow((v + 0.055) / 1.055, 2.4); };
+    return 0.2126 * f(r) + 0.7152 * f(g) + 0.0722 * f(b);
+  };
+  const out = {};
+  for (const s of selectors) {
+    const el = document.querySelector(s);
+    if (!el) continue;
+    const bg = background(el);
+    const fg = over(parse(getComputedStyle(el).color), bg);
+    const [hi, lo] = [lum(fg), lum(bg)].sort((x, y) => y - x);
+    out[s] = {ratio: (hi + 0.05) / (lo + 0.05), background: lum(background(document.body))};
+  }
+  return out;
+}"""
+
+TEXTS = {
+    "part-a.html": ["main section > p", ".fig > figcaption", ".cell figcaption", ".row-caption",
+                    ".provenance summary", ".toc a", ".site-footer p", "main section > p a",
+                    '.flip-btn[aria-pressed="false"]', '.flip-btn[aria-pressed="true"]', ".flip-state", ".size-value"],
+    "part-b.html": ["main section > p", ".fig > figcaption", "td", ".gif-label", ".gif-play"],
+    "index.html": [".lead", "main section > p", ".teaser-label", ".teaser-where", ".part-sections a"],
+}
+
+
+@pytest.mark.parametrize("scheme", ["light", "dark"])
+def test_text_contrast_in_both_themes(browser, bases, scheme):
+    for page_name, selectors in TEXTS.items():
+        with visit(browser, bases["http"], page_name, scheme=scheme) as page:
+            page.emulate_media(color_scheme=scheme)
+            if page.locator(".flip-btn").count() > 1:  # a pressed button, next to an unpressed one
+                page.locator(".flip-btn").first.click()
+            ratios = page.evaluate(CONTRAST, selectors)
+            assert ratios.get("main section > p") or ratios.get(".lead"), f"{page_name}: no body text found"
+            if page_name == "part-a.html":
+                assert ".fig > figcaption" in ratios, "no figure caption found"
+            low = {s: round(v["ratio"], 2) for s, v in ratios.items() if v["ratio"] < 4.5}
+            assert not low, f"{page_name} ({scheme}): contrast below 4.5:1: {low}"
+            body = next(iter(ratios.values()))["background"]
+            assert (body < 0.05) if scheme == "dark" else (body > 0.8), f"the {scheme} theme is not in effect"
+            if page_name == "index.html":
+                SHOTS.mkdir(parents=True, exist_ok=True)
+                load_all_images(page)
+                page.screenshot(path=str(SHOTS / f"index-1280-{scheme}.png"), full_page=True)

@@ -1,0 +1,233 @@
+/* Small enhancements for the report; written for this site, no library, no network.
+ * Loaded in <head> without `defer` so that the `js` class is set before the first paint (the
+ * stylesheet then hides the pre-flipped anagram copies instead of flashing them); everything else
+ * waits for the document. Without this script every figure still shows all of its images. */
+(function () {
+  "use strict";
+  var root = document.documentElement;
+  root.classList.add("js");
+  var reduceMotion = window.matchMedia && window.matchMedia("(prefers-reduced-motion: reduce)").matches;
+
+  function each(selector, fn, scope) {
+    Array.prototype.forEach.call((scope || document).querySelectorAll(selector), fn);
+  }
+  function text(el) {
+    return el ? el.textContent.replace(/\s+/g, " ").trim() : "";
+  }
+
+  /* Zoom: one shared modal <dialog>. Enter on a focused link opens it (a link's click), Escape,
+   * the close button or a click anywhere closes it, and focus returns to the link. */
+  var dialog = null, dialogImg = null, dialogCaption = null, opener = null;
+
+  function fitDialogImage() {
+    if (!dialogImg || !dialogImg.naturalWidth) return;
+    var maxW = window.innerWidth * 0.9, maxH = window.innerHeight * 0.72;
+    var scale = Math.min(maxW / dialogImg.naturalWidth, maxH / dialogImg.naturalHeight);
+    dialogImg.style.width = Math.max(1, Math.floor(dialogImg.naturalWidth * scale)) + "px";
+    dialogImg.style.height = "auto";
+  }
+
+  function makeDialog() {
+    dialog = document.createElement("dialog");
+    dialog.className = "lightbox";
+    dialog.setAttribute("aria-label", "Enlarged image");
+    var close = document.createElement("button");
+    close.type = "button";
+    close.className = "lightbox-close";
+    close.textContent = "Close";
+    close.addEventListener("click", function () { dialog.close(); });
+    var figure = document.createElement("figure");
+    dialogImg = document.createElement("img");
+    dialogImg.addEventListener("load", fitDialogImage);
+    dialogCaption = document.createElement("figcaption");
+    figure.appendChild(dialogImg);
+    figure.appendChild(dialogCaption);
+    dialog.appendChild(close);
+    dialog.appendChild(figure);
+    dialog.addEventListener("click", function (event) {
+      if (event.target === dialog || event.target === dialogImg || event.target === figure) dialog.close();
+    });
+    dialog.addEventListener("close", function () {
+      if (opener && document.contains(opener)) opener.focus();
+      opener = null;
+    });
+    window.addEventListener("resize", fitDialogImage);
+    document.body.appendChild(dialog);
+  }
+
+  function openZoom(link) {
+    if (!dialog) makeDialog();
+    var img = link.querySelector("img");
+    var cell = link.closest(".cell");
+    var fig = link.closest(".fig");
+    var parts = [];
+    if (cell) parts.push(text(cell.querySelector("figcaption")));
+    if (fig) parts.push(text(fig.querySelector(":scope > figcaption")));
+    opener = link;
+    dialogImg.className = img && img.classList.contains("pixelated") ? "pixelated" : "";
+    dialogImg.alt = img ? img.alt : "";
+    dialogImg.style.width = "";
+    dialogImg.src = link.getAttribute("href");
+    dialogCaption.textContent = parts.filter(Boolean).join(" · ");
+    dialog.showModal();
+    if (dialogImg.complete) fitDialogImage();
+  }
+
+  function initZoom() {
+    document.addEventListener("click", function (event) {
+      var link = event.target.closest && event.target.closest("a.zoom");
+      if (!link || event.button !== 0 || event.metaKey || event.ctrlKey || event.shiftKey || event.altKey) return;
+      event.preventDefault();
+      openZoom(link);
+    });
+  }
+
+  /* Visual anagrams: the button flips every sample of the figure; hover or keyboard focus flips one. */
+  function initAnagrams() {
+    each(".fig-anagram", function (fig) {
+      var tools = fig.querySelector(".fig-tools");
+      var button = fig.querySelector(".flip-btn");
+      var state = fig.querySelector(".flip-state");
+      var states = state ? [state.textContent, state.getAttribute("data-flipped")] : [];
+      if (!button) return;
+      tools.hidden = false;
+      each(".anagram-card", function (card) { card.tabIndex = 0; }, fig);
+      each(".flip-img", function (img) { img.setAttribute("data-alt-upright", img.alt); }, fig);
+      button.addEventListener("click", function () {
+        var flipped = !fig.classList.contains("is-flipped");
+        fig.classList.toggle("is-flipped", flipped);
+        button.setAttribute("aria-pressed", flipped ? "true" : "false");
+        each(".flip-img", function (img) {
+          var alt = img.getAttribute(flipped ? "data-alt-flipped" : "data-alt-upright");
+          if (alt) img.alt = alt;
+        }, fig);
+        if (state) state.textContent = states[flipped ? 1 : 0];
+      });
+    });
+  }
+
+  /* Hybrid images: the slider sets the width of each sample's first copy. Below the image's own
+   * resolution it is drawn smoothly (as an eye far away would see it), above it pixel by pixel. */
+  function initHybrids() {
+    each(".fig-hybrid", function (fig) {
+      var tools = fig.querySelector(".fig-tools");
+      var slider = fig.querySelector(".size-slider");
+      var output = fig.querySelector(".size-value");
+      if (!slider) return;
+      tools.hidden = false;
+      function apply() {
+        var width = parseInt(slider.value, 10);
+        each(".hybrid-live img", function (img) {
+          var natural = parseInt(img.getAttribute("data-natural"), 10) || img.naturalWidth || 0;
+          img.style.width = width + "px";
+          img.classList.toggle("pixelated", width >= natural);
+          img.classList.toggle("smooth", width < natural);
+        }, fig);
+        if (output) output.textContent = width + " px";
+        slider.setAttribute("aria-valuetext", width + " pixels wide");
+      }
+      slider.addEventListener("input", apply);
+    });
+  }
+
+  /* Sampling animations: a frame viewer over the strip PNG, with play/pause and a frame slider. */
+  function initPlayers() {
+    each(".gif-player", function (player) {
+      var windowEl = player.querySelector(".gif-window");
+      var controls = player.querySelector(".gif-controls");
+      if (!windowEl || !controls) return;
+      var anim = player.querySelector(".gif-anim");
+      var slider = player.querySelector(".gif-slider");
+      var label = player.querySelector(".gif-label");
+      var button = player.querySelector(".gif-play");
+      var frames = parseInt(player.getAttribute("data-frames"), 10) || 1;
+      var fps = parseFloat(player.getAttribute("data-fps")) || 10;
+      var labels = [];
+      try { labels = JSON.parse(player.getAttribute("data-labels") || "[]"); } catch (e) { labels = []; }
+      var frame = frames - 1, timer = null, hold = 0;
+      var holdTicks = Math.max(1, Math.round(fps * 1.2));
+
+      function show(i) {
+        frame = Math.max(0, Math.min(frames - 1, i));
+        player.style.setProperty("--frame", frame);
+        slider.value = frame;
+        var name = labels[frame] || "frame " + (frame + 1) + " of " + frames;
+        label.textContent = name;
+        slider.setAttribute("aria-valuetext", name);
+      }
+      function tick() {
+        if (frame >= frames - 1) {
+          if (hold++ < holdTicks) return;
+          hold = 0;
+          show(0);
+        } else {
+          show(frame + 1);
+        }
+      }
+      function play() {
+        if (timer) return;
+        if (frame >= frames - 1) { show(0); hold = 0; }
+        timer = window.setInterval(tick, 1000 / fps);
+        button.textContent = "pause";
+        button.setAttribute("aria-label", "pause the animation");
+      }
+      function pause() {
+        if (timer) window.clearInterval(timer);
+        timer = null;
+        button.textContent = "play";
+        button.setAttribute("aria-label", "play the animation");
+      }
+      anim.hidden = true;
+      windowEl.hidden = false;
+      controls.hidden = false;
+      button.addEventListener("click", function () { if (timer) pause(); else play(); });
+      slider.addEventListener("input", function () { pause(); show(parseInt(slider.value, 10)); });
+      show(frames - 1);
+      pause();
+      // Play while on screen (unless the reader prefers less motion); rest on the last frame otherwise.
+      if (!reduceMotion && "IntersectionObserver" in window) {
+        var started = false;
+        new IntersectionObserver(function (entries, observer) {
+          if (entries.some(function (e) { return e.isIntersecting; }) && !started) {
+            started = true;
+            observer.disconnect();
+            play();
+          }
+        }, { threshold: 0.5 }).observe(player);
+      }
+    });
+  }
+
+  /* Contents: collapsed on narrow screens; the section in view is marked in the list. */
+  function initToc() {
+    var toc = document.querySelector(".toc");
+    if (!toc) return;
+    var details = toc.querySelector("details");
+    if (details && window.matchMedia("(max-width: 63.99rem)").matches) details.open = false;
+    if (!("IntersectionObserver" in window)) return;
+    var links = {};
+    each("a[href^='#']", function (a) { links[a.getAttribute("href").slice(1)] = a; }, toc);
+    var current = null;
+    var observer = new IntersectionObserver(function (entries) {
+      entries.forEach(function (entry) {
+        if (!entry.isIntersecting) return;
+        var link = links[entry.target.id];
+        if (!link || link === current) return;
+        if (current) current.removeAttribute("aria-current");
+        link.setAttribute("aria-current", "location");
+        current = link;
+      });
+    }, { rootMargin: "0px 0px -75% 0px" });
+    each("main section[id], main h3[id]", function (el) { if (links[el.id]) observer.observe(el); });
+  }
+
+  function init() {
+    initZoom();
+    initAnagrams();
+    initHybrids();
+    initPlayers();
+    initToc();
+  }
+  if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", init);
+  else init();
+})();

@@ -339,7 +339,9 @@ def test_gif_player_pauses_and_scrubs(browser, bases):
         player.scroll_into_view_if_needed()
         labels = page.evaluate("(el) => JSON.parse(el.dataset.labels)", player.element_handle())
         button = player.locator(".gif-play")
-        assert player.locator(".gif-anim").is_hidden() and player.locator(".gif-strip").is_visible()
+        # The strip is lazy-loaded: give it time to arrive before judging what is shown.
+        player.locator(".gif-strip").wait_for(state="visible", timeout=10000)
+        assert player.locator(".gif-anim").is_hidden()
         page.wait_for_function("(b) => b.textContent === 'pause'", arg=button.element_handle(), timeout=5000)
         button.click()
         assert button.text_content() == "play"

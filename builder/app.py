@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -10,6 +9,7 @@ from typing import Any
 from jinja2 import TemplateError
 
 from . import BuildError
+from .cache import Store
 from .engine import BackendSpec, BuildConfig, BuildResult, Engine
 from .fingerprint import ROOT, hash_value, library_versions
 from .registry import discover
@@ -182,13 +182,5 @@ def list_sections(settings: Settings) -> str:
 
 
 def clean(settings: Settings) -> str:
-    import shutil
-
-    shutil.rmtree(settings.cache_dir, ignore_errors=True)
+    Store(settings.cache_dir).clean()
     return f"removed the cache at {settings.cache_dir}; the site in {settings.site_dir} was left as it is."
-
-
-def timed(fn, *args, **kwargs):
-    start = time.perf_counter()
-    value = fn(*args, **kwargs)
-    return value, time.perf_counter() - start

@@ -78,23 +78,6 @@ class Store:
     def object_path(self, sha: str) -> Path:
         return self.root / "objects" / sha[:2] / sha
 
-    def put_bytes(self, data: bytes) -> str:
-        sha = sha256_bytes(data)
-        path = self.object_path(sha)
-        if not path.is_file() or path.stat().st_size != len(data):
-            atomic_write_bytes(path, data)
-        return sha
-
-    def put_file(self, src: Path) -> str:
-        sha = sha256_file(src)
-        path = self.object_path(sha)
-        if not path.is_file():
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_name(f".{sha}.tmp")
-            shutil.copyfile(src, tmp)
-            os.replace(tmp, path)
-        return sha
-
     def verify_object(self, sha: str) -> bool:
         path = self.object_path(sha)
         return path.is_file() and sha256_file(path) == sha

@@ -28,8 +28,8 @@ PAGE_TITLES = {"index": "Overview", "part-a": "Part A: the power of diffusion mo
 PAGE_SHORT = {"index": "Overview", "part-a": "Part A", "part-b": "Part B"}
 
 _MATH = re.compile(r'<(span|div) class="arithmatex">(.*?)</\1>', re.S)
-_PLACEHOLDER = "FIGUREPLACEHOLDER{}X"
-_PLACEHOLDER_RE = re.compile(r"(?:<p>)?FIGUREPLACEHOLDER(\d+)X(?:</p>)?")
+_SLOT = "FIGURESLOT{}X"
+_SLOT_RE = re.compile(r"(?:<p>)?FIGURESLOT(\d+)X(?:</p>)?")
 
 
 @dataclass
@@ -159,7 +159,7 @@ def render_site(manifest: dict[str, Any], content_dir: Path, templates_dir: Path
         text = page_tpl.render(page=page, page_title=PAGE_TITLES[page], sections=sections, nav=nav,
                                build=manifest["build"])
         written[PAGES[page]] = text.encode("utf-8")
-    written["manifest.json"] = (json.dumps(public_manifest(manifest), indent=1, sort_keys=True) + "\n").encode()
+    written["manifest.json"] = (json.dumps(manifest, indent=1, sort_keys=True) + "\n").encode()
     written[".nojekyll"] = b""
 
     out_dir = Path(out_dir)
@@ -202,7 +202,7 @@ def _remove_stale(out_dir: Path, keep: set[str]) -> int:
 
 def _render_content(cf: ContentFile, site: Site, env: Environment, macros, used: set[str],
                     warnings: list[str]) -> dict[str, Any]:
-    placeholders: list[Markup] = []
+    slots: list[Markup] = []
     where = str(cf.path)
 
     def lookup(fig_id: str) -> tuple[str, dict[str, Any]]:
@@ -214,8 +214,8 @@ def _render_content(cf: ContentFile, site: Site, env: Environment, macros, used:
         return site.figures[fig_id]
 
     def place(html_text: Markup) -> Markup:
-        placeholders.append(html_text)
-        return Markup("\n\n" + _PLACEHOLDER.format(len(placeholders) - 1) + "\n\n")
+        slots.append(html_text)
+        return Markup("\n\n" + _SLOT.format(len(slots) - 1) + "\n\n")
 
     def figure(fig_id: str, **options) -> Markup:
         sid, fig = lookup(fig_id)
@@ -282,7 +282,7 @@ def _render_content(cf: ContentFile, site: Site, env: Environment, macros, used:
                                                       "anchorlink": True, "anchorlink_class": "anchor"}})
     body = md.convert(text)
     body = _render_math(body, where)
-    body = _PLACEHOLDER_RE.sub(lambda m: str(placeholders[int(m.group(1))]), body)
+    body = _SLOT_RE.sub(lambda m: str(slots[int(m.group(1))]), body)
     return {"id": cf.anchor, "title": cf.meta["title"], "html": Markup(body), "toc": md.toc_tokens,
             "meta": cf.meta, "source": cf.path.name}
 
@@ -311,8 +311,3 @@ def _slug_with(prefix: str):
     from markdown.extensions.toc import slugify
 
     return lambda value, separator: f"{prefix}-{slugify(value, separator)}"
-
-
-def public_manifest(manifest: dict[str, Any]) -> dict[str, Any]:
-    """The manifest as published in site/manifest.json: every figure with its provenance."""
-    return manifest

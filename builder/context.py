@@ -184,6 +184,15 @@ class Upstream:
     store: Store
     device: str
 
+    @property
+    def params(self) -> dict[str, Any]:
+        """The parameters the upstream section actually ran with (resolved for its profile)."""
+        return self.entry.record["components"]["params"]
+
+    @property
+    def profile(self) -> str:
+        return self.entry.record["components"]["profile"]
+
     def _output(self, out_id: str) -> dict[str, Any]:
         for out in self.entry.outputs:
             if out["id"] == out_id:

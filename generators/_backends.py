@@ -49,7 +49,7 @@ def _load_local(ctx):
     from diffusion.backends.local import LocalBackend
 
     up = ctx.upstream(LOCAL_MODEL_SECTION)
-    params = up.entry.record["components"]["params"]
+    params = up.params
     return LocalBackend.from_checkpoint(
         up.path("checkpoint-final"), checkpoint_hash=up.checkpoint_sha("final"), device=ctx.device,
         num_hiddens=params["num_hiddens"], num_classes=params["num_classes"], in_channels=1, T=params["T"],

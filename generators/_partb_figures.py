@@ -38,9 +38,8 @@ def loss_plot(ctx, fig_id: str, history: dict, title: str, caption: str):
 
 def hyperparameter_table(ctx, fig_id: str, train_section: str, model_name: str, extra: dict | None = None):
     """The settings the model was actually trained with, and what the training cost."""
-    record = ctx.upstream(train_section).entry.record
-    params = record["components"]["params"]
-    history = ctx.upstream(train_section).json("history")
+    up = ctx.upstream(train_section)
+    params, history = up.params, up.json("history")
     rows = [("model", model_name), ("hidden channels D", params["num_hiddens"]),
             ("trainable parameters", f"{history['parameters']:,}"),
             ("batch size", params["batch_size"]), ("epochs", params["epochs"]),
@@ -53,10 +52,10 @@ def hyperparameter_table(ctx, fig_id: str, train_section: str, model_name: str, 
     rows += [(k, v) for k, v in (extra or {}).items()]
     rows += [("device, autocast dtype", f"{history['device']}, {history['dtype']}"),
              ("training wall time", f"{history['train_seconds']:.0f} s ({history['images_per_second']:.0f} images/s)"),
-             ("profile", record["components"]["profile"])]
+             ("profile", up.profile)]
     ctx.save_table(fig_id, ["setting", "value"], rows,
                    caption=f"Hyperparameters of the {model_name} as trained for this build "
-                           f"(profile {record['components']['profile']}), and what the training cost.")
+                           f"(profile {up.profile}), and what the training cost.")
 
 
 def digits_row(images: torch.Tensor, labels: list[str], caption: str, alt_prefix: str):

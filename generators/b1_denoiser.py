@@ -23,7 +23,7 @@ SECTION = Section(
 def run(ctx):
     p = ctx.params
     up = ctx.upstream("b1_train_denoiser")
-    train_params = up.entry.record["components"]["params"]
+    train_params = up.params
     sigma, hidden = train_params["sigma"], train_params["num_hiddens"]
     history = up.json("history")
     loss_plot(ctx, "b1_loss", history, "Single-step denoiser (σ = 0.5)",

@@ -19,7 +19,7 @@ SECTION = Section(
 def run(ctx):
     p = ctx.params
     up = ctx.upstream("b2_train_time")
-    tp = up.entry.record["components"]["params"]
+    tp = up.params
     history = up.json("history")
     loss_plot(ctx, "b2_loss", history, "Time-conditioned DDPM",
               caption=f"Training loss of the time-conditioned UNet (Algorithm 1, T = {tp['T']}), one point per "

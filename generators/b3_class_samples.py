@@ -25,7 +25,7 @@ SECTION = Section(
 def run(ctx):
     p = ctx.params
     up = ctx.upstream("b3_train_class")
-    tp = up.entry.record["components"]["params"]
+    tp = up.params
     history = up.json("history")
     loss_plot(ctx, "b3_loss", history, "Class-conditioned DDPM",
               caption=f"Training loss of the class-conditioned UNet (Algorithm 3, p_uncond = {tp['p_uncond']}), "

@@ -93,7 +93,9 @@ def manifest_of(engine: Engine, entries: dict[str, Any]) -> dict[str, Any]:
         sections[gid] = {
             "id": gid, "title": record["title"], "key": entry.key, "seed": comp["seed"],
             "profile": comp["profile"], "device": comp["device"], "dtype": comp["dtype"],
-            "backend": comp["backend"], "params": comp["params"], "wall_seconds": record["wall_seconds"],
+            "backend": comp["backend"], "params": comp["params"],
+            # No wall time (the cache record and the summary table keep it): the site must be
+            # byte-identical whenever the figures are, however busy the machine was.
             "figures": [o for o in record["outputs"] if o.get("publish")],
         }
     build = {

@@ -1,0 +1,116 @@
+"""Two cold smoke builds in fresh cache folders write the same site, byte for byte.
+
+Known gap, outside builder/ (see VOLATILE): the training sections keep their measured training
+time in their ``history`` artifact and the hyperparameter tables print it, so those table cells
+differ between builds, and so do the cache keys downstream of a training section (a key hashes
+its upstream sections' outputs) and the footer's source digest (a hash of the keys).
+"""
+import hashlib
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import build
+
+# Exactly what may differ between two cold builds today, each replaced by a placeholder.
+VOLATILE = [
+    # generators/_partb_figures.py hyperparameter_table: "training wall time" (also in manifest.json)
+    (re.compile(rb"\d+ s \(\d+ images/s\)"), b"<training time>"),
+    # the section's cache key in "How this was made" and the footer's source digest
+    (re.compile(rb'<code title="[0-9a-f]{64}">[0-9a-f]{16}</code>'), b"<key>"),
+    (re.compile(rb'"(key|source_digest)": "[0-9a-f]{64}"'), rb'"\1": "<key>"'),
+]
+
+
+def site_files(site: Path) -> dict[str, bytes]:
+    return {p.relative_to(site).as_posix(): p.read_bytes() for p in sorted(site.rglob("*")) if p.is_file()}
+
+
+def masked(data: bytes) -> bytes:
+    for pattern, placeholder in VOLATILE:
+        data = pattern.sub(placeholder, data)
+    return data
+
+
+def differences(a: Path, b: Path, normalize=lambda d: d) -> list[str]:
+    """Files that exist in only one site, or whose (normalized) bytes differ, with the first differing line."""
+    fa, fb = site_files(a), site_files(b)
+    out = [f"{name}: only in {a if name in fa else b}" for name in sorted(set(fa) ^ set(fb))]
+    for name in sorted(set(fa) & set(fb)):
+        x, y = normalize(fa[name]), normalize(fb[name])
+        if x != y:
+            first = next((i for i, (p, q) in enumerate(zip(x.splitlines(), y.splitlines())) if p != q), None)
+            line = x.splitlines()[first][:200] if first is not None else b"(one is a prefix of the other)"
+            out.append(f"{name}: differs at line {None if first is None else first + 1}: {line!r}")
+    return out
+
+
+def assert_same_site(a: Path, b: Path, normalize=lambda d: d):
+    diff = differences(a, b, normalize)
+    assert not diff, "the two sites differ:\n" + "\n".join(diff[:20])
+
+
+def records(cache: Path) -> dict[str, dict]:
+    """The cache record of each section (the one the site was built from: a cold build has one)."""
+    out = {}
+    for path in sorted((cache / "entries").glob("*/*.json")):
+        record = json.loads(path.read_text())
+        assert record["section"] not in out, f"{record['section']} has two records in {cache}"
+        out[record["section"]] = record
+    return out
+
+
+def record(cache: Path, section: str) -> dict:
+    found = [json.loads(p.read_text()) for p in (cache / "entries" / section).glob("*.json")]
+    assert len(found) == 1, f"{section} has {len(found)} records in {cache}"
+    return found[0]
+
+
+def assert_store_intact(cache: Path):
+    """Every object is named by its content's hash, and every record's objects exist."""
+    for path in (cache / "objects").rglob("*"):
+        if path.is_file():
+            assert hashlib.sha256(path.read_bytes()).hexdigest() == path.name, f"corrupted object {path}"
+    for path in (cache / "entries").glob("*/*.json"):
+        for out in json.loads(path.read_text())["outputs"]:
+            for f in out["files"]:
+                assert (cache / "objects" / f["sha"][:2] / f["sha"]).is_file(), f"{path} names a missing object"
+
+
+@pytest.fixture(scope="module")
+def second_cold_build(tmp_path_factory, smoke_build):
+    base = tmp_path_factory.mktemp("smoke-again")
+    build("--profile", "smoke", cache=base / "cache", site=base / "site")
+    return {"cache": base / "cache", "site": base / "site"}
+
+
+def test_two_cold_builds_write_identical_figures(smoke_build, second_cold_build):
+    figures = lambda site: {n: d for n, d in site_files(site).items() if not n.endswith((".html", ".json"))}
+    a, b = figures(smoke_build["site"]), figures(second_cold_build["site"])
+    assert a.keys() == b.keys() and len(a) > 50
+    assert [n for n in a if a[n] != b[n]] == []
+
+
+def test_two_cold_builds_write_identical_pages_but_for_training_time(smoke_build, second_cold_build):
+    assert_same_site(smoke_build["site"], second_cold_build["site"], masked)
+    pages = b"".join((smoke_build["site"] / p).read_bytes() for p in ("index.html", "part-a.html", "part-b.html"))
+    assert b"wall time</dt>" not in pages, "a section's wall time differs between builds; keep it off the site"
+
+
+def test_two_cold_builds_cache_the_same_outputs_but_for_training_time(smoke_build, second_cold_build):
+    """Every checkpoint, figure and data file is the same; only the timed histories differ."""
+    a, b = records(smoke_build["cache"]), records(second_cold_build["cache"])
+    assert a.keys() == b.keys()
+    for sid in a:
+        ca, cb = dict(a[sid]["components"]), dict(b[sid]["components"])
+        assert {**ca, "upstream": None} == {**cb, "upstream": None}, f"{sid}: key components differ"
+        files = lambda r: {o["id"]: [f["sha"] for f in o["files"]] for o in r["outputs"] if o["id"] != "data-history"}
+        assert files(a[sid]) == files(b[sid]), f"{sid}: outputs differ between two cold builds"
+
+
+@pytest.mark.xfail(strict=True, reason="the training sections publish their measured training time "
+                                       "(generators/_partb.py history, generators/_partb_figures.py table)")
+def test_two_cold_builds_write_byte_identical_sites(smoke_build, second_cold_build):
+    assert_same_site(smoke_build["site"], second_cold_build["site"])

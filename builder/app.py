@@ -108,8 +108,17 @@ def manifest_of(engine: Engine, entries: dict[str, Any]) -> dict[str, Any]:
 
 
 def build(settings: Settings, progress_bar: bool = True, out=sys.stdout) -> tuple[BuildResult, dict | None]:
-    """Run the generators that need it, then render the site if every section is available."""
+    """Run the generators that need it, then render the site if every section is available.
+
+    The cache stays locked from the first lookup to the last page, so that a second build on the
+    same cache fails at once (see ``Store.lock``) instead of sweeping or replacing files under this one.
+    """
     engine = make_engine(settings)
+    with engine.store.lock():
+        return _build(engine, settings, progress_bar, out)
+
+
+def _build(engine: Engine, settings: Settings, progress_bar: bool, out) -> tuple[BuildResult, dict | None]:
     order = engine.order(settings.only)
     from tqdm import tqdm
 
@@ -184,5 +193,7 @@ def list_sections(settings: Settings) -> str:
 
 
 def clean(settings: Settings) -> str:
-    Store(settings.cache_dir).clean()
+    store = Store(settings.cache_dir)
+    with store.lock():  # never delete the files of a build that is running
+        store.clean()
     return f"removed the cache at {settings.cache_dir}; the site in {settings.site_dir} was left as it is."

@@ -5,7 +5,9 @@ Layout under the cache root (git-ignored):
   entries/<section>/<key>.json   the record of one run: key components and outputs
   last/<section>.json      the key components of the section's most recent lookup, for --explain
   scratch/<section>/<key>/ resumable state of an unfinished run (e.g. training checkpoints)
-  tmp/                     files being written; anything here is garbage from an interruption
+  tmp/                     files being written; anything here when a build starts is garbage from
+                           a killed build, and is swept (with stray temporary files) under the lock
+  lock                     held (flock) by the build using this cache; holds that process's id
 
 A record is written only after all its objects are in place, and it is trusted only while
 every object it names exists with the recorded hash, so an interrupted or corrupted entry is
@@ -13,6 +15,8 @@ simply a miss.
 """
 from __future__ import annotations
 
+import errno
+import fcntl
 import json
 import os
 import shutil
@@ -22,6 +26,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
+from . import BuildError
+from .faults import crash_point
 from .fingerprint import canonical_json, hash_value, sha256_bytes, sha256_file
 
 
@@ -39,6 +45,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
+        crash_point(f"write:{path.name}")
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -73,6 +80,7 @@ def output_digest(outputs: list[dict[str, Any]]) -> str:
 class Store:
     def __init__(self, root: Path):
         self.root = Path(root)
+        self._lock_depth = 0
 
     # -- objects -------------------------------------------------------------------------
     def object_path(self, sha: str) -> Path:
@@ -147,6 +155,71 @@ class Store:
 
     def clean(self) -> None:
         shutil.rmtree(self.root, ignore_errors=True)
+
+    # -- one build at a time -----------------------------------------------------------------
+    @contextmanager
+    def lock(self) -> Iterator[None]:
+        """Hold the cache exclusively for one build, first sweeping away what dead builds left.
+
+        A second build on the same cache fails at once with a BuildError rather than waiting: a
+        build can run for many minutes, and a command that silently waits looks hung. The lock is
+        an flock, which the kernel drops when its holder exits in any way (SIGKILL included), so a
+        lock is never stale and needs no manual removal. Re-entrant within one Store, so the
+        engine and the app around it can both hold it.
+        """
+        if self._lock_depth:
+            self._lock_depth += 1
+            try:
+                yield
+            finally:
+                self._lock_depth -= 1
+            return
+        self.root.mkdir(parents=True, exist_ok=True)
+        path = self.root / "lock"
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666 & ~_UMASK)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError as exc:
+                if exc.errno not in (errno.EAGAIN, errno.EACCES):
+                    raise
+                holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "unknown"
+                raise BuildError(
+                    f"another build (process {holder}) is using the cache at {self.root}, and two builds "
+                    f"must not share one cache. Wait for it to finish and run the command again, or pass "
+                    f"a different --cache-dir; the lock goes away by itself when that process ends, so "
+                    f"there is nothing to delete by hand.") from None
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+            self.sweep()
+            self._lock_depth = 1
+            try:
+                yield
+            finally:
+                self._lock_depth = 0
+        finally:
+            os.close(fd)  # releases the flock
+
+    def sweep(self) -> int:
+        """Delete the leftovers of builds that died (staging folders, temporary files); returns how many.
+
+        Only safe while holding ``lock``: then no other build can be writing them.
+        """
+        garbage: list[Path] = []
+        tmp = self.root / "tmp"
+        if tmp.is_dir():
+            garbage += tmp.iterdir()
+        # atomic_write_bytes's temporary files, and the trainer's own ("resume.pt.tmp<pid>").
+        garbage += (p for p in self.root.rglob(".*.tmp") if p.is_file())
+        scratch = self.root / "scratch"
+        if scratch.is_dir():
+            garbage += (p for p in scratch.rglob("*.tmp[0-9]*") if p.is_file())
+        for path in garbage:
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                path.unlink(missing_ok=True)
+        return len(garbage)
 
 
 def referenced_objects(outputs: list[dict[str, Any]]) -> list[str]:

@@ -14,7 +14,7 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, Callable, Sequence
 
-from . import BuildError, figures
+from . import BuildError, faults, figures
 from .cache import Entry, Store
 
 # Bump when the shape of the records that save_* writes changes, so old cache entries miss.
@@ -73,8 +73,11 @@ class Context:
         if self.progress_factory is None:
             from tqdm import tqdm
 
-            return tqdm(total=total, desc=desc, leave=False, disable=True)
-        return self.progress_factory(total=total, desc=f"{self.section_id}: {desc}")
+            bar = tqdm(total=total, desc=desc, leave=False, disable=True)
+        else:
+            bar = self.progress_factory(total=total, desc=f"{self.section_id}: {desc}")
+        # Only tests arm fault injection; an ordinary build keeps the bar untouched.
+        return _CrashPoints(bar, f"step:{self.section_id}:") if faults.armed() else bar
 
     # -- saving ----------------------------------------------------------------------------
     def _check_id(self, fig_id: str) -> None:
@@ -217,6 +220,33 @@ class Upstream:
 
     def figure(self, fig_id: str) -> dict[str, Any]:
         return self._output(fig_id)
+
+
+class _CrashPoints:
+    """A progress bar whose n-th step is the fault-injection point ``step:<section>:<n>``.
+
+    Training reports every optimizer step, so a test can kill a build mid-training without
+    touching the training code.
+    """
+
+    def __init__(self, bar, prefix: str):
+        self._bar, self._prefix, self._steps = bar, prefix, 0
+
+    def update(self, n: int = 1):
+        result = self._bar.update(n)
+        self._steps += n
+        faults.crash_point(f"{self._prefix}{self._steps}")
+        return result
+
+    def __enter__(self):
+        self._bar.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        return self._bar.__exit__(*exc)
+
+    def __getattr__(self, name: str):
+        return getattr(self._bar, name)
 
 
 def _cell(value: Any) -> str:

@@ -17,6 +17,7 @@ from typing import Any, Callable
 from . import BuildError
 from .cache import Entry, Store, diff_components
 from .context import RECORD_FORMAT, Context, derive_seed
+from .faults import crash_point
 from .fingerprint import code_fingerprint, hash_value, library_versions, sha256_file, ROOT
 from .registry import Generator
 
@@ -166,6 +167,10 @@ class Engine:
     # -- running -----------------------------------------------------------------------------
     def build(self, wanted: list[str] | None = None, progress=None,
               on_section: Callable[[SectionResult], None] | None = None) -> BuildResult:
+        with self.store.lock():
+            return self._build(wanted, progress, on_section)
+
+    def _build(self, wanted, progress, on_section) -> BuildResult:
         result = BuildResult()
         entries: dict[str, Entry | None] = {}
         failed: set[str] = set()
@@ -217,6 +222,7 @@ class Engine:
                 return SectionResult(gid, "failed", time.perf_counter() - start,
                                      error=f"{type(exc).__name__}: {exc}")
             seconds = time.perf_counter() - start
+            crash_point(f"section:{gid}")
             for out in ctx.outputs:
                 for f in out["files"]:
                     # Always replace: an existing object may be one that failed verification.

@@ -6,8 +6,10 @@ build time and figures are placed by id, so the site needs no script or network 
 """
 from __future__ import annotations
 
+import errno
 import html
 import json
+import os
 import re
 import shutil
 from dataclasses import dataclass, field
@@ -20,6 +22,7 @@ from markupsafe import Markup
 
 from . import BuildError
 from .cache import atomic_write_bytes, atomic_write_text
+from .faults import crash_point
 from .fingerprint import canonical_json
 
 PAGES = {"index": "index.html", "part-a": "part-a.html", "part-b": "part-b.html"}
@@ -163,21 +166,53 @@ def render_site(manifest: dict[str, Any], content_dir: Path, templates_dir: Path
     written[".nojekyll"] = b""
 
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     changed = 0
-    for rel, data in sorted(written.items()):
-        target = out_dir / rel
-        if target.is_file() and target.read_bytes() == data:
-            continue
-        atomic_write_bytes(target, data)
-        changed += 1
-    removed = _remove_stale(out_dir, set(written))
+    target = out_dir
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        for rel, data in sorted(written.items()):
+            target = out_dir / rel
+            if target.is_file() and target.read_bytes() == data:
+                continue
+            atomic_write_bytes(target, data)
+            changed += 1
+            if changed == 1:
+                crash_point("render")
+        target = out_dir
+        removed = _remove_stale(out_dir, set(written))
+    except OSError as exc:
+        raise BuildError(write_failure(exc, out_dir, target)) from None
     sizes = {"pages": 0, "figures": 0, "static": 0, "other": 0}
     for rel, data in written.items():
         kind = "pages" if rel.endswith(".html") else rel.split("/", 1)[0] if "/" in rel else "other"
         sizes[kind if kind in sizes else "other"] += len(data)
     return {"files": len(written), "changed": changed, "removed": removed,
             "bytes": sum(len(d) for d in written.values()), "sizes": sizes, "warnings": warnings}
+
+
+_WRITE_HINTS = {
+    errno.ENOSPC: "The disk is full: free some space, or pass --site-dir with a folder on another disk.",
+    errno.EDQUOT: "Your disk quota is used up: free some space, or pass --site-dir with a folder on another disk.",
+    errno.EROFS: "That file system is read-only: pass --site-dir with a folder on a writable disk (or remount it "
+                 "read-write).",
+    errno.EACCES: "This user may not write there: make the folder writable (chmod u+w) or pass --site-dir with a "
+                  "folder of your own.",
+    errno.EPERM: "This user may not write there: make the folder writable (chmod u+w) or pass --site-dir with a "
+                 "folder of your own.",
+    errno.EEXIST: "A file stands where a folder must be: move it away or pass another --site-dir.",
+    errno.ENOTDIR: "A file stands where a folder must be: move it away or pass another --site-dir.",
+}
+
+
+def write_failure(exc: OSError, out_dir: Path, target: Path) -> str:
+    """One paragraph on a failed write into the site: what, where, how to fix, and what is safe."""
+    reason = os.strerror(exc.errno) if exc.errno else str(exc)
+    code = f"{errno.errorcode[exc.errno]}, " if exc.errno in errno.errorcode else ""
+    hint = _WRITE_HINTS.get(exc.errno, "Fix the cause, or pass --site-dir with another folder.")
+    return (f"cannot write the site into {out_dir}: writing {target} failed ({code}{reason}). {hint} "
+            f"Then build again: the figures are safely in the cache, so only the pages are written. No "
+            f"half-written file was left, but the site may mix files of this build with the previous one "
+            f"until a build succeeds.")
 
 
 def png_size(path: Path) -> tuple[int, int]:

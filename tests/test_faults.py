@@ -1,0 +1,284 @@
+"""Faults: a build killed at any point, a corrupted cache, an unwritable site.
+
+Kills are real SIGKILLs (builder/faults.py), which run no cleanup code at all; each test then
+builds again and compares with the uninterrupted smoke build of the shared fixture. Every test
+starts from a copy of that build's cache, so only the sections a test invalidates run again.
+"""
+import errno
+import hashlib
+import importlib.util
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from builder import BuildError, faults
+from builder.cache import Store
+from tests.conftest import ROOT
+from tests.test_determinism import assert_same_site, assert_store_intact, masked, record, site_files
+
+STATUS = re.compile(r"^(\S+)\s+(hit|miss|forced|failed|skipped)\s+[\d.]+$", re.M)
+
+
+def run_build(cache: Path, site: Path, crash_at: str | None = None) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k != faults.ENV}
+    if crash_at:
+        env[faults.ENV] = crash_at
+    cmd = [sys.executable, str(ROOT / "build.py"), "--no-progress", "--profile", "smoke",
+           "--cache-dir", str(cache), "--site-dir", str(site)]
+    return subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env=env, timeout=600)
+
+
+def statuses(proc: subprocess.CompletedProcess) -> dict[str, str]:
+    return dict(STATUS.findall(proc.stdout))
+
+
+def killed(proc: subprocess.CompletedProcess):
+    assert proc.returncode == -signal.SIGKILL, \
+        f"the build was not killed at the crash point (exit {proc.returncode}):\n{proc.stdout}\n{proc.stderr}"
+
+
+def rebuilt(cache: Path, site: Path) -> dict[str, str]:
+    proc = run_build(cache, site)
+    assert proc.returncode == 0, f"the rebuild failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}"
+    return statuses(proc)
+
+
+def leftovers(folder: Path) -> list[str]:
+    """Temporary files and staging folders that an interrupted build could leave behind."""
+    found = [p for p in folder.rglob("*") if p.is_file() and re.search(r"\.tmp\d*$", p.name)]
+    found += [p for p in (folder / "tmp").glob("*")] if (folder / "tmp").is_dir() else []
+    return sorted(str(p.relative_to(folder)) for p in found)
+
+
+@pytest.fixture
+def cache_copy(smoke_build, tmp_path):
+    """A private copy of the smoke build's cache, and a fresh site folder."""
+    cache = tmp_path / "cache"
+    shutil.copytree(smoke_build["cache"], cache)
+    return cache, tmp_path / "site"
+
+
+def forget(cache: Path, section: str):
+    """Make ``section`` a miss, as if it had never been built with these settings."""
+    shutil.rmtree(cache / "entries" / section)
+
+
+# -- SIGKILL at each stage, then build again --------------------------------------------------
+
+@pytest.mark.parametrize("point", ["section:{sid}", "write:{key}.json"],
+                         ids=["outputs-staged", "record-being-written"])
+def test_killed_section_leaves_nothing_and_rebuild_equals_clean_build(smoke_build, cache_copy, point):
+    cache, site = cache_copy
+    sid = "a1_9_hybrids"
+    key = record(smoke_build["cache"], sid)["key"]
+    forget(cache, sid)
+    killed(run_build(cache, site, point.format(sid=sid, key=key)))
+    assert not list((cache / "entries" / sid).glob("*.json")), "a killed section must leave no record"
+    assert leftovers(cache), "the kill came too late to test anything: no temporary file was pending"
+
+    assert rebuilt(cache, site)[sid] == "miss"
+    assert leftovers(cache) == [] and leftovers(site) == []
+    assert_store_intact(cache)
+    assert_same_site(smoke_build["site"], site)
+
+
+def test_killed_mid_training_resumes_to_the_same_model(smoke_build, cache_copy):
+    cache, site = cache_copy
+    sid = "b1_train_denoiser"
+    history = record(smoke_build["cache"], sid)["outputs"]
+    sha = next(o for o in history if o["id"] == "data-history")["files"][0]["sha"]
+    per_epoch = json.loads((smoke_build["cache"] / "objects" / sha[:2] / sha).read_text())["steps_per_epoch"]
+    forget(cache, sid)
+    # The first step of epoch 2: epoch 1's resume checkpoint is on disk, the run is half done.
+    killed(run_build(cache, site, f"step:{sid}:{per_epoch + 1}"))
+    assert list((cache / "scratch" / sid).rglob("resume.pt")), "epoch 1 was not checkpointed before the kill"
+
+    assert rebuilt(cache, site)[sid] == "miss"
+    assert leftovers(cache) == [] and leftovers(site) == []
+    assert not (cache / "scratch" / sid).exists(), "resume state is removed once the section is cached"
+    assert_store_intact(cache)
+    checkpoints = lambda r: {o["id"]: o["files"] for o in r["outputs"] if o["id"].startswith("checkpoint-")}
+    assert checkpoints(record(cache, sid)) == checkpoints(record(smoke_build["cache"], sid)), \
+        "the resumed training did not reach the same weights"
+    # Retraining measures a new training time, which the hyperparameter table shows (see test_determinism).
+    assert_same_site(smoke_build["site"], site, masked)
+
+
+@pytest.mark.parametrize("point", ["render", "write:part-a.html"])
+def test_killed_render_leaves_no_partial_file_and_rebuild_equals_clean_build(smoke_build, cache_copy, point):
+    cache, site = cache_copy
+    killed(run_build(cache, site, point))
+    files = site_files(site)
+    assert files, "the kill came before the site was written"
+    assert point == "render" or leftovers(site), "the kill came too late: no temporary file was pending"
+    reference = site_files(smoke_build["site"])
+    for name, data in files.items():
+        assert name in reference and data == reference[name] or name.endswith(".tmp"), f"{name} is half-written"
+
+    assert set(rebuilt(cache, site).values()) == {"hit"}
+    assert leftovers(cache) == [] and leftovers(site) == []
+    assert_same_site(smoke_build["site"], site)
+
+
+def test_a_build_sweeps_only_what_dead_builds_left(cache_copy):
+    cache, _ = cache_copy
+    scratch = cache / "scratch" / "b2_train_time" / "0123456789abcdef"
+    garbage = [cache / "tmp" / "tmpdead" / ("ab" * 32),  # a staging folder
+               cache / "entries" / "a0_setup" / ".x.json.k2j3.tmp",  # atomic_write_bytes
+               cache / "last" / ".a0_setup.json.9f8e.tmp",
+               scratch / "resume.pt.tmp4242"]  # the trainer's own atomic write
+    for path in garbage + [scratch / "resume.pt"]:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"x")
+    keep = {p for p in cache.rglob("*") if p.is_file()} - set(garbage)
+    with Store(cache).lock():
+        pass
+    assert {p for p in cache.rglob("*") if p.is_file()} == keep
+    assert list((cache / "tmp").iterdir()) == [] and (scratch / "resume.pt").is_file()
+
+
+def test_a_second_build_on_the_same_cache_fails_at_once_with_a_clear_message(cache_copy):
+    cache, site = cache_copy
+    with Store(cache).lock():
+        assert not list(cache.glob("tmp/*"))
+        with pytest.raises(BuildError, match="another build"):  # even within one process
+            with Store(cache).lock():
+                pass
+        proc = run_build(cache, site)
+    assert proc.returncode == 2
+    message = proc.stderr.strip()
+    assert f"another build (process {os.getpid()}) is using the cache at {cache}" in message
+    assert "--cache-dir" in message and "\n" not in message
+    assert not site.exists()
+
+
+# -- a corrupted cache ---------------------------------------------------------------------------
+
+def test_corrupted_object_is_detected_and_its_section_rebuilt(smoke_build, cache_copy):
+    cache, site = cache_copy
+    sid = "a1_9_hybrids"
+    sha = record(cache, sid)["outputs"][0]["files"][0]["sha"]
+    path = cache / "objects" / sha[:2] / sha
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    path.write_bytes(bytes(data))
+
+    result = rebuilt(cache, site)
+    assert result[sid] == "miss" and {s for k, s in result.items() if k != sid} == {"hit"}
+    assert hashlib.sha256(path.read_bytes()).hexdigest() == sha, "the object was not restored"
+    assert_store_intact(cache)
+    assert_same_site(smoke_build["site"], site)
+
+
+# -- a site that cannot be written ---------------------------------------------------------------
+
+def load_cli():
+    spec = importlib.util.spec_from_file_location("build_cli", ROOT / "build.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def cli_build(cache: Path, site: Path) -> int:
+    return load_cli().main(["--profile", "smoke", "--no-progress", "--cache-dir", str(cache), "--site-dir", str(site)])
+
+
+def fail_writes_after_the_first(monkeypatch, failure):
+    """Let the site's first file through, then make every write fail inside the real atomic writer."""
+    from builder import cache as cache_module, render
+
+    real = render.atomic_write_bytes
+    calls = []
+
+    def flaky(path, data):
+        calls.append(path)
+        if len(calls) == 1:
+            return real(path, data)
+        with pytest.MonkeyPatch.context() as m:
+            failure(m)
+            return real(path, data)
+
+    monkeypatch.setattr(render, "atomic_write_bytes", flaky)
+    return cache_module
+
+
+def disk_full(m):
+    def fsync(fd):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    m.setattr(os, "fsync", fsync)  # the data went into the temporary file; the disk filled on the flush
+
+
+def read_only(m):
+    def mkstemp(*args, **kwargs):
+        raise OSError(errno.EROFS, os.strerror(errno.EROFS), kwargs.get("dir"))
+
+    m.setattr(tempfile, "mkstemp", mkstemp)
+
+
+@pytest.mark.parametrize("failure, expected", [(disk_full, ["ENOSPC", "free some space"]),
+                                               (read_only, ["EROFS", "read-only", "writable"])],
+                         ids=["full", "read-only"])
+def test_unwritable_site_is_a_clear_error_and_keeps_the_cache(smoke_build, cache_copy, monkeypatch, capsys,
+                                                             failure, expected):
+    cache, site = cache_copy
+    fail_writes_after_the_first(monkeypatch, failure)
+    assert cli_build(cache, site) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"error: the site was not written: cannot write the site into {site}: writing {site}/")
+    assert all(word in err for word in expected) and "--site-dir" in err and "\n" not in err, err
+    reference = site_files(smoke_build["site"])
+    written = site_files(site)
+    assert len(written) == 1 and all(reference[name] == data for name, data in written.items()), \
+        "only the first file may be there, complete"
+
+    monkeypatch.undo()
+    assert cli_build(cache, site) == 0
+    out = capsys.readouterr().out
+    assert "0 of " in out and "everything came from the cache" in out, "the cached figures were lost"
+    assert_same_site(smoke_build["site"], site)
+
+
+def test_site_dir_that_is_a_file_is_a_clear_error(cache_copy, capsys):
+    cache, site = cache_copy
+    site.write_text("not a folder")
+    assert cli_build(cache, site) == 1
+    err = capsys.readouterr().err.strip()
+    assert f"cannot write the site into {site}" in err and "EEXIST" in err and "--site-dir" in err, err
+    assert site.read_text() == "not a folder"
+
+
+def writes_into_read_only_folders() -> bool:
+    """True for root (CAP_DAC_OVERRIDE), for whom chmod cannot make a folder unwritable."""
+    with tempfile.TemporaryDirectory() as folder:
+        os.chmod(folder, 0o555)
+        try:
+            (Path(folder) / "probe").touch()
+            return True
+        except PermissionError:
+            return False
+        finally:
+            os.chmod(folder, 0o755)
+
+
+@pytest.mark.skipif(writes_into_read_only_folders(), reason="this user (root) writes into read-only folders anyway")
+def test_read_only_site_dir_is_a_clear_error(smoke_build, cache_copy, capsys):
+    cache, site = cache_copy
+    shutil.copytree(smoke_build["site"], site)
+    (site / "index.html").write_text("old")
+    site.chmod(0o555)
+    try:
+        assert cli_build(cache, site) == 1
+    finally:
+        site.chmod(0o755)
+    err = capsys.readouterr().err.strip()
+    assert f"writing {site / 'index.html'} failed (EACCES" in err and "chmod" in err, err
+    assert (site / "index.html").read_text() == "old" and leftovers(site) == []

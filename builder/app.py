@@ -13,7 +13,7 @@ from .cache import Store
 from .engine import BackendSpec, BuildConfig, BuildResult, Engine
 from .fingerprint import ROOT, hash_value, library_versions
 from .registry import discover
-from .render import render_site
+from .render import render_site, template_failure
 from .section import PROFILES
 
 DEFAULT_SEED = 180
@@ -158,10 +158,8 @@ def _build(engine: Engine, settings: Settings, progress_bar: bool, out) -> tuple
     except BuildError as exc:
         # The figures are safely cached; only the pages could not be written.
         return result, {"error": str(exc)}
-    except TemplateError as exc:
-        where = f"{exc.filename}, line {exc.lineno}" if getattr(exc, "lineno", None) else "a template"
-        return result, {"error": f"{where}: {type(exc).__name__}: {exc}. Fix the template and build again; "
-                                 f"the figures are cached, so only the pages are rendered."}
+    except TemplateError as exc:  # render_site names most template errors itself; this is the fallback
+        return result, {"error": template_failure(exc, settings.templates_dir)}
     return result, summary
 
 

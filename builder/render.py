@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import markdown
-from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
+from jinja2 import Environment, FileSystemLoader, StrictUndefined, TemplateSyntaxError, select_autoescape
 from markupsafe import Markup
 
 from . import BuildError
@@ -25,10 +25,10 @@ from .cache import atomic_write_bytes, atomic_write_text
 from .faults import crash_point
 from .fingerprint import canonical_json
 
-PAGES = {"index": "index.html", "part-a": "part-a.html", "part-b": "part-b.html"}
+PAGES = {"index": "index.html", "part-a": "part-a.html", "part-b": "part-b.html", "appendix": "appendix.html"}
 PAGE_TITLES = {"index": "Overview", "part-a": "Part A: the power of diffusion models",
-               "part-b": "Part B: diffusion models from scratch"}
-PAGE_SHORT = {"index": "Overview", "part-a": "Part A", "part-b": "Part B"}
+               "part-b": "Part B: diffusion models from scratch", "appendix": "Appendix: methods and benchmarks"}
+PAGE_SHORT = {"index": "Overview", "part-a": "Part A", "part-b": "Part B", "appendix": "Appendix"}
 
 _MATH = re.compile(r'<(span|div) class="arithmatex">(.*?)</\1>', re.S)
 _SLOT = "FIGURESLOT{}X"
@@ -40,6 +40,7 @@ class ContentFile:
     path: Path
     meta: dict[str, str]
     body: str
+    body_line: int = 1  # the file's line number of the body's first line, for error messages
 
     @property
     def page(self) -> str:
@@ -59,22 +60,31 @@ def read_content(content_dir: Path) -> list[ContentFile]:
     for path in sorted(Path(content_dir).glob("*.md")):
         text = path.read_text(encoding="utf-8")
         meta: dict[str, str] = {}
+        lines: dict[str, int] = {}
+        body_line = 1
         if text.startswith("---\n"):
             end = text.find("\n---\n", 4)
             if end < 0:
-                raise BuildError(f"{path}: the front matter starting on line 1 is never closed by a '---' line.")
-            for line in text[4:end].splitlines():
+                raise BuildError(f"{path}, line 1: the front matter that starts here is never closed; add a "
+                                 f"line '---' after its last 'key: value' line.")
+            for number, line in enumerate(text[4:end].splitlines(), start=2):
                 if line.strip():
                     key, sep, value = line.partition(":")
                     if not sep:
-                        raise BuildError(f"{path}: front matter line {line!r} is not 'key: value'.")
+                        raise BuildError(f"{path}, line {number}: the front matter line {line!r} is not "
+                                         f"'key: value'; write it as 'key: value' or end the front matter "
+                                         f"with a '---' line before it.")
                     meta[key.strip()] = value.strip()
+                    lines[key.strip()] = number
+            body_line = text.count("\n", 0, end + 5) + 1
             text = text[end + 5:]
         if meta.get("page", "index") not in PAGES:
-            raise BuildError(f"{path}: unknown page {meta.get('page')!r}; use one of {', '.join(PAGES)}.")
+            raise BuildError(f"{path}, line {lines['page']}: unknown page {meta['page']!r}; use one of "
+                             f"{', '.join(PAGES)}.")
         if "title" not in meta:
-            raise BuildError(f"{path}: the front matter needs a 'title:' line.")
-        files.append(ContentFile(path, meta, text))
+            raise BuildError(f"{path}, line 1: the front matter needs a 'title: ...' line (front matter is "
+                             f"'key: value' lines between two '---' lines at the top of the file).")
+        files.append(ContentFile(path, meta, text, body_line))
     return sorted(files, key=lambda c: (list(PAGES).index(c.page), c.order, c.path.name))
 
 
@@ -127,19 +137,23 @@ def render_site(manifest: dict[str, Any], content_dir: Path, templates_dir: Path
     """
     site = Site(manifest)
     content = read_content(content_dir)
+    templates_dir = Path(templates_dir)
     env = Environment(loader=FileSystemLoader(str(templates_dir)), autoescape=select_autoescape(["html"]),
                       undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True)
     env.filters["tojson_sorted"] = lambda v: Markup(canonical_json(v))
     env.filters["tojson_attr"] = lambda v: json.dumps(v, ensure_ascii=False, separators=(",", ":"))
     env.globals["image_size"] = lambda fig, index: png_size(object_path(fig["files"][index]["sha"]))
-    macros = env.get_template("macros.html").module
+    try:
+        macros = env.get_template("macros.html").module
+    except Exception as exc:
+        raise BuildError(template_failure(exc, templates_dir)) from None
 
     used: set[str] = set()
     warnings: list[str] = []
     pages: dict[str, list[dict[str, Any]]] = {p: [] for p in PAGES}
     # The landing page is rendered last, so that its teaser knows where each figure is shown.
     for cf in sorted(content, key=lambda c: c.page == "index"):
-        pages[cf.page].append(_render_content(cf, site, env, macros, used, warnings))
+        pages[cf.page].append(_render_content(cf, site, env, macros, used, warnings, templates_dir))
 
     unused = sorted(set(site.figures) - used)
     warnings += [f"figure {fid!r} (section {site.figures[fid][0]}) is produced but no content file shows it"
@@ -155,13 +169,18 @@ def render_site(manifest: dict[str, Any], content_dir: Path, templates_dir: Path
         if path.is_file():
             written[f"static/{path.relative_to(static).as_posix()}"] = path.read_bytes()
 
+    # A page without content (e.g. the appendix of a toy project) is neither written nor linked.
+    pages = {p: sections for p, sections in pages.items() if sections or p == "index"}
     nav = [{"page": p, "href": PAGES[p], "title": PAGE_TITLES[p], "short": PAGE_SHORT[p],
-            "sections": [{"id": s["id"], "title": s["title"]} for s in pages[p]]} for p in PAGES]
-    page_tpl = env.get_template("page.html")
-    for page, sections in pages.items():
-        text = page_tpl.render(page=page, page_title=PAGE_TITLES[page], sections=sections, nav=nav,
-                               build=manifest["build"])
-        written[PAGES[page]] = text.encode("utf-8")
+            "sections": [{"id": s["id"], "title": s["title"]} for s in pages[p]]} for p in pages]
+    try:
+        page_tpl = env.get_template("page.html")
+        for page, sections in pages.items():
+            text = page_tpl.render(page=page, page_title=PAGE_TITLES[page], sections=sections, nav=nav,
+                                   build=manifest["build"])
+            written[PAGES[page]] = text.encode("utf-8")
+    except Exception as exc:
+        raise BuildError(template_failure(exc, templates_dir)) from None
     written["manifest.json"] = (json.dumps(manifest, indent=1, sort_keys=True) + "\n").encode()
     written[".nojekyll"] = b""
 
@@ -215,6 +234,40 @@ def write_failure(exc: OSError, out_dir: Path, target: Path) -> str:
             f"until a build succeeds.")
 
 
+def template_lines(exc: BaseException, is_template: Callable[[str], bool]) -> list[tuple[str, int]]:
+    """(file, line) of every template frame of ``exc``'s traceback, outermost first.
+
+    Jinja rewrites the frames of compiled templates to carry the template's file name and line
+    (jinja2.debug.rewrite_traceback_stack), so template frames are told apart by their file name.
+    """
+    found = []
+    tb = exc.__traceback__
+    while tb is not None:
+        name = tb.tb_frame.f_code.co_filename
+        if is_template(name):
+            found.append((name, tb.tb_lineno))
+        tb = tb.tb_next
+    return found
+
+
+def _inside(folder: Path) -> Callable[[str], bool]:
+    folder = folder.resolve()
+    return lambda name: not name.endswith(".py") and Path(name).resolve().is_relative_to(folder)
+
+
+def template_failure(exc: BaseException, templates_dir: Path) -> str:
+    """One paragraph naming the template file and line of a syntax or rendering error."""
+    if isinstance(exc, TemplateSyntaxError):
+        where = f"{exc.filename or exc.name}, line {exc.lineno}"
+        what = f"syntax error: {(exc.message or '').rstrip('.')}"
+    else:
+        frames = template_lines(exc, _inside(Path(templates_dir)))
+        where = f"{frames[-1][0]}, line {frames[-1][1]}" if frames else f"a template in {templates_dir}"
+        what = f"{type(exc).__name__}: {exc}"
+    return (f"{where}: {what}. Fix the template and build again; the figures are cached, so only the "
+            f"pages are rendered.")
+
+
 def png_size(path: Path) -> tuple[int, int]:
     """(width, height) of an image; Pillow reads only the header."""
     from PIL import Image
@@ -236,15 +289,15 @@ def _remove_stale(out_dir: Path, keep: set[str]) -> int:
 
 
 def _render_content(cf: ContentFile, site: Site, env: Environment, macros, used: set[str],
-                    warnings: list[str]) -> dict[str, Any]:
+                    warnings: list[str], templates_dir: Path) -> dict[str, Any]:
     slots: list[Markup] = []
     where = str(cf.path)
 
     def lookup(fig_id: str) -> tuple[str, dict[str, Any]]:
         if fig_id not in site.figures:
             known = ", ".join(sorted(site.figures)) or "none"
-            raise BuildError(f"{where} shows the figure {fig_id!r}, which no section produced in this build. "
-                             f"Fix the id or add the figure to a generator; produced ids: {known}.")
+            raise _ContentError(where, f"the figure {fig_id!r} is not produced by any section in this build. "
+                                       f"Fix the id or add the figure to a generator; produced ids: {known}.")
         used.add(fig_id)
         return site.figures[fig_id]
 
@@ -286,29 +339,36 @@ def _render_content(cf: ContentFile, site: Site, env: Environment, macros, used:
 
     def section_info(sid: str) -> dict[str, Any]:
         if sid not in site.manifest["sections"]:
-            raise BuildError(f"{where} refers to the section {sid!r}, which is not in this build; "
-                             f"sections: {', '.join(sorted(site.manifest['sections']))}.")
+            raise _ContentError(where, f"the section {sid!r} is not in this build. Fix the id; sections: "
+                                       f"{', '.join(sorted(site.manifest['sections']))}.")
         return site.manifest["sections"][sid]
 
     def param(sid: str, name: str):
         params = section_info(sid)["params"]
         if name not in params:
-            raise BuildError(f"{where} asks for the parameter {name!r} of section {sid!r}, which it does not "
-                             f"have; it has: {', '.join(sorted(params))}.")
+            raise _ContentError(where, f"section {sid!r} has no parameter {name!r}. Fix the name; it has: "
+                                       f"{', '.join(sorted(params))}.")
         return params[name]
 
     def has_figure(fig_id: str) -> bool:
         return fig_id in site.figures
 
     content_env = env.overlay(undefined=StrictUndefined)
+    offset = cf.body_line - 1
     try:
-        template = content_env.from_string(cf.body)
+        # Compiled under the file's own name (from_string would call it "<template>"), so that Jinja's
+        # syntax errors and rewritten tracebacks say which line of the body failed.
+        code = content_env.compile(cf.body, name=cf.path.name, filename=where)
+        template = content_env.template_class.from_code(content_env, code, content_env.make_globals(None))
         text = template.render(figure=figure, param=param, section=section_info, has_figure=has_figure,
                                teaser=teaser, build=site.manifest["build"])
-    except BuildError:
-        raise
+    except TemplateSyntaxError as exc:
+        if exc.filename != where:  # an included template: its own line numbers
+            raise BuildError(template_failure(exc, templates_dir)) from None
+        raise BuildError(f"{where}, line {exc.lineno + offset}: syntax error: {(exc.message or '').rstrip('.')}. "
+                         f"Fix that line (Jinja syntax: {{{{ ... }}}} and {{% ... %}}).") from None
     except Exception as exc:
-        raise BuildError(f"{where}: the template failed to render ({type(exc).__name__}: {exc}).") from None
+        raise BuildError(_content_failure(exc, where, offset, templates_dir)) from None
 
     md = markdown.Markdown(extensions=["pymdownx.arithmatex", "toc", "tables", "attr_list", "md_in_html",
                                        "footnotes", "sane_lists"],
@@ -320,6 +380,28 @@ def _render_content(cf: ContentFile, site: Site, env: Environment, macros, used:
     body = _SLOT_RE.sub(lambda m: str(slots[int(m.group(1))]), body)
     return {"id": cf.anchor, "title": cf.meta["title"], "html": Markup(body), "toc": md.toc_tokens,
             "meta": cf.meta, "source": cf.path.name}
+
+
+class _ContentError(BuildError):
+    """A content file's wrong reference; the line is added once the traceback says where it is."""
+
+    def __init__(self, where: str, detail: str):
+        super().__init__(f"{where}: {detail}")
+        self.detail = detail
+
+
+def _content_failure(exc: BaseException, where: str, offset: int, templates_dir: Path) -> str:
+    lines = template_lines(exc, lambda name: name == where)
+    at = f"{where}, line {lines[-1][1] + offset}" if lines else where
+    if isinstance(exc, _ContentError):
+        return f"{at}: {exc.detail}"
+    if isinstance(exc, BuildError):
+        return str(exc)
+    inner = template_lines(exc, _inside(templates_dir))
+    if inner:  # it failed inside a macro that the content called, e.g. through figure()
+        return (f"{inner[-1][0]}, line {inner[-1][1]}: {type(exc).__name__}: {exc}, while rendering {at}. "
+                f"Fix the template (or what the content passes to it) and build again.")
+    return f"{at}: the template failed to render ({type(exc).__name__}: {exc}). Fix that line and build again."
 
 
 def _teaser_card(fig: dict[str, Any], spec: dict[str, Any], shown: dict[str, str]) -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""Faults: a build killed at any point, a corrupted cache, an unwritable site.
+"""Faults: a build killed at any point, a corrupted cache, an unwritable site, broken content.
 
 Kills are real SIGKILLs (builder/faults.py), which run no cleanup code at all; each test then
 builds again and compares with the uninterrupted smoke build of the shared fixture. Every test
@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from builder import BuildError, faults
+from builder import BuildError, app, faults
 from builder.cache import Store
 from tests.conftest import ROOT
 from tests.test_determinism import assert_same_site, assert_store_intact, masked, record, site_files
@@ -282,3 +282,92 @@ def test_read_only_site_dir_is_a_clear_error(smoke_build, cache_copy, capsys):
     err = capsys.readouterr().err.strip()
     assert f"writing {site / 'index.html'} failed (EACCES" in err and "chmod" in err, err
     assert (site / "index.html").read_text() == "old" and leftovers(site) == []
+
+
+# -- broken content and templates name the file and the line ------------------------------------
+
+@pytest.fixture
+def broken(smoke_build, tmp_path):
+    """Copies of content/ and templates/ to break, built against the smoke cache (no generator runs)."""
+    content, templates = tmp_path / "content", tmp_path / "templates"
+    shutil.copytree(ROOT / "content", content)
+    shutil.copytree(ROOT / "templates", templates)
+
+    def insert(path: Path, after: int, text: str) -> int:
+        """Insert ``text`` as a new line after line ``after``; returns its line number."""
+        lines = path.read_text().split("\n")
+        lines.insert(after, text)
+        path.write_text("\n".join(lines))
+        return after + 1
+
+    def build_site() -> str:
+        cli = load_cli()
+        settings = app.Settings(profile="smoke", cache_dir=smoke_build["cache"], site_dir=tmp_path / "site",
+                                content_dir=content, templates_dir=templates)
+        settings.backend = cli.backend_spec(cli.parse_args(["--profile", "smoke"]), settings)
+        try:
+            result, summary = app.build(settings, progress_bar=False)
+        except BuildError as exc:
+            return str(exc)
+        assert result.executed == [], "the smoke cache should have served every section"
+        assert summary and "error" in summary, "the broken file was not noticed"
+        assert not (tmp_path / "site").exists(), "nothing may be written when the content is wrong"
+        return summary["error"]
+
+    return content, templates, insert, build_site
+
+
+def a_content_file(content: Path) -> Path:
+    """A content file with a long body and no {% %} blocks, so any line of it is rendered."""
+    return next(p for p in sorted(content.glob("*.md"))
+                if p.read_text().count("\n") > 12 and "figure(" in p.read_text() and "{%" not in p.read_text())
+
+
+def test_malformed_front_matter_names_file_and_line(broken):
+    content, _, insert, build_site = broken
+    path = a_content_file(content)
+    line = insert(path, 2, "this line has no colon")
+    error = build_site()
+    assert f"{path}, line {line}: the front matter line 'this line has no colon' is not 'key: value'" in error
+
+
+def test_unknown_figure_names_file_and_line(broken):
+    content, _, insert, build_site = broken
+    path = a_content_file(content)
+    body_start = path.read_text().split("\n").index("---", 1) + 2
+    line = insert(path, body_start + 3, 'Here: {{ figure("no_such_figure") }}')
+    error = build_site()
+    assert f"{path}, line {line}: the figure 'no_such_figure' is not produced by any section" in error
+
+
+def test_content_syntax_error_names_file_and_line(broken):
+    content, _, insert, build_site = broken
+    path = a_content_file(content)
+    body_start = path.read_text().split("\n").index("---", 1) + 2
+    line = insert(path, body_start + 2, "{% if %}")
+    error = build_site()
+    assert f"{path}, line {line}: syntax error:" in error
+
+
+def test_page_template_runtime_error_names_file_and_line(broken):
+    _, templates, insert, build_site = broken
+    line = insert(templates / "page.html", 3, "{{ no_such_variable }}")
+    error = build_site()
+    assert f"{templates / 'page.html'}, line {line}: UndefinedError: 'no_such_variable' is undefined" in error
+
+
+def test_macro_syntax_error_names_file_and_line(broken):
+    _, templates, insert, build_site = broken
+    line = insert(templates / "macros.html", 8, "{% endif %}")
+    error = build_site()
+    assert f"{templates / 'macros.html'}, line {line}: syntax error:" in error
+
+
+def test_macro_error_names_the_macro_line_and_the_content_line(broken):
+    content, templates, insert, build_site = broken
+    macros = templates / "macros.html"
+    line = insert(macros, macros.read_text().split("\n").index('  <summary>How this was made</summary>') + 1,
+                  "{{ section.no_such_field }}")
+    error = build_site()
+    assert re.search(rf"^{re.escape(str(macros))}, line {line}: UndefinedError: .*no_such_field.*, while rendering "
+                     rf"{re.escape(str(content))}/[\w-]+\.md, line \d+\.", error), error

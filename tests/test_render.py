@@ -293,7 +293,7 @@ def test_unknown_figure_id_fails_naming_id_and_file(fixture_site, tmp_path):
     content = tmp_path / "content"
     content.mkdir()
     (content / "x.md").write_text("---\ntitle: X\npage: part-a\n---\n{{ figure('no_such_figure') }}\n")
-    with pytest.raises(BuildError, match=r"x\.md shows the figure 'no_such_figure'"):
+    with pytest.raises(BuildError, match=r"x\.md, line 5: the figure 'no_such_figure' is not produced"):
         render(content)
     assert not out.exists(), "nothing may be written when the content is wrong"
 

@@ -36,14 +36,26 @@ def train_classifier(images, labels, *, epochs: int = 2, batch_size: int = 128, 
 
 
 @torch.no_grad()
-def predict(classifier, images, batch_size: int = 1000) -> torch.Tensor:
-    """Predicted labels; images are clamped to [0, 1], the range the classifier was trained on,
-    because raw DDPM samples overshoot it slightly."""
+def embed(classifier, images, batch_size: int = 1000) -> tuple[torch.Tensor, torch.Tensor]:
+    """(predicted labels, penultimate-layer features (N, 128)) of images in [0, 1].
+
+    Images are clamped to [0, 1], the range the classifier was trained on, because raw DDPM
+    samples overshoot it slightly. The features are what the Fréchet distance compares.
+    """
     classifier.eval()
     device = next(classifier.parameters()).device
-    out = [classifier(images[i:i + batch_size].to(device).float().clamp(0, 1)).argmax(1)
-           for i in range(0, images.shape[0], batch_size)]
-    return torch.cat(out)
+    body, head = classifier[:-1], classifier[-1]
+    labels, features = [], []
+    for i in range(0, images.shape[0], batch_size):
+        f = body(images[i:i + batch_size].to(device).float().clamp(0, 1))
+        labels.append(head(f).argmax(1).cpu())
+        features.append(f.cpu())
+    return torch.cat(labels), torch.cat(features)
+
+
+def predict(classifier, images, batch_size: int = 1000) -> torch.Tensor:
+    """Predicted labels of images in [0, 1]."""
+    return embed(classifier, images, batch_size)[0]
 
 
 def accuracy(classifier, images, labels) -> float:

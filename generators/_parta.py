@@ -111,6 +111,19 @@ def item(ctx, x, label: str, alt: str | None = None) -> dict:
     return {"image": unit(ctx, x), "label": label, "alt": alt or label}
 
 
+def quality_cells(ctx, x, clean) -> list[str]:
+    """PSNR (dB) and SSIM of an image against the clean one, both shown in [0, 1]."""
+    from diffusion.metrics import quality
+
+    psnr, ssim = quality(unit(ctx, x), unit(ctx, clean))
+    return [f"{psnr:.2f}", f"{ssim:.3f}"]
+
+
+QUALITY_COLUMNS = ["PSNR (dB)", "SSIM"]
+QUALITY_METHOD = ("PSNR and SSIM against the original, on the images as shown (mapped to [0, 1], "
+                  "SSIM with a 7 × 7 window); higher is closer")
+
+
 def provenance(ctx, **extra) -> dict:
     """Figure metadata: the backend and the figure's own parameters."""
     ident = ctx.backend.identity

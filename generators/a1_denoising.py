@@ -5,7 +5,8 @@ import torch
 from builder.section import Section
 from diffusion.edits import gaussian_blur
 from diffusion.sampling import forward, one_step_denoise
-from generators._parta import INPUTS, backend_label, input_image, item, null_prompt, provenance, scaled_t
+from generators._parta import (INPUTS, QUALITY_COLUMNS, QUALITY_METHOD, backend_label, input_image, item, null_prompt,
+                               provenance, quality_cells, scaled_t)
 
 SECTION = Section(
     id="a1_denoising",
@@ -48,11 +49,14 @@ def run(ctx):
                      alt="The test image and three increasingly noisy versions of it.",
                      meta=provenance(ctx, timesteps=ts))
 
-    blur_items, one_rows = [], []
+    blur_items, one_rows, table = [], [], []
     for x, t in zip(noisy, ts):
         err, s, k, blurred = best_blur(x, test.image, p.blur_sigmas)
         blur_items.append(item(ctx, blurred, f"t = {t}: σ = {s}", f"Gaussian blur (kernel {k}, σ = {s}) of the t = {t} image"))
         estimate = one_step_denoise(den, x, t, cond)
+        table += [[t, "noisy input"] + quality_cells(ctx, x, test.image),
+                  [t, f"Gaussian blur, σ = {s}"] + quality_cells(ctx, blurred, test.image),
+                  [t, "one-step denoising"] + quality_cells(ctx, estimate, test.image)]
         one_rows.append({"caption": f"t = {t}",
                          "items": [item(ctx, test.image, "original"), item(ctx, x, f"noisy, t = {t}"),
                                    item(ctx, estimate, "one-step estimate", f"one-step denoised estimate at t = {t}")]})
@@ -67,3 +71,7 @@ def run(ctx):
                              f"estimated with the prompt “{null_prompt(ctx)}” and no guidance.",
                      alt="For each noise level: the original, the noisy image and the network's one-step estimate.",
                      meta=provenance(ctx, timesteps=ts, prompt=null_prompt(ctx)))
+    ctx.save_table("a1_quality", ["t", "image"] + QUALITY_COLUMNS, table,
+                   caption=f"How close each estimate of {test.description} is to the original: {QUALITY_METHOD}. "
+                           f"The blur is the one chosen above (lowest MSE); the one-step estimate uses {who}.",
+                   meta=provenance(ctx, timesteps=ts))

@@ -56,7 +56,7 @@ def run(ctx):
     judge.load_state_dict(ctx.upstream("b0_classifier").checkpoint("final", map_location="cpu"))
     judge_accuracy = ctx.upstream("b0_classifier").json("test_accuracy")
     final = model_at("final")
-    rows, table = [], []
+    rows, table, curves = [], [], []
     for gamma in p.sweep_guidances:
         per_digit = p.eval_per_digit if gamma == p.guidance else p.sweep_per_digit
         want = torch.arange(10).repeat_interleave(per_digit)
@@ -70,6 +70,7 @@ def run(ctx):
         rows.append(digits_row(first, [str(d) for d in range(10)],
                                f"γ = {gamma:g}: classifier agrees on {acc:.0%} of {len(want)} samples", f"γ = {gamma:g}, digit"))
         table.append([f"{gamma:g}", len(want), f"{acc:.1%}"] + [f"{a:.0%}" for a in per])
+        curves.append((gamma, acc, per, len(want)))
     ctx.save_gallery("b3_guidance", rows,
                      caption=f"The effect of the guidance scale γ on the final model: one sample of each digit per "
                              f"γ (same noise seed per row), and how often an independent MNIST classifier "
@@ -79,8 +80,39 @@ def run(ctx):
     ctx.save_table("b3_accuracy", ["γ", "samples", "recognised"] + [f"digit {d}" for d in range(10)], table,
                    caption=f"Share of class-conditioned samples that the independent classifier (test accuracy "
                            f"{judge_accuracy:.1%}) recognises as the requested digit, per guidance scale γ.")
+    accuracy_plot(ctx, curves, judge_accuracy)
     ctx.save_json("accuracy", {row[0]: row[2] for row in table})
     hyperparameter_table(ctx, "b3_hparams", "b3_train_class", "class-conditioned UNet",
                          extra={"diffusion steps T": tp["T"], "β schedule": f"linear, {tp['beta1']} to {tp['beta2']}",
                                 "p_uncond (class dropped to the zero vector)": tp["p_uncond"],
                                 "guidance scale γ for samples": p.guidance})
+
+
+def accuracy_plot(ctx, curves, judge_accuracy):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    gammas = [c[0] for c in curves]
+    fig, ax = plt.subplots(figsize=(6.4, 3.6))
+    for d in range(10):
+        ax.plot(gammas, [c[2][d] for c in curves], color="#9db7d6", linewidth=0.8,
+                label="one digit" if d == 0 else None)
+    ax.plot(gammas, [c[1] for c in curves], marker="o", color="#0b5cad", linewidth=2, label="all digits")
+    ax.axhline(0.1, color="#777777", linestyle="--", linewidth=1, label="chance (10%)")
+    ax.set_xticks(gammas)
+    ax.set_xlabel("guidance scale γ")
+    ax.set_ylabel("recognised as the requested digit")
+    ax.yaxis.set_major_formatter(matplotlib.ticker.PercentFormatter(1.0, decimals=0))
+    ax.set_ylim(0, 1.04)
+    ax.legend(frameon=False, loc="lower right")
+    ax.grid(True, alpha=0.3)
+    fig.tight_layout()
+    sizes = ", ".join(f"{c[3]} at γ = {c[0]:g}" for c in curves)
+    ctx.save_plot("b3_accuracy_plot", fig,
+                  caption=f"Classifier-free guidance against class accuracy: the share of samples that the "
+                          f"independent classifier (test accuracy {judge_accuracy:.1%}) reads as the requested digit, "
+                          f"for all digits (bold) and each digit alone (thin); samples: {sizes}.",
+                  alt=f"Accuracy rises from {curves[0][1]:.0%} at γ = {gammas[0]:g} to {curves[-1][1]:.0%} at "
+                      f"γ = {gammas[-1]:g}.")

@@ -53,11 +53,11 @@ def train(ctx, model, loss_fn, tensors, *, seed_name: str = "train") -> History:
     for epoch in snapshots:
         ctx.save_checkpoint(f"epoch{epoch}", history.snapshots[epoch])
     ctx.save_checkpoint("final", history.snapshots[p.epochs])
+    # No timings here: this artifact feeds downstream cache keys and pages, which must be the same
+    # bytes in every build; the section's run time is in its cache record and the benchmarks.
     ctx.save_json("history", {
-        "losses": history.losses, "epoch_seconds": [round(s, 3) for s in history.epoch_seconds],
-        "lrs": history.lrs, "steps_per_epoch": history.steps_per_epoch,
+        "losses": history.losses, "epochs": p.epochs, "lrs": history.lrs, "steps_per_epoch": history.steps_per_epoch,
         "images_per_epoch": history.images_per_epoch, "snapshot_epochs": snapshots,
-        "train_seconds": round(history.total_seconds, 1), "images_per_second": round(history.images_per_second, 1),
         "device": ctx.device, "dtype": ctx.dtype, "parameters": sum(t.numel() for t in model.parameters()),
     })
     return history

@@ -22,7 +22,7 @@ def loss_plot(ctx, fig_id: str, history: dict, title: str, caption: str):
     fig, ax = plt.subplots(figsize=(6.4, 3.6))
     ax.plot(steps, losses, color="#9db7d6", linewidth=0.7, label="per step")
     ax.plot(steps[window - 1:], smooth, color="#0b5cad", linewidth=1.6, label=f"mean of {window} steps")
-    for e in range(1, len(history["epoch_seconds"])):
+    for e in range(1, history["epochs"]):
         ax.axvline(e * history["steps_per_epoch"], color="#cccccc", linewidth=0.6, zorder=0)
     ax.set_yscale("log")
     ax.set_xlabel("optimizer step")
@@ -51,11 +51,11 @@ def hyperparameter_table(ctx, fig_id: str, train_section: str, model_name: str, 
             ]
     rows += [(k, v) for k, v in (extra or {}).items()]
     rows += [("device, autocast dtype", f"{history['device']}, {history['dtype']}"),
-             ("training wall time", f"{history['train_seconds']:.0f} s ({history['images_per_second']:.0f} images/s)"),
+             ("optimizer steps", f"{len(history['losses']):,} ({history['steps_per_epoch']:,} per epoch)"),
              ("profile", up.profile)]
     ctx.save_table(fig_id, ["setting", "value"], rows,
                    caption=f"Hyperparameters of the {model_name} as trained for this build "
-                           f"(profile {up.profile}), and what the training cost.")
+                           f"(profile {up.profile}); how long the training took is in the appendix's benchmarks.")
 
 
 def digits_row(images: torch.Tensor, labels: list[str], caption: str, alt_prefix: str):

@@ -16,7 +16,9 @@ measured matmul peak in bf16 and fp32.
 from __future__ import annotations
 
 import argparse
+import json
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -25,6 +27,7 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 from torch.utils.flop_counter import FlopCounterMode
 
+from bench.machine import describe_machine
 from diffusion import data, ddpm
 from diffusion.training import fit
 from diffusion.unet import TimeConditionalUNet
@@ -102,6 +105,7 @@ def main(argv=None):
     p.add_argument("--steps", type=int, default=40, help="timed steps of our trainer")
     p.add_argument("--naive-steps", type=int, default=15, help="timed steps of the naive loop")
     p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--json", type=Path, help="also write the results here")
     args = p.parse_args(argv)
 
     schedule = ddpm.linear_schedule()
@@ -122,6 +126,15 @@ def main(argv=None):
     print(f"naive (DataLoader + ToTensor, fp32):      {naive:7.1f} img/s = {naive * flops / 1e9:.0f} GFLOP/s "
           f"({naive * flops / peak32:.0%} of fp32 matmul peak)", flush=True)
     print(f"speed-up: {ours / naive:.2f}x")
+    result = {"benchmark": "training throughput", "machine": describe_machine(), "hiddens": args.hiddens,
+              "batch_size": args.batch_size, "gflop_per_image": round(flops / 1e9, 3),
+              "peak_gflops": {"bfloat16": round(peak16 / 1e9), "float32": round(peak32 / 1e9)},
+              "ours_images_per_second": round(ours, 1), "naive_images_per_second": round(naive, 1),
+              "speedup": round(ours / naive, 2)}
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(result, indent=1, sort_keys=True) + "\n")
+    return result
 
 
 if __name__ == "__main__":

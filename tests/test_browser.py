@@ -25,7 +25,7 @@ SITE = Path(os.environ.get("SITE_DIR") or ROOT / "site").resolve()
 CHROMIUM = Path(os.environ.get("CHROMIUM", "/usr/bin/chromium"))
 SHOTS = ROOT / "artifacts" / "screenshots"
 PREFIX = "fun-with-diffusion"
-PAGES = ["index.html", "part-a.html", "part-b.html"]
+PAGES = ["index.html", "part-a.html", "part-b.html", "appendix.html"]
 LAUNCH_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
                "--no-first-run"]
 
@@ -396,6 +396,7 @@ TEXTS = {
                     '.flip-btn[aria-pressed="false"]', '.flip-btn[aria-pressed="true"]', ".flip-state", ".size-value"],
     "part-b.html": ["main section > p", ".fig > figcaption", "td", ".gif-label", ".gif-play"],
     "index.html": [".lead", "main section > p", ".teaser-label", ".teaser-where", ".part-sections a"],
+    "appendix.html": ["main section > p", ".fig > figcaption", "td", "th"],
 }
 
 

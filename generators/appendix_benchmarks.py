@@ -1,0 +1,83 @@
+"""Appendix: the benchmark results committed under bench/results/, as tables.
+
+The numbers are measured by the scripts in bench/ (they take minutes to an hour, so the build
+does not run them); this section only lays out what they wrote, with the machine they ran on.
+A results file that is absent leaves its table out.
+"""
+import json
+import re
+from pathlib import Path
+
+from builder.fingerprint import ROOT
+from builder.section import Section
+
+RESULTS = "bench/results"
+
+SECTION = Section(
+    id="appendix_benchmarks",
+    title="Appendix: benchmark results",
+    inputs=(RESULTS,),
+)
+
+
+def _load(name):
+    path = Path(ROOT, RESULTS, f"{name}.json")
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+
+
+def _machine(m):
+    threads = f"{m['logical_cores']} logical cores, {m['torch_threads']} torch threads"
+    return f"{m['cpu']} ({threads}){', ' + m['gpu'] if m.get('gpu') else ''}; torch {m['torch']}, {m['date']}"
+
+
+def run(ctx):
+    build, sampling, training = _load("build"), _load("sampling"), _load("training")
+    machines = [(what, _machine(r["machine"])) for what, r in
+                (("build times", build), ("sampling throughput", sampling), ("training throughput", training)) if r]
+    if machines:
+        ctx.save_table("bench_machine", ["benchmark", "measured on"], machines,
+                       caption="The machine each benchmark ran on, as the benchmark recorded it.")
+    if build and "cold" in build:
+        build_tables(ctx, build)
+    if build:
+        rows = []
+        for name, label in (("warm", "warm rebuild, nothing changed"),
+                            ("content_edit", f"after editing {build['content_edit']['edited']}"),
+                            ("generator_edit", f"after editing {build['generator_edit']['edited']}")):
+            r = build[name]
+            rows.append([label, f"{r['seconds']:.1f}", ", ".join(r["sections_run"]) or "none"])
+        ctx.save_table("bench_incremental", ["rebuild", "seconds", "sections that ran"], rows,
+                       caption="Rebuilds of the default profile after no change, a content edit and a generator edit "
+                               "(python -m bench.build_times). Seconds are wall time of the whole command, "
+                               "including Python start-up and rendering the pages.")
+    if sampling:
+        ctx.save_table("bench_sampling", ["sampler", "setting", "ours (images/s)", "naive (images/s)", "speed-up"],
+                       [[r["sampler"], r["setting"], f"{r['ours_images_per_second']:.2f}",
+                         f"{r['naive_images_per_second']:.2f}", f"{r['speedup']:.1f}×"] for r in sampling["rows"]],
+                       caption="Sampling throughput of the project's batched loops against a naive loop that runs "
+                               "the conditional and the unconditional pass separately, one image at a time "
+                               "(python -m bench.sampling_throughput; both measured in the same run).")
+    if training:
+        t = training
+        ctx.save_table("bench_training", ["trainer", "images/s", "GFLOP/s", "speed-up"], [
+            ["this project (tensor data, channels_last, bf16 autocast)", f"{t['ours_images_per_second']:.0f}",
+             f"{t['ours_images_per_second'] * t['gflop_per_image']:.0f}", f"{t['speedup']:.2f}×"],
+            ["naive (DataLoader with per-image ToTensor, fp32)", f"{t['naive_images_per_second']:.0f}",
+             f"{t['naive_images_per_second'] * t['gflop_per_image']:.0f}", "1×"]],
+            caption=f"Training throughput of the time-conditioned UNet (D = {t['hiddens']}, batch {t['batch_size']}, "
+                    f"{t['gflop_per_image']:.2f} GFLOP per image forward and backward; measured matmul peak "
+                    f"{t['peak_gflops']['bfloat16']} GFLOP/s in bf16, {t['peak_gflops']['float32']} in fp32; "
+                    f"python -m bench.train_throughput).")
+
+
+def build_tables(ctx, build):
+    cold = build["cold"]
+    seconds = cold["section_seconds"]
+    parts = {part: [s for s in seconds if re.match(prefix + r"\d", s)] for part, prefix in (("Part A", "a"), ("Part B", "b"))}
+    rows = [[sid, f"{seconds[sid]:.1f}"] for sid in sorted(seconds, key=lambda s: -seconds[s])]
+    rows += [[f"all of {part}", f"{sum(seconds[s] for s in ids):.1f}"] for part, ids in parts.items()]
+    rows.append(["whole command (sections, rendering, start-up)", f"{cold['seconds']:.1f}"])
+    ctx.save_table("bench_cold", ["section", "seconds"], rows,
+                   caption=f"A cold build of the default profile ({build['profile']}) into an empty cache "
+                           f"(python -m bench.build_times): each section's run time from its cache record, "
+                           f"slowest first, then the totals.")

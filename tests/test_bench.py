@@ -1,0 +1,28 @@
+"""The benchmark scripts themselves, on the smoke profile and tiny sizes (their numbers are not
+checked here: timing goals belong to the benchmarks, not to tests)."""
+import json
+
+from bench import build_times, sampling_throughput
+
+
+def test_incremental_rebuilds_run_only_the_affected_sections(smoke_build, tmp_path):
+    out = tmp_path / "build.json"
+    result = build_times.main(["--profile", "smoke", "--from-cache", str(smoke_build["cache"]), "--json", str(out)])
+    assert result["warm"]["sections_run"] == []
+    assert result["content_edit"]["sections_run"] == [] and result["content_edit"]["files_written"] >= 1
+    assert result["generator_edit"]["sections_run"] == [build_times.GENERATOR]
+    assert all(result["checks"].values())
+    saved = json.loads(out.read_text())
+    assert saved["profile"] == "smoke" and saved["machine"]["logical_cores"] >= 1 and "cold" not in saved
+
+
+def test_sampling_benchmark_measures_both_loops_in_one_run(tmp_path):
+    out = tmp_path / "sampling.json"
+    result = sampling_throughput.main(["--ddpm-images", "2", "--naive-ddpm-images", "1", "--parta-images", "2",
+                                       "--naive-parta-images", "1", "--hidden", "8", "--json", str(out)])
+    assert [r["sampler"].split(":")[0] for r in result["rows"]] == ["Part B", "Part A"]
+    for row in result["rows"]:
+        assert row["ours_images_per_second"] > 0 and row["naive_images_per_second"] > 0
+        ratio = row["ours_images_per_second"] / row["naive_images_per_second"]
+        assert abs(row["speedup"] - ratio) < 0.01 * ratio + 0.01
+    assert json.loads(out.read_text()) == result

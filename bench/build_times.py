@@ -29,7 +29,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.machine import describe_machine
+from bench.common import describe_machine, save_result
 
 ROOT = Path(__file__).resolve().parent.parent
 CONTENT_FILE = "content/b12-noising.md"
@@ -128,9 +128,7 @@ def main(argv=None) -> dict:
             print(f"{name:15s} {r['seconds']:8.1f} s  ran: {', '.join(r['sections_run']) or 'nothing'}")
     for name, ok in checks.items():
         print(f"{'ok ' if ok else 'FAIL'} {name}")
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(result, indent=1, sort_keys=True) + "\n")
+    save_result(args.json, result)
     if not all(checks.values()):
         raise SystemExit("an incremental rebuild ran more (or less) than the edit affects; see above")
     return result

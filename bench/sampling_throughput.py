@@ -21,14 +21,13 @@ same run, so it stays comparable on a busy machine.
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-from bench.machine import describe_machine
+from bench.common import describe_machine, save_result
 from diffusion import ddpm
 from diffusion.backends.local import LocalBackend, alpha_bars_from
 from diffusion.sampling import StridedSchedule, randn, sample, strided_timesteps
@@ -123,10 +122,7 @@ def main(argv=None) -> dict:
         print(f"{r['sampler']} [{r['setting']}]\n  ours  {r['ours_images_per_second']:8.2f} images/s "
               f"({r['ours_images']} in {r['ours_seconds']} s)\n  naive {r['naive_images_per_second']:8.2f} images/s "
               f"({r['naive_images']} in {r['naive_seconds']} s)\n  speedup {r['speedup']:.1f}x")
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(result, indent=1, sort_keys=True) + "\n")
-    return result
+    return save_result(args.json, result)
 
 
 if __name__ == "__main__":

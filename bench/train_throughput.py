@@ -16,7 +16,6 @@ measured matmul peak in bf16 and fp32.
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 
@@ -27,7 +26,7 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 from torch.utils.flop_counter import FlopCounterMode
 
-from bench.machine import describe_machine
+from bench.common import describe_machine, save_result
 from diffusion import data, ddpm
 from diffusion.training import fit
 from diffusion.unet import TimeConditionalUNet
@@ -131,10 +130,7 @@ def main(argv=None):
               "peak_gflops": {"bfloat16": round(peak16 / 1e9), "float32": round(peak32 / 1e9)},
               "ours_images_per_second": round(ours, 1), "naive_images_per_second": round(naive, 1),
               "speedup": round(ours / naive, 2)}
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(result, indent=1, sort_keys=True) + "\n")
-    return result
+    return save_result(args.json, result)
 
 
 if __name__ == "__main__":

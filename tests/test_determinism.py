@@ -84,5 +84,7 @@ def test_two_cold_builds_cache_the_same_outputs_under_the_same_keys(smoke_build,
 
 def test_two_cold_builds_write_byte_identical_sites(smoke_build, second_cold_build):
     assert_same_site(smoke_build["site"], second_cold_build["site"])
-    pages = b"".join(p.read_bytes() for p in smoke_build["site"].glob("*.html"))
-    assert b"wall time" not in pages and b"images/s)" not in pages, "timings differ between builds"
+    # Timings measured by the build itself would differ in the next build; the appendix shows only
+    # the committed benchmark results, which are the same bytes every time.
+    pages = b"".join((smoke_build["site"] / p).read_bytes() for p in ("index.html", "part-a.html", "part-b.html"))
+    assert b"wall time" not in pages and b"images/s)" not in pages, "a build's own timings are on the site"

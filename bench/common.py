@@ -1,9 +1,11 @@
-"""What a benchmark ran on, stored beside its numbers."""
+"""What every benchmark does alike: record the machine it ran on and save its results."""
 from __future__ import annotations
 
 import datetime
+import json
 import os
 import platform
+from pathlib import Path
 
 
 def cpu_model() -> str:
@@ -24,3 +26,11 @@ def describe_machine() -> dict:
             "gpu": gpu, "torch": torch.__version__, "python": platform.python_version(),
             "os": f"{platform.system()} {platform.release()}",
             "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d")}
+
+
+def save_result(path: Path | None, result: dict) -> dict:
+    """Write ``result`` as sorted JSON to ``path`` (when one is given) and return it."""
+    if path:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(result, indent=1, sort_keys=True) + "\n")
+    return result

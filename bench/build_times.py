@@ -125,7 +125,9 @@ def main(argv=None) -> dict:
     for name in ("cold", "warm", "content_edit", "generator_edit"):
         if name in result:
             r = result[name]
-            print(f"{name:15s} {r['seconds']:8.1f} s  ran: {', '.join(r['sections_run']) or 'nothing'}")
+            ratio = f" ({result['cold']['seconds'] / r['seconds']:.0f}x faster than cold)" \
+                if "cold" in result and name != "cold" else ""
+            print(f"{name:15s} {r['seconds']:8.1f} s{ratio}  ran: {', '.join(r['sections_run']) or 'nothing'}")
     for name, ok in checks.items():
         print(f"{'ok ' if ok else 'FAIL'} {name}")
     save_result(args.json, result)

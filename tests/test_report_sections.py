@@ -12,9 +12,12 @@ from tests.conftest import ROOT, build
 
 PART_A = ["a0_samples", "a1_forward", "a1_blur", "a1_one_step", "a1_4_trajectory", "a1_4_comparison",
           "a1_5_samples", "a1_6_cfg", "a1_7_sdedit", "a1_7_1_edits", "a1_7_2_inpaint", "a1_7_3_text",
-          "a1_8_anagram1", "a1_8_anagram2", "a1_8_anagram3", "a1_9_hybrid1", "a1_9_hybrid2", "a1_9_hybrid3"]
+          "a1_8_anagram1", "a1_8_anagram2", "a1_8_anagram3", "a1_9_hybrid1", "a1_9_hybrid2", "a1_9_hybrid3",
+          "a1_quality", "a1_4_quality"]
 PART_B = ["b1_2_noising", "b1_loss", "b1_denoised_epoch1", "b1_denoised_final", "b1_ood", "b1_hparams",
-          "b2_loss", "b2_hparams", "b3_loss", "b3_guidance", "b3_accuracy", "b3_hparams"]
+          "b2_loss", "b2_hparams", "b3_loss", "b3_guidance", "b3_accuracy", "b3_hparams",
+          "b1_quality", "b0_classifier", "b2_quality", "b2_quality_plot", "b3_accuracy_plot"]
+APPENDIX = ["bench_machine", "bench_cold", "bench_cold_plot", "bench_incremental", "bench_sampling", "bench_training"]
 
 
 def figures_of(manifest: dict) -> dict:
@@ -44,6 +47,19 @@ def test_committed_site_has_every_required_figure_from_the_default_build():
     assert_required(manifest)
     assert manifest["build"]["profile"] == "cpu", "the committed site must come from the default (cpu) build"
     assert manifest["build"]["backend"]["name"] == "local"
+
+
+def test_committed_site_reports_a_judge_of_at_least_99_percent_and_the_benchmarks():
+    figures = figures_of(json.loads((ROOT / "site" / "manifest.json").read_text()))
+    card = dict(figures["b0_classifier"]["table"]["rows"])
+    accuracy = float(re.match(r"([\d.]+)%", card["test accuracy"]).group(1))
+    assert accuracy >= 99.0, f"the scoring classifier reaches only {accuracy}% on the test set"
+    assert [fid for fid in APPENDIX if fid not in figures] == []
+    machines = dict(figures["bench_machine"]["table"]["rows"])
+    assert set(machines) == {"build times", "sampling throughput", "training throughput"}
+    assert all("cores" in m for m in machines.values())
+    ran = {row[0]: row[-1] for row in figures["bench_incremental"]["table"]["rows"]}
+    assert ran["warm rebuild, nothing changed"] == "none"
 
 
 def test_captions_state_the_parameters(smoke_build):

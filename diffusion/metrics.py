@@ -69,6 +69,18 @@ def frechet_distance(stats_a: tuple[np.ndarray, np.ndarray], stats_b: tuple[np.n
     return float(diff @ diff + np.trace(cov_a) + np.trace(cov_b) - 2 * np.trace(covmean))
 
 
+def frechet_spread(features: torch.Tensor, reference: tuple[np.ndarray, np.ndarray], rng: np.random.Generator,
+                   resamples: int = 50) -> float:
+    """Standard deviation of the Fréchet distance over bootstrap resamples of ``features`` (drawn
+    with replacement, same size): how much the number would move with another set of samples."""
+    f = features.detach().double().cpu().numpy()
+    values = []
+    for _ in range(resamples):
+        pick = f[rng.integers(0, len(f), len(f))]
+        values.append(frechet_distance((pick.mean(axis=0), np.cov(pick, rowvar=False)), reference))
+    return float(np.std(values, ddof=1))
+
+
 def class_histogram(predicted: torch.Tensor, num_classes: int = 10) -> list[float]:
     """Share of samples predicted as each class."""
     counts = torch.bincount(predicted.cpu(), minlength=num_classes).double()

@@ -14,7 +14,7 @@ from builder.section import Section
 from diffusion import data
 from diffusion.classifier import Classifier, embed
 from diffusion.ddpm import linear_schedule, sample_time
-from diffusion.metrics import class_histogram, frechet_distance, gaussian_stats
+from diffusion.metrics import class_histogram, frechet_distance, frechet_spread, gaussian_stats
 from diffusion.unet import TimeConditionalUNet
 from generators._partb import autocast_dtype, load_model
 
@@ -46,8 +46,10 @@ def run(ctx):
     real = x_train[torch.randperm(len(x_train), generator=ctx.generator("real"))[: p.num_samples]]
     real_labels, real_features = embed(judge, real)
     floor = frechet_distance(gaussian_stats(real_features), test_stats)
+    rng = np.random.default_rng(ctx.generator("bootstrap").initial_seed())
+    floor_spread = frechet_spread(real_features, test_stats, rng)
 
-    epochs, fids, histograms = [], [], []
+    epochs, fids, spreads, histograms = [], [], [], []
     for epoch in up.json("history")["snapshot_epochs"]:
         model = load_model(up, TimeConditionalUNet, f"epoch{epoch}", ctx.device, in_channels=1,
                            num_hiddens=tp["num_hiddens"])
@@ -59,33 +61,38 @@ def run(ctx):
         labels, features = embed(judge, samples)
         epochs.append(epoch)
         fids.append(frechet_distance(gaussian_stats(features), test_stats))
+        spreads.append(frechet_spread(features, test_stats, rng))
         histograms.append(class_histogram(labels))
 
     real_histogram = class_histogram(real_labels)
     method = (f"{p.num_samples} samples per snapshot, {tp['T']} steps each; features: the 128 penultimate "
               f"activations of the project's MNIST classifier (test accuracy {judge_accuracy:.2%}), compared "
               f"with the 10,000 MNIST test digits")
-    _plot(ctx, epochs, fids, histograms, floor, real_histogram, p.num_samples, method)
-    rows = [[e, f"{f:.1f}"] + [f"{h:.0%}" for h in hist] for e, f, hist in zip(epochs, fids, histograms)]
-    rows.append([f"real digits ({p.num_samples})", f"{floor:.1f}"] + [f"{h:.0%}" for h in real_histogram])
+    _plot(ctx, epochs, fids, spreads, histograms, floor, real_histogram, p.num_samples, method)
+    rows = [[e, f"{f:.0f} ± {sd:.0f}"] + [f"{h:.0%}" for h in hist]
+            for e, f, sd, hist in zip(epochs, fids, spreads, histograms)]
+    rows.append([f"real digits ({p.num_samples})", f"{floor:.0f} ± {floor_spread:.0f}"]
+                + [f"{h:.0%}" for h in real_histogram])
     ctx.save_table("b2_quality", ["epoch", "Fréchet distance"] + [f"{d}" for d in range(10)], rows,
-                   caption=f"Fréchet distance to the test set (lower is better) and the share of samples the "
-                           f"classifier reads as each digit 0-9, per snapshot epoch; {method}. The last row scores "
+                   caption=f"Fréchet distance to the test set (lower is better; ± one standard deviation over "
+                           f"50 bootstrap resamples of the samples) and the share of samples the classifier reads "
+                           f"as each digit 0-9, per snapshot epoch; {method}. The last row scores "
                            f"{p.num_samples} real training digits the same way: the floor for this sample size.",
                    meta={"num_samples": p.num_samples})
-    ctx.save_json("quality", {"epochs": epochs, "frechet": [round(f, 3) for f in fids], "floor": round(floor, 3),
+    ctx.save_json("quality", {"epochs": epochs, "frechet": [round(f, 3) for f in fids],
+                              "frechet_bootstrap_sd": [round(sd, 3) for sd in spreads], "floor": round(floor, 3),
                               "histograms": [[round(h, 4) for h in hist] for hist in histograms],
                               "num_samples": p.num_samples})
 
 
-def _plot(ctx, epochs, fids, histograms, floor, real_histogram, n, method):
+def _plot(ctx, epochs, fids, spreads, histograms, floor, real_histogram, n, method):
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, (left, right) = plt.subplots(1, 2, figsize=(9.6, 3.6))
-    left.plot(epochs, fids, marker="o", color="#0b5cad", label="DDPM samples")
+    left.errorbar(epochs, fids, yerr=spreads, marker="o", capsize=3, color="#0b5cad", label="DDPM samples (± 1 sd)")
     left.axhline(floor, color="#777777", linestyle="--", linewidth=1, label=f"{n} real digits")
     left.set_yscale("log")
     left.set_xticks(epochs)
@@ -110,7 +117,8 @@ def _plot(ctx, epochs, fids, histograms, floor, real_histogram, n, method):
     fig.tight_layout()
     ctx.save_plot("b2_quality_plot", fig,
                   caption=f"Sample quality of the time-conditioned DDPM against its training epochs. Left: Fréchet "
-                          f"distance to the test set (dashed: real digits, the floor for {n} samples). Right: which "
+                          f"distance to the test set, with its bootstrap spread (dashed: real digits, the floor for "
+                          f"{n} samples). Right: which "
                           f"digits the samples are read as (dashed: real digits); {method}.",
                   alt=f"The Fréchet distance falls from {fids[0]:.0f} after epoch {epochs[0]} to {fids[-1]:.0f} after "
                       f"epoch {epochs[-1]} (real digits: {floor:.0f}); the class histograms of the snapshots.")

@@ -45,3 +45,12 @@ def test_frechet_distance_of_gaussians_matches_the_closed_form():
 def test_class_histogram_sums_to_one():
     hist = metrics.class_histogram(torch.tensor([0, 0, 3, 9]))
     assert len(hist) == 10 and hist[0] == 0.5 and hist[3] == 0.25 and sum(hist) == pytest.approx(1)
+
+
+def test_frechet_spread_shrinks_with_more_samples():
+    g = torch.Generator().manual_seed(2)
+    reference = metrics.gaussian_stats(torch.randn(5000, 4, generator=g, dtype=torch.float64))
+    rng = np.random.default_rng(0)
+    small = metrics.frechet_spread(torch.randn(50, 4, generator=g) + 1, reference, rng)
+    large = metrics.frechet_spread(torch.randn(2000, 4, generator=g) + 1, reference, rng)
+    assert 0 < large < small

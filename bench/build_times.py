@@ -12,7 +12,7 @@ repository, its cache and its site are never touched:
 Each rebuild reports which sections ran; the content edit must run none and the generator edit
 exactly the edited section (it has no dependents), otherwise the run fails.
 
-    python -m bench.build_times --json bench/results/build.json    # about 20 minutes on 2 cores
+    python -m bench.build_times --json bench/results/build.json    # about 17 minutes on 2 cores
     python -m bench.build_times --from-cache .cache                # skip the cold build
     python -m bench.build_times --keep-cache /tmp/c && rm -rf .cache && mv /tmp/c .cache
 """
@@ -98,7 +98,7 @@ def main(argv=None) -> dict:
         if args.from_cache:
             shutil.copytree(args.from_cache, cache)
         else:
-            print("cold build (about 20 minutes on 2 cores)...", flush=True)
+            print("cold build (about 17 minutes on 2 cores)...", flush=True)
             cold = run_build(repo, cache, site, sections, args.profile)
             result["cold"] = {**cold, "section_seconds": section_seconds(cache)}
             print(f"  cold: {cold['seconds']} s, {len(cold['sections_run'])} sections", flush=True)

@@ -8,8 +8,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .training import History, fit
-
 
 def Classifier(num_classes: int = 10) -> nn.Module:
     def block(cin, cout):
@@ -21,18 +19,6 @@ def Classifier(num_classes: int = 10) -> nn.Module:
 
 def cross_entropy_loss(model, x, labels, generator=None):
     return F.cross_entropy(model(x).float(), labels)
-
-
-def train_classifier(images, labels, *, epochs: int = 2, batch_size: int = 128, lr: float = 1e-3,
-                     lr_decay=True, seed: int = 4321, device="cpu", autocast_dtype=None,
-                     epoch_fraction: float = 1.0, checkpoint_dir=None, progress=None) -> tuple[nn.Module, History]:
-    """Train on (images (N, 1, 28, 28) in [0, 1], int64 labels); returns the model and its History."""
-    torch.manual_seed(seed)
-    model = Classifier()
-    history = fit(model, cross_entropy_loss, (images, labels), epochs=epochs, batch_size=batch_size, lr=lr,
-                  lr_decay=lr_decay, seed=seed, device=device, autocast_dtype=autocast_dtype,
-                  epoch_fraction=epoch_fraction, checkpoint_dir=checkpoint_dir, progress=progress)
-    return model.eval(), history
 
 
 @torch.no_grad()

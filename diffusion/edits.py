@@ -134,6 +134,19 @@ def gaussian_blur(x: Tensor, kernel_size: int, sigma: float) -> Tensor:
     return work.to(x.dtype).reshape(shape)
 
 
+def best_blur(noisy: Tensor, clean: Tensor, sigmas: Sequence[float]) -> tuple[float, float, int, Tensor]:
+    """The Gaussian blur of ``noisy`` closest to ``clean`` (mean squared error over the whole batch),
+    searched over ``sigmas`` with kernel 2·round(3σ) + 1: (error, σ, kernel, blurred)."""
+    best = None
+    for s in sigmas:
+        k = 2 * int(round(3 * s)) + 1
+        out = gaussian_blur(noisy, k, s)
+        err = (out - clean).pow(2).mean().item()
+        if best is None or err < best[0]:
+            best = (err, s, k, out)
+    return best
+
+
 def hybrid_blur_params(image_size: int, *, reference_size: int = 64, reference_sigma: float = 2.0) -> tuple[int, float]:
     """The course's low-pass (kernel 33, sigma 2 at 64x64), scaled to another resolution.
 

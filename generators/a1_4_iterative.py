@@ -2,10 +2,10 @@
 import torch
 
 from builder.section import Section
+from diffusion.edits import best_blur
 from diffusion.sampling import forward, iterative_denoise, one_step_denoise
 from generators._parta import (INPUTS, QUALITY_COLUMNS, QUALITY_METHOD, backend_label, input_image, item, null_prompt,
                                provenance, quality_cells, timesteps)
-from generators.a1_denoising import best_blur
 
 SECTION = Section(
     id="a1_4_iterative",

@@ -3,7 +3,7 @@ denoising with the pretrained network, all on the same noisy images."""
 import torch
 
 from builder.section import Section
-from diffusion.edits import gaussian_blur
+from diffusion.edits import best_blur
 from diffusion.sampling import forward, one_step_denoise
 from generators._parta import (INPUTS, QUALITY_COLUMNS, QUALITY_METHOD, backend_label, input_image, item, null_prompt,
                                provenance, quality_cells, scaled_t)
@@ -15,18 +15,6 @@ SECTION = Section(
     inputs=INPUTS,
     uses_backend=True,
 )
-
-
-def best_blur(noisy, clean, sigmas):
-    """The Gaussian blur closest to the clean image (MSE), searched over ``sigmas``."""
-    best = None
-    for s in sigmas:
-        k = 2 * int(round(3 * s)) + 1
-        out = gaussian_blur(noisy, k, s)
-        err = (out - clean).pow(2).mean().item()
-        if best is None or err < best[0]:
-            best = (err, s, k, out)
-    return best
 
 
 @torch.no_grad()

@@ -4,7 +4,7 @@ import torch
 
 from builder.section import Section
 from diffusion import data
-from diffusion.edits import gaussian_blur
+from diffusion.edits import best_blur
 from diffusion.metrics import mean_quality
 from diffusion.one_step import add_noise
 from diffusion.unet import UnconditionalUNet
@@ -78,8 +78,7 @@ def quality_table(ctx, model, clean, trained_sigma):
     for s in p.ood_sigmas:
         noisy = add_noise(clean, s, gen)
         out = model(noisy.to(ctx.device)).float().cpu()
-        blurs = [(gaussian_blur(noisy, 2 * round(3 * b) + 1, b), b) for b in p.blur_sigmas]
-        blurred, b = min(blurs, key=lambda pair: (pair[0] - clean).pow(2).mean().item())
+        _, b, _, blurred = best_blur(noisy, clean, p.blur_sigmas)
         cells = [_scores(noisy, clean), _scores(blurred, clean), _scores(out, clean)]
         rows.append([f"{s:g}" + (" (trained)" if s == trained_sigma else ""), *cells[0], f"{b:g}", *cells[1],
                      *cells[2]])

@@ -2,6 +2,7 @@ import torch
 from torch import nn
 
 from diffusion import classifier, data
+from diffusion.training import fit
 
 
 def test_classifier_maps_digits_to_ten_logits():
@@ -27,8 +28,10 @@ def test_accuracy_counts_matches_and_clamps_inputs():
 def test_a_few_hundred_steps_learn_mnist():
     x, y = data.as_tensor(data.load("train"))
     xt, yt = data.as_tensor(data.load("test"))
-    model, history = classifier.train_classifier(x[:3000], y[:3000], epochs=1, batch_size=64,
-                                                 autocast_dtype="bfloat16")
+    torch.manual_seed(4321)
+    model = classifier.Classifier()
+    history = fit(model, classifier.cross_entropy_loss, (x[:3000], y[:3000]), epochs=1, batch_size=64, lr=1e-3,
+                  lr_decay=True, seed=4321, autocast_dtype="bfloat16")
     assert len(history.losses) == 47 and history.losses[-1] < history.losses[0]
     assert classifier.accuracy(model, xt[:1000], yt[:1000]) > 0.8
 

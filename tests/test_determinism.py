@@ -13,12 +13,12 @@ def site_files(site: Path) -> dict[str, bytes]:
     return {p.relative_to(site).as_posix(): p.read_bytes() for p in sorted(site.rglob("*")) if p.is_file()}
 
 
-def differences(a: Path, b: Path, normalize=lambda d: d) -> list[str]:
-    """Files that exist in only one site, or whose (normalized) bytes differ, with the first differing line."""
+def differences(a: Path, b: Path) -> list[str]:
+    """Files that exist in only one site, or whose bytes differ, with the first differing line."""
     fa, fb = site_files(a), site_files(b)
     out = [f"{name}: only in {a if name in fa else b}" for name in sorted(set(fa) ^ set(fb))]
     for name in sorted(set(fa) & set(fb)):
-        x, y = normalize(fa[name]), normalize(fb[name])
+        x, y = fa[name], fb[name]
         if x != y:
             first = next((i for i, (p, q) in enumerate(zip(x.splitlines(), y.splitlines())) if p != q), None)
             line = x.splitlines()[first][:200] if first is not None else b"(one is a prefix of the other)"
@@ -26,8 +26,8 @@ def differences(a: Path, b: Path, normalize=lambda d: d) -> list[str]:
     return out
 
 
-def assert_same_site(a: Path, b: Path, normalize=lambda d: d):
-    diff = differences(a, b, normalize)
+def assert_same_site(a: Path, b: Path):
+    diff = differences(a, b)
     assert not diff, "the two sites differ:\n" + "\n".join(diff[:20])
 
 

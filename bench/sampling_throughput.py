@@ -30,7 +30,8 @@ import torch.nn.functional as F
 from bench.common import describe_machine, save_result
 from diffusion import ddpm
 from diffusion.backends.local import LocalBackend, alpha_bars_from
-from diffusion.sampling import StridedSchedule, randn, sample, strided_timesteps
+from diffusion.rng import randn
+from diffusion.sampling import StridedSchedule, sample, strided_timesteps
 from diffusion.unet import ClassConditionalUNet
 
 

@@ -28,7 +28,7 @@ from typing import Any, Iterator
 
 from . import BuildError
 from .faults import crash_point
-from .fingerprint import canonical_json, hash_value, sha256_bytes, sha256_file
+from .fingerprint import canonical_json, hash_value, sha256_file
 
 
 _UMASK = os.umask(0o022)

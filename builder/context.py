@@ -48,15 +48,17 @@ class Context:
     _backend: Any = None
 
     # -- randomness ------------------------------------------------------------------------
-    def generator(self, name: str = "default", device: str = "cpu"):
-        """A torch.Generator seeded from this section's seed and ``name``.
+    def generator(self, name: str = "default", device: str | None = None):
+        """A torch.Generator seeded from this section's seed and ``name``, on the build's device
+        unless ``device`` says otherwise.
 
         Each stream is independent of every other section, so skipping or reordering sections
-        never changes this one's random numbers.
+        never changes this one's random numbers. Draw from it through ``diffusion.rng``, which
+        draws on the generator's own device, so the stream serves tensors on any device.
         """
         import torch
 
-        return torch.Generator(device=device).manual_seed(derive_seed(self.seed, name))
+        return torch.Generator(device=device or self.device).manual_seed(derive_seed(self.seed, name))
 
     # -- the Part A backend ----------------------------------------------------------------
     @property

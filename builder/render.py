@@ -11,7 +11,6 @@ import html
 import json
 import os
 import re
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -21,7 +20,7 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined, TemplateSynta
 from markupsafe import Markup
 
 from . import BuildError
-from .cache import atomic_write_bytes, atomic_write_text
+from .cache import atomic_write_bytes
 from .faults import crash_point
 from .fingerprint import canonical_json
 

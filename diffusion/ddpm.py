@@ -17,6 +17,8 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 
+from . import cuda_graphs, rng
+
 
 @dataclass(frozen=True)
 class Schedule:
@@ -76,7 +78,7 @@ def step(x_t, eps, t: int, schedule: Schedule, generator):
     mean = posterior_mean(x_t, x0_hat, t, schedule)
     if t == 1:
         return mean
-    z = torch.randn(x_t.shape, generator=generator, device=x_t.device, dtype=x_t.dtype)
+    z = rng.randn(x_t.shape, generator, device=x_t.device, dtype=x_t.dtype)
     return mean + schedule.betas[t].sqrt() * z
 
 
@@ -85,20 +87,20 @@ def step(x_t, eps, t: int, schedule: Schedule, generator):
 
 
 def _uniform_t(n, schedule: Schedule, generator, device):
-    return torch.randint(1, schedule.T + 1, (n,), generator=generator, device=device)
+    return rng.randint(1, schedule.T + 1, (n,), generator, device=device)
 
 
 def time_loss(model, x0, schedule: Schedule, generator):
     """Algorithm 1: t ~ U{1..T}, eps ~ N(0, I), MSE between eps and eps_theta(x_t, t/T)."""
     t = _uniform_t(x0.shape[0], schedule, generator, x0.device)
-    eps = torch.randn(x0.shape, generator=generator, device=x0.device)
+    eps = rng.randn(x0.shape, generator, device=x0.device)
     x_t = q_sample(x0, t, eps, schedule)
     return F.mse_loss(model(x_t, t / schedule.T).float(), eps)
 
 
 def drop_class(onehot, p: float, generator):
     """Zero each row with probability p: the null condition classifier-free guidance needs."""
-    keep = torch.rand(onehot.shape[0], generator=generator, device=onehot.device) >= p
+    keep = rng.rand((onehot.shape[0],), generator, device=onehot.device) >= p
     return onehot * keep[:, None].to(onehot.dtype)
 
 
@@ -106,7 +108,7 @@ def class_loss(model, x0, labels, schedule: Schedule, generator, p_uncond: float
     """Algorithm 3: as Algorithm 1, conditioned on a one-hot label that is dropped with probability p_uncond."""
     c = drop_class(F.one_hot(labels, num_classes).float(), p_uncond, generator)
     t = _uniform_t(x0.shape[0], schedule, generator, x0.device)
-    eps = torch.randn(x0.shape, generator=generator, device=x0.device)
+    eps = rng.randn(x0.shape, generator, device=x0.device)
     x_t = q_sample(x0, t, eps, schedule)
     return F.mse_loss(model(x_t, c, t / schedule.T).float(), eps)
 
@@ -141,11 +143,20 @@ def _inference(model, device, autocast_dtype):
 
 
 def _ancestral(eps_fn, shape, schedule: Schedule, generator, keep_every, device):
-    x = torch.randn(shape, generator=generator, device=device)
+    """x_T ~ N(0, I), then T steps with eps_fn(x_t, t/T as a tensor of shape (N,)).
+
+    On CUDA eps_fn runs as one CUDA graph per step (its inputs keep their shapes from step to step).
+    """
+    x = rng.randn(shape, generator, device=device)
     keep = set(kept_timesteps(schedule.T, keep_every))
     frames = [x.cpu()]
+    n = shape[0]
+    net = None
     for t in range(schedule.T, 0, -1):
-        x = step(x, eps_fn(x, t).float(), t, schedule, generator)
+        t_frac = torch.full((n,), t / schedule.T, device=device)
+        if net is None:
+            net = cuda_graphs.graphed(eps_fn, x, t_frac)
+        x = step(x, net(x, t_frac).float(), t, schedule, generator)
         if t - 1 in keep:
             frames.append(x.cpu())
     return Samples(x, torch.stack(frames))
@@ -161,9 +172,7 @@ def sample_time(model, n: int, schedule: Schedule, generator, keep_every: int = 
     device = _device_of(model)
     schedule = schedule.to(device)
     with _inference(model, device, autocast_dtype):
-        def eps_fn(x, t):
-            return model(x, torch.full((n,), t / schedule.T, device=device))
-        return _ancestral(eps_fn, (n, *shape), schedule, generator, keep_every, device)
+        return _ancestral(model, (n, *shape), schedule, generator, keep_every, device)
 
 
 def sample_class(model, labels, schedule: Schedule, generator, guidance: float = 5.0, keep_every: int = 10,
@@ -179,8 +188,7 @@ def sample_class(model, labels, schedule: Schedule, generator, guidance: float =
     n = labels.shape[0]
     c = torch.cat([F.one_hot(labels, num_classes).float(), torch.zeros(n, num_classes, device=device)])
     with _inference(model, device, autocast_dtype):
-        def eps_fn(x, t):
-            t_in = torch.full((2 * n,), t / schedule.T, device=device)
-            eps_c, eps_u = model(torch.cat([x, x]), c, t_in).float().chunk(2)
+        def eps_fn(x, t_frac):
+            eps_c, eps_u = model(torch.cat([x, x]), c, torch.cat([t_frac, t_frac])).float().chunk(2)
             return eps_u + guidance * (eps_c - eps_u)
         return _ancestral(eps_fn, (n, *shape), schedule, generator, keep_every, device)

@@ -19,8 +19,9 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .denoiser import Cond, Denoiser
+from .rng import randn
 from .sampling import (ThresholdingArg, cfg_estimate, denoise_loop, forward, iterative_denoise_cfg,
-                       randn, strided_timesteps)
+                       strided_timesteps)
 from .views import FlipVertical, Identity, View
 
 

@@ -4,10 +4,12 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from . import rng
+
 
 def add_noise(x: torch.Tensor, sigma: float, generator: torch.Generator) -> torch.Tensor:
     """z = x + sigma * eps with eps ~ N(0, I), drawn from ``generator``."""
-    eps = torch.randn(x.shape, generator=generator, device=generator.device, dtype=x.dtype).to(x.device)
+    eps = rng.randn(x.shape, generator, device=x.device, dtype=x.dtype)
     return x + sigma * eps
 
 

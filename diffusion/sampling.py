@@ -16,8 +16,9 @@ which noise estimate to hand the scheduler. With DeepFloyd's settings the loop r
 same order: x_T first, then one z per step except the last (the pipeline's "t > 0", since every
 schedule here ends at 0).
 
-All randomness comes from an explicit ``torch.Generator``. Noise is drawn on the generator's device
-and then moved, so a CPU generator gives the same noise whatever device the model runs on.
+All randomness comes from an explicit ``torch.Generator``, drawn through :mod:`diffusion.rng`: on the
+generator's device and then moved, so a CPU generator gives the same noise whatever device the model
+runs on.
 """
 from __future__ import annotations
 
@@ -28,6 +29,7 @@ import torch
 from torch import Tensor
 
 from .denoiser import Cond, Denoiser, Thresholding
+from .rng import randn
 
 # An estimator maps (x_t, t) to the noise estimate and the variance channels (or None); CFG,
 # anagrams and hybrids differ only in this function.
@@ -35,12 +37,6 @@ Estimator = Callable[[Tensor, int], "tuple[Tensor, Tensor | None]"]
 ThresholdingArg = Union[str, Thresholding, None, bool]
 
 NULL_PHOTO_PROMPT = "a high quality photo"  # the course's "null" prompt for unconditional generation
-
-
-def randn(shape, generator: torch.Generator | None, *, device, dtype) -> Tensor:
-    """Standard normal noise, drawn on the generator's device (as diffusers' ``randn_tensor``)."""
-    gen_device = generator.device if generator is not None else torch.device("cpu")
-    return torch.randn(tuple(shape), generator=generator, device=gen_device, dtype=dtype).to(device)
 
 
 def forward(x0: Tensor, t, alphas_cumprod: Tensor, generator: torch.Generator | None = None,

@@ -8,6 +8,10 @@ training practical.
 Resuming is exact: after every epoch a checkpoint with the model, optimizer, LR scheduler and
 every random generator is written atomically, and a later call with the same `checkpoint_dir`
 continues from it to bitwise the same weights and losses as an uninterrupted run.
+
+On CUDA the optimizer step is fused Adam with its state and learning rate on the GPU, and every
+full batch replays the whole step (forward, backward, Adam, the noise draws) as one CUDA graph
+(see `GraphStep`); elsewhere, and whenever a graph cannot be had, the same step runs eagerly.
 """
 from __future__ import annotations
 
@@ -19,6 +23,8 @@ from pathlib import Path
 from typing import Callable
 
 import torch
+
+from . import cuda_graphs, rng
 
 CHECKPOINT = "resume.pt"
 NAN_CHECK_EVERY = 50  # steps between host syncs that look for a non-finite loss
@@ -36,6 +42,8 @@ class History:
     steps_per_epoch: int = 0
     images_per_epoch: int = 0
     snapshots: dict[int, dict] = field(default_factory=dict)  # epoch -> CPU state_dict
+    step: str = "eager"  # how the last call ran its steps: "eager" or "cuda-graph"
+    step_note: str = ""  # why a graph was not used, or how its first step compared with eager
 
     @property
     def total_seconds(self) -> float:
@@ -101,21 +109,164 @@ def _set_rng_state(state, shuffle_gen, noise_gen):
 
 def _save_atomic(obj, path: Path):
     tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    with open(tmp, "wb") as f:
-        torch.save(obj, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # a full disk must not be left fuller by the failed write
+        raise
 
 
 def _cpu_state(model):
     return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
 
 
+# ---------------------------------------------------------------------------------------------
+# one optimizer step
+
+
+def make_optimizer(model, lr: float, device: torch.device) -> torch.optim.Adam:
+    """Adam; on CUDA fused, with its state and learning rate on the GPU, so a CUDA graph can hold
+    the whole step (the LR scheduler then updates the learning rate tensor in place)."""
+    if device.type == "cuda":
+        return torch.optim.Adam(model.parameters(), lr=torch.tensor(float(lr), device=device), fused=True,
+                                capturable=True)
+    return torch.optim.Adam(model.parameters(), lr=lr)
+
+
+class EagerStep:
+    """One optimizer step as written: the loss under autocast, backward, Adam."""
+
+    def __init__(self, model, optimizer, loss_fn, generator, autocast):
+        self.model, self.optimizer, self.loss_fn = model, optimizer, loss_fn
+        self.generator, self.autocast = generator, autocast
+
+    def __call__(self, batch, *, keep_grads: bool = False) -> torch.Tensor:
+        with self.autocast:
+            loss = self.loss_fn(self.model, *batch, generator=self.generator)
+        # keep_grads zeroes the gradient tensors in place rather than dropping them, for steps
+        # that run between replays of a graph that writes into those very tensors.
+        self.optimizer.zero_grad(set_to_none=not keep_grads)
+        loss.backward()
+        self.optimizer.step()
+        return loss.detach()
+
+
+class GraphStep:
+    """The eager step recorded once as a CUDA graph and replayed for every full batch.
+
+    The first full batch captures the graph (the capture's warm-up steps are undone), runs the
+    eager step on it, rewinds, and replays the graph on the same batch: the replay is kept only if
+    it agrees with the eager step, and that replay is the batch's real step. Any failure on the way
+    rewinds and leaves the eager step in charge, with one warning. A batch of another size (the
+    last one of an epoch) runs eagerly on the graph's own gradient tensors.
+    """
+
+    def __init__(self, eager: EagerStep, capture=None):
+        self.eager = eager
+        self._capture = capture or cuda_graphs.capture
+        self._replay = None
+        self._inputs: list[torch.Tensor] = []
+        self._loss: list[torch.Tensor] = []
+        self.failed = False
+        self.note = ""
+
+    @property
+    def active(self) -> bool:
+        return self._replay is not None
+
+    def __call__(self, batch) -> torch.Tensor:
+        if self._replay is None and not self.failed:
+            return self._first(batch)
+        if self._replay is not None and [b.shape for b in batch] == [b.shape for b in self._inputs]:
+            for buffer, b in zip(self._inputs, batch):
+                buffer.copy_(b)
+            self._replay()
+            return self._loss[0]
+        return self.eager(batch, keep_grads=self._replay is not None)
+
+    def _first(self, batch) -> torch.Tensor:
+        state = TrainState(self.eager)
+        before = state.save()
+        self._inputs = [b.clone() for b in batch]
+
+        def body():
+            self._loss[:] = [self.eager(self._inputs)]
+
+        try:
+            replay = self._capture(body, generators=[self.eager.generator])
+            state.restore(before)  # the warm-up steps trained on this batch; undo them
+            expected_loss = self.eager(batch, keep_grads=True)
+            expected = state.params()
+            state.restore(before)
+            replay()
+            self.note = _agreement(expected_loss, expected, self._loss[0], state.params(), before["params"])
+        except Exception as exc:  # noqa: BLE001 - a graph is an optimisation; never lose a build to it
+            state.restore(before)
+            self.eager.optimizer.zero_grad(set_to_none=True)  # drop gradients a failed capture may own
+            self.failed = True
+            self.note = cuda_graphs.warn_fallback("training step", exc)
+            return self.eager(batch)
+        self._replay = replay
+        return self._loss[0]
+
+
+def _agreement(loss_e, params_e, loss_g, params_g, params_0) -> str:
+    """Raise unless the graph's step matches the eager one; else describe how closely it did."""
+    if not bool(torch.isfinite(loss_g)) or not torch.allclose(loss_g.float(), loss_e.float(), rtol=1e-3, atol=1e-6):
+        raise RuntimeError(f"its first step's loss {loss_g.item():.6g} differs from the eager step's {loss_e.item():.6g}")
+    update_e = torch.cat([(e - p0).flatten().float() for e, p0 in zip(params_e, params_0)])
+    update_g = torch.cat([(g - p0).flatten().float() for g, p0 in zip(params_g, params_0)])
+    rel = ((update_g - update_e).norm() / update_e.norm().clamp_min(1e-30)).item()
+    if not rel <= 0.05:
+        raise RuntimeError(f"its first step's weight update differs from the eager step's by {rel:.1%} (relative L2)")
+    return "bitwise equal to the eager step" if rel == 0 else f"first step within {rel:.2e} (relative L2) of eager"
+
+
+class TrainState:
+    """A copy of what a step changes (weights, BatchNorm statistics, Adam's state, the noise
+    generator), restored in place: a captured graph keeps pointing at the same tensors."""
+
+    def __init__(self, step: EagerStep):
+        self.step = step
+
+    def params(self) -> list[torch.Tensor]:
+        return [p.detach().clone() for p in self.step.model.parameters()]
+
+    def save(self) -> dict:
+        optimizer = self.step.optimizer
+        return {
+            "model": {k: v.clone() for k, v in self.step.model.state_dict().items()},
+            "params": self.params(),
+            "optimizer": {p: {k: v.clone() for k, v in s.items() if torch.is_tensor(v)}
+                          for p, s in optimizer.state.items()},
+            "generator": self.step.generator.get_state(),
+        }
+
+    def restore(self, saved: dict) -> None:
+        with torch.no_grad():
+            for k, v in self.step.model.state_dict().items():
+                v.copy_(saved["model"][k])
+            for p, s in self.step.optimizer.state.items():
+                old = saved["optimizer"].get(p)
+                for k, v in s.items():
+                    if torch.is_tensor(v):
+                        # State created after the save is Adam's fresh state: zeros.
+                        v.copy_(old[k]) if old is not None else v.zero_()
+        self.step.generator.set_state(saved["generator"])
+
+
+# ---------------------------------------------------------------------------------------------
+# the loop
+
+
 def fit(model, loss_fn: Callable, data, *, epochs: int, batch_size: int, lr: float, lr_decay=False,
         seed: int = 0, device="cpu", autocast_dtype=None, channels_last: bool = True,
         epoch_fraction: float = 1.0, snapshot_epochs=(), checkpoint_dir=None,
-        on_epoch_end: Callable | None = None, progress: Callable | None = None) -> History:
+        on_epoch_end: Callable | None = None, progress: Callable | None = None, graph=None) -> History:
     """Train `model` with Adam on `data`, a tuple of tensors sharing their first dimension.
 
     loss_fn(model, *batch, generator) -> scalar loss; `generator` is the trainer's seeded
@@ -128,6 +279,9 @@ def fit(model, loss_fn: Callable, data, *, epochs: int, batch_size: int, lr: flo
     (also kept in the checkpoint, so a resumed run still has them). on_epoch_end(epoch, model)
     runs after an epoch's checkpoint is written, and only for epochs trained in this call;
     progress(1) runs after every optimizer step.
+
+    `graph`: None replays the step as a CUDA graph on CUDA and runs it eagerly elsewhere; False
+    always runs eagerly; a callable is used in place of `cuda_graphs.capture` (tests).
     """
     autocast_dtype = resolve_dtype(autocast_dtype)
     if isinstance(lr_decay, int) and not isinstance(lr_decay, bool):
@@ -144,11 +298,11 @@ def fit(model, loss_fn: Callable, data, *, epochs: int, batch_size: int, lr: flo
 
     data = tuple(to_device(d) for d in data)
     model.to(device=device, memory_format=memory_format)
-    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    optimizer = make_optimizer(model, lr, device)
     gamma = (0.1 ** (1 / epochs) if lr_decay is True else lr_decay) or None
     scheduler = torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma) if gamma else None
-    shuffle_gen = torch.Generator().manual_seed(seed)
-    noise_gen = torch.Generator(device).manual_seed(seed + 1)
+    shuffle_gen = rng.generator(seed)  # on the CPU: the same epoch order on every device
+    noise_gen = rng.generator(seed + 1, device)
 
     n = data[0].shape[0]
     per_epoch = max(1, round(n * epoch_fraction))
@@ -168,7 +322,12 @@ def fit(model, loss_fn: Callable, data, *, epochs: int, batch_size: int, lr: flo
                 raise ValueError(f"checkpoint {ckpt_path} was written by a different training configuration "
                                  f"({ckpt['config']}, now {config}); delete it or use another checkpoint_dir")
             model.load_state_dict(ckpt["model"])
+            lr_tensors = [group["lr"] for group in optimizer.param_groups]
             optimizer.load_state_dict(ckpt["optimizer"])
+            for group, lr_tensor in zip(optimizer.param_groups, lr_tensors):
+                if torch.is_tensor(lr_tensor):  # keep the device tensor a CUDA graph will read
+                    lr_tensor.fill_(float(group["lr"]))
+                    group["lr"] = lr_tensor
             if scheduler is not None:
                 scheduler.load_state_dict(ckpt["scheduler"])
             _set_rng_state(ckpt["rng"], shuffle_gen, noise_gen)
@@ -176,20 +335,21 @@ def fit(model, loss_fn: Callable, data, *, epochs: int, batch_size: int, lr: flo
             start = ckpt["epoch"]
 
     model.train()
-    autocast = torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None)
+    on_cuda = device.type == "cuda"
+    # Autocast's weight cache cannot live inside a CUDA graph; it only saves casts, not results.
+    autocast = torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None,
+                              **({"cache_enabled": False} if on_cuda else {}))
+    step = EagerStep(model, optimizer, loss_fn, noise_gen, autocast)
+    if graph is not False and (graph is not None or on_cuda) and per_epoch >= batch_size:
+        step = GraphStep(step, capture=graph if callable(graph) else None)
     for epoch in range(start + 1, epochs + 1):
         t0 = time.perf_counter()
-        history.lrs.append(optimizer.param_groups[0]["lr"])
-        order = torch.randperm(n, generator=shuffle_gen)[:per_epoch].to(device)
+        history.lrs.append(float(optimizer.param_groups[0]["lr"]))
+        order = rng.randperm(n, shuffle_gen)[:per_epoch].to(device)
         losses = torch.empty(history.steps_per_epoch, device=device)
         for i, lo in enumerate(range(0, per_epoch, batch_size)):
             idx = order[lo:lo + batch_size]
-            with autocast:
-                loss = loss_fn(model, *(d[idx] for d in data), generator=noise_gen)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            losses[i] = loss.detach().float()
+            losses[i] = step(tuple(d[idx] for d in data)).float()
             if (i + 1) % NAN_CHECK_EVERY == 0 or i + 1 == history.steps_per_epoch:
                 _raise_if_diverged(losses[:i + 1], epoch)
             if progress is not None:
@@ -200,6 +360,8 @@ def fit(model, loss_fn: Callable, data, *, epochs: int, batch_size: int, lr: flo
         history.epoch_seconds.append(time.perf_counter() - t0)
         if epoch in snapshot_epochs:
             history.snapshots[epoch] = _cpu_state(model)
+        if isinstance(step, GraphStep):
+            history.step, history.step_note = ("cuda-graph" if step.active else "eager"), step.note
         if ckpt_path is not None:
             _save_atomic({"config": config, "epoch": epoch, "model": model.state_dict(),
                           "optimizer": optimizer.state_dict(),

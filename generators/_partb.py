@@ -59,6 +59,7 @@ def train(ctx, model, loss_fn, tensors, *, seed_name: str = "train") -> History:
         "losses": history.losses, "epochs": p.epochs, "lrs": history.lrs, "steps_per_epoch": history.steps_per_epoch,
         "images_per_epoch": history.images_per_epoch, "snapshot_epochs": snapshots,
         "device": ctx.device, "dtype": ctx.dtype, "parameters": sum(t.numel() for t in model.parameters()),
+        "training_step": {"path": history.step, "note": history.step_note},
     })
     return history
 

@@ -1,9 +1,7 @@
 """Part A 0: sampling the three course prompts with a few numbers of inference steps."""
-import torch
-
 from builder.section import Section
 from diffusion.sampling import sample
-from generators._parta import INPUTS, backend_label, backend_name, item, leading_timesteps, pick, provenance
+from generators._parta import INPUTS, backend_label, item, leading_timesteps, pick, provenance
 
 SECTION = Section(
     id="a0_setup",

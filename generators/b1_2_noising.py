@@ -1,9 +1,8 @@
 """Part B 1.2: what the denoiser is up against, MNIST digits noised at several sigma."""
-import torch
-
 from builder.section import Section
 from diffusion import data
 from diffusion.one_step import add_noise
+from diffusion.rng import randperm
 
 SECTION = Section(
     id="b1_2_noising",
@@ -17,7 +16,7 @@ SECTION = Section(
 def run(ctx):
     p = ctx.params
     x, labels = data.as_tensor(data.load("test"))
-    pick = torch.randperm(len(x), generator=ctx.generator("pick"))[: p.num_digits]
+    pick = randperm(len(x), ctx.generator("pick"), device="cpu")[: p.num_digits]
     noise = ctx.generator("noise")
     rows = []
     for i in pick.tolist():

@@ -7,6 +7,7 @@ from diffusion import data
 from diffusion.edits import best_blur
 from diffusion.metrics import mean_quality
 from diffusion.one_step import add_noise
+from diffusion.rng import randperm
 from diffusion.unet import UnconditionalUNet
 from generators._partb import load_model
 from generators._partb_figures import digits_row, hyperparameter_table, loss_plot
@@ -34,7 +35,7 @@ def run(ctx):
                       f"({len(history['losses'])} steps over {train_params['epochs']} epochs; grey lines mark epochs).")
 
     x, labels = data.as_tensor(data.load("test"))
-    pick = torch.randperm(len(x), generator=ctx.generator("pick"))[: p.num_digits]
+    pick = randperm(len(x), ctx.generator("pick"), device="cpu")[: p.num_digits]
     clean = x[pick]
     noisy = add_noise(clean, sigma, ctx.generator("noise"))
     names = [f"a {labels[i].item()}" for i in pick.tolist()]

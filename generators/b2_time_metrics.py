@@ -15,6 +15,7 @@ from diffusion import data
 from diffusion.classifier import Classifier, embed
 from diffusion.ddpm import linear_schedule, sample_time
 from diffusion.metrics import class_histogram, frechet_distance, frechet_spread, gaussian_stats
+from diffusion.rng import randperm
 from diffusion.unet import TimeConditionalUNet
 from generators._partb import autocast_dtype, load_model
 
@@ -43,7 +44,7 @@ def run(ctx):
     x_test, _ = data.as_tensor(data.load("test"))
     test_stats = gaussian_stats(embed(judge, x_test)[1])
     x_train, _ = data.as_tensor(data.load("train"))
-    real = x_train[torch.randperm(len(x_train), generator=ctx.generator("real"))[: p.num_samples]]
+    real = x_train[randperm(len(x_train), ctx.generator("real"), device="cpu")[: p.num_samples]]
     real_labels, real_features = embed(judge, real)
     floor = frechet_distance(gaussian_stats(real_features), test_stats)
     rng = np.random.default_rng(ctx.generator("bootstrap").initial_seed())

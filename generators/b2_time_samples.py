@@ -1,6 +1,4 @@
 """Part B 2.3: sampling from the time-conditioned DDPM (Algorithm 2) at every snapshot epoch."""
-import torch
-
 from builder.section import Section
 from diffusion.ddpm import kept_timesteps, linear_schedule, sample_time
 from diffusion.unet import TimeConditionalUNet

@@ -1,6 +1,7 @@
 """The build as a whole: resolve settings, run the engine, write the manifest and the site."""
 from __future__ import annotations
 
+import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -114,8 +115,22 @@ def build(settings: Settings, progress_bar: bool = True, out=sys.stdout) -> tupl
     same cache fails at once (see ``Store.lock``) instead of sweeping or replacing files under this one.
     """
     engine = make_engine(settings)
+    deterministic_kernels(engine.config.device)
     with engine.store.lock():
         return _build(engine, settings, progress_bar, out)
+
+
+def deterministic_kernels(device: str) -> None:
+    """On CUDA, the same inputs must give the same bytes, as they do on a CPU: PyTorch's recipe
+    (docs: Reproducibility) of deterministic algorithms, no cuDNN autotuning, and a fixed cuBLAS
+    workspace. An op with no deterministic kernel warns, naming itself, instead of failing the build."""
+    if not device.startswith("cuda"):
+        return
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # read when cuBLAS starts; build.py sets it first
+    import torch
+
+    torch.backends.cudnn.benchmark = False
+    torch.use_deterministic_algorithms(True, warn_only=True)
 
 
 def _build(engine: Engine, settings: Settings, progress_bar: bool, out) -> tuple[BuildResult, dict | None]:
@@ -164,9 +179,12 @@ def _build(engine: Engine, settings: Settings, progress_bar: bool, out) -> tuple
 
 
 def summary_table(result: BuildResult) -> str:
-    rows = [("section", "cache", "seconds")]
-    rows += [(r.id, r.status, f"{r.seconds:.1f}") for r in result.results]
-    widths = [max(len(row[i]) for row in rows) for i in range(3)]
+    gpu = any(r.peak_gpu_bytes is not None for r in result.results)
+    rows = [("section", "cache", "seconds") + (("GPU peak MB",) if gpu else ())]
+    rows += [(r.id, r.status, f"{r.seconds:.1f}")
+             + ((f"{r.peak_gpu_bytes / 2**20:.0f}" if r.peak_gpu_bytes is not None else "-",) if gpu else ())
+             for r in result.results]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(cell.ljust(widths[i]) if i < 2 else cell.rjust(widths[i]) for i, cell in enumerate(row))
              for row in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))

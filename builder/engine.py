@@ -54,6 +54,7 @@ class SectionResult:
     seconds: float
     entry: Entry | None = None
     error: str | None = None
+    peak_gpu_bytes: int | None = None  # on CUDA: the most GPU memory the section's tensors held
 
 
 @dataclass
@@ -202,6 +203,7 @@ class Engine:
         params = components["params"]
         seed = components["seed"]
         start = time.perf_counter()
+        gpu = _GpuMemory(self.config.device)
         with self.store.staging() as staging:
             ctx = Context(
                 section_id=gid, params=SimpleNamespace(**params), profile=self.config.profile, seed=seed,
@@ -222,6 +224,7 @@ class Engine:
                 return SectionResult(gid, "failed", time.perf_counter() - start,
                                      error=f"{type(exc).__name__}: {exc}")
             seconds = time.perf_counter() - start
+            peak = gpu.peak()
             crash_point(f"section:{gid}")
             for out in ctx.outputs:
                 for f in out["files"]:
@@ -234,10 +237,30 @@ class Engine:
             entry = self.store.commit(gid, key, {
                 "section": gid, "title": gen.section.title, "components": components,
                 "outputs": ctx.outputs, "wall_seconds": round(seconds, 2),
+                **({"peak_gpu_bytes": peak} if peak is not None else {}),
             })
         self.store.remember_components(gid, components)
         self.store.drop_scratch(gid)
-        return SectionResult(gid, "forced" if forced else "miss", seconds, entry)
+        return SectionResult(gid, "forced" if forced else "miss", seconds, entry, peak_gpu_bytes=peak)
+
+
+class _GpuMemory:
+    """The peak GPU memory of one section (None off CUDA): reset when the section starts."""
+
+    def __init__(self, device: str):
+        self.cuda = device.startswith("cuda")
+        if self.cuda:
+            import torch
+
+            torch.cuda.reset_peak_memory_stats(device)
+            self.device = device
+
+    def peak(self) -> int | None:
+        if not self.cuda:
+            return None
+        import torch
+
+        return int(torch.cuda.max_memory_allocated(self.device))
 
 
 def build_order_from_graph(graph: dict[str, tuple[str, ...]]) -> list[str]:

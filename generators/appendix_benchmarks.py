@@ -31,9 +31,11 @@ def _machine(m):
 
 
 def run(ctx):
-    build, sampling, training = _load("build"), _load("sampling"), _load("training")
+    build, sampling, training, gpu = _load("build"), _load("sampling"), _load("training"), _load("gpu")
     machines = [(what, _machine(r["machine"])) for what, r in
                 (("build times", build), ("sampling throughput", sampling), ("training throughput", training)) if r]
+    if gpu:
+        machines.append(("GPU check (scripts/gpu-check)", _gpu_machine(gpu["environment"])))
     if machines:
         ctx.save_table("bench_machine", ["benchmark", "measured on"], machines,
                        caption="The machine each benchmark ran on, as the benchmark recorded it.")
@@ -60,6 +62,8 @@ def run(ctx):
                        caption="Sampling throughput of the project's batched loops against a naive loop that runs "
                                "the conditional and the unconditional pass separately, one image at a time "
                                "(python -m bench.sampling_throughput; both measured in the same run).")
+    if gpu:
+        gpu_tables(ctx, gpu)
     if training:
         t = training
         ctx.save_table("bench_training", ["trainer", "images/s", "GFLOP/s", "speed-up"], [
@@ -71,6 +75,39 @@ def run(ctx):
                     f"{t['gflop_per_image']:.2f} GFLOP per image forward and backward; measured matmul peak "
                     f"{t['peak_gflops']['bfloat16']} GFLOP/s in bf16, {t['peak_gflops']['float32']} in fp32; "
                     f"python -m bench.train_throughput).")
+
+
+def gpu_tables(ctx, gpu):
+    """bench/results/gpu.json, written by scripts/gpu-check on a CUDA machine."""
+    env = gpu["environment"]
+    where = _gpu_machine(env)
+    steps = gpu.get("step_timing")
+    if steps:
+        base = steps["variants"]["eager, as before"]["ms_per_step"]
+        rows = [[kind, f"{v['ms_per_step']:.2f}", f"{v['images_per_second']:,}", f"{base / v['ms_per_step']:.1f}×"]
+                for kind, v in steps["variants"].items()]
+        ctx.save_table("bench_gpu_step", ["training step", "ms per step", "images/s", "speed-up"], rows,
+                       caption=f"One training step of the {steps['model']} (autocast {steps['autocast']}) on {where}, "
+                               f"each way timed in the same run (python -m bench.step_timing, run by scripts/gpu-check).")
+    build = gpu.get("builds", {}).get("build_1")
+    if build:
+        sections = build["sections"]
+        rows = [[sid, f"{s['seconds']:.1f}", f"{s['peak_gpu_mb']:,}" if "peak_gpu_mb" in s else "-",
+                 s.get("training_step", {}).get("path", "")]
+                for sid, s in sorted(sections.items(), key=lambda kv: -(kv[1]["seconds"] or 0))]
+        rows.append(["whole command (sections, rendering, start-up)", f"{build['wall_seconds']:.1f}", "", ""])
+        same = gpu.get("determinism", {}).get("identical")
+        verdict = {True: "A second cold build wrote byte-identical pages, figures and cache entries.",
+                   False: "A second cold build did NOT write identical bytes; see gpu.json.",
+                   None: "No second build was compared."}[same]
+        ctx.save_table("bench_gpu_build", ["section", "seconds", "peak GPU MB", "training step"], rows,
+                       caption=f"A cold build of the {gpu['profile']} profile on {where} (scripts/gpu-check): each "
+                               f"section's run time and peak GPU memory from its cache record, slowest first. {verdict}")
+
+
+def _gpu_machine(env):
+    memory = f" ({env['device_memory_gb']} GB)" if env.get("device_memory_gb") else ""
+    return f"{env['device_name']}{memory}, {env['cpu_cores']} CPU cores; torch {env['torch']}, CUDA {env['cuda']}, {env['date']}"
 
 
 def build_tables(ctx, build):

@@ -1,0 +1,91 @@
+"""scripts/gpu-check, the one-call device check, run here with the CPU's smoke profile, and its
+results laid out by the report's appendix."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def cpu_check(tmp_path_factory):
+    out = tmp_path_factory.mktemp("gpu-check")
+    proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "gpu-check"), "--device", "cpu", str(out)],
+                          capture_output=True, text=True, cwd=ROOT, timeout=1500)
+    return SimpleNamespace(proc=proc, out=out, result=json.loads((out / "gpu.json").read_text()))
+
+
+def test_every_phase_runs_and_passes_on_a_cpu(cpu_check):
+    assert cpu_check.proc.returncode == 0, cpu_check.proc.stdout + cpu_check.proc.stderr
+    phases = cpu_check.result["phases"]
+    assert set(phases) == {"tests", "step_timing", "build_1", "build_2", "compare"}
+    assert {p["status"] for p in phases.values()} == {"ok"}
+    assert all(p["seconds"] <= p["budget_s"] for p in phases.values())
+    assert cpu_check.result["profile"] == "smoke" and cpu_check.result["environment"]["device_name"] == "cpu"
+    assert sorted(p.name for p in cpu_check.out.iterdir()) == ["gpu-check.log", "gpu.json", "tests.xml"]
+
+
+def test_gpu_tests_are_skipped_with_their_reason(cpu_check):
+    tests = cpu_check.result["tests"]
+    assert tests["passed"] == tests["failed"] == 0 and tests["skipped"] >= 4
+    assert all("needs a CUDA GPU" in outcome for outcome in tests["tests"].values())
+
+
+def test_builds_are_measured_and_compared_byte_for_byte(cpu_check):
+    build = cpu_check.result["builds"]["build_1"]
+    assert build["wall_seconds"] > 0 and len(build["sections"]) >= 20
+    assert build["sections"]["b2_train_time"]["training_step"]["path"] == "eager"
+    assert build["graph_fallbacks"] == [] and build["nondeterministic_ops"] == []
+    assert cpu_check.result["determinism"]["identical"] is True
+    assert cpu_check.result["determinism"]["site_files"] > 100
+    timing = cpu_check.result["step_timing"]
+    assert timing["variants"]["eager, as before"]["ms_per_step"] > 0 and timing["speedup"] is None
+
+
+def test_an_overrunning_phase_is_stopped_and_recorded(tmp_path, monkeypatch):
+    import importlib.machinery
+    import importlib.util
+
+    loader = importlib.machinery.SourceFileLoader("gpu_check", str(ROOT / "scripts" / "gpu-check"))
+    module = importlib.util.module_from_spec(importlib.util.spec_from_loader("gpu_check", loader))
+    loader.exec_module(module)
+    monkeypatch.setitem(module.BUDGETS, "tests", (1, 1))
+    check = module.Check("cpu", tmp_path, "smoke")
+    run = check.run("tests", [sys.executable, "-c", "import time; print('started', flush=True); time.sleep(30)"])
+    assert run["status"] == "overran" and run["seconds"] < 10 and "started" in run["output"]
+    saved = json.loads((tmp_path / "gpu.json").read_text())["phases"]["tests"]
+    assert saved["status"] == "overran" and saved["budget_s"] == 1
+
+
+def test_the_appendix_lays_out_a_gpu_check(cpu_check, monkeypatch, tmp_path):
+    import generators.appendix_benchmarks as appendix
+
+    results = tmp_path / "bench" / "results"
+    results.mkdir(parents=True)
+    (results / "gpu.json").write_text((cpu_check.out / "gpu.json").read_text())
+    monkeypatch.setattr(appendix, "ROOT", tmp_path)
+    saved = {}
+
+    class Recorder:
+        def save_table(self, fig_id, columns, rows, caption, meta=None):
+            saved[fig_id] = SimpleNamespace(columns=columns, rows=rows, caption=caption)
+
+        def save_plot(self, fig_id, fig, caption, alt="", meta=None):
+            saved[fig_id] = SimpleNamespace(caption=caption)
+
+    appendix.run(Recorder())
+    env = cpu_check.result["environment"]
+    assert saved["bench_machine"].rows == [("GPU check (scripts/gpu-check)",
+                                            f"cpu, {env['cpu_cores']} CPU cores; torch {env['torch']}, CUDA None, "
+                                            f"{env['date']}")]
+    build = saved["bench_gpu_build"]
+    assert build.columns == ["section", "seconds", "peak GPU MB", "training step"]
+    assert len(build.rows) == len(cpu_check.result["builds"]["build_1"]["sections"]) + 1
+    assert "byte-identical" in build.caption and env["date"] in build.caption
+    assert saved["bench_gpu_step"].rows[0][0] == "eager, as before"

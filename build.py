@@ -18,6 +18,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from builder import BuildError  # noqa: E402
 from builder import app  # noqa: E402
 
+DEBUG_ENV = "FUN_DIFFUSION_DEBUG"
+
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
@@ -69,6 +71,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--site-dir", type=Path, default=app.Settings.site_dir,
                    help="where the website is written (default: site/)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars (also when not on a terminal)")
+    p.add_argument("--debug", action="store_true", default=bool(os.environ.get(DEBUG_ENV)),
+                   help=f"print the full traceback of a failed section under its one-paragraph error "
+                        f"(also ${DEBUG_ENV}=1)")
     return p.parse_args(argv)
 
 
@@ -111,6 +116,8 @@ def main(argv=None) -> int:
     for res in result.results:
         if res.status == "failed":
             print(f"error: section {res.id} failed: {res.error}", file=sys.stderr)
+            if args.debug and res.traceback:
+                print(res.traceback, file=sys.stderr)
         elif res.status == "skipped":
             print(f"skipped: section {res.id}, because {res.error}", file=sys.stderr)
     if summary and "error" in summary:

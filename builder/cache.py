@@ -116,7 +116,12 @@ class Store:
 
     # -- explain -------------------------------------------------------------------------
     def remember_components(self, section: str, components: dict[str, Any]) -> None:
-        atomic_write_text(self.root / "last" / f"{section}.json", canonical_json(components))
+        """Keep the key components for --explain; best effort, since nothing else reads them: a full
+        disk must fail the section that writes results, not a cache hit."""
+        try:
+            atomic_write_text(self.root / "last" / f"{section}.json", canonical_json(components))
+        except OSError:
+            pass
 
     def last_components(self, section: str) -> dict[str, Any] | None:
         try:

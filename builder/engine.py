@@ -9,12 +9,13 @@ from __future__ import annotations
 import os
 import random
 import time
+import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, Callable
 
-from . import BuildError
+from . import BuildError, diagnose
 from .cache import Entry, Store, diff_components
 from .context import RECORD_FORMAT, Context, derive_seed
 from .faults import crash_point
@@ -55,6 +56,7 @@ class SectionResult:
     entry: Entry | None = None
     error: str | None = None
     peak_gpu_bytes: int | None = None  # on CUDA: the most GPU memory the section's tensors held
+    traceback: str | None = None  # of a failure, for --debug
 
 
 @dataclass
@@ -200,29 +202,36 @@ class Engine:
                 self.store.remember_components(gid, components)
                 return SectionResult(gid, "hit", 0.0, entry)
         gen = self.generators[gid]
-        params = components["params"]
-        seed = components["seed"]
         start = time.perf_counter()
+        try:
+            return self._run(gen, components, key, upstream, progress, start)
+        except (KeyboardInterrupt, SystemExit):
+            raise
+        except Exception as exc:  # noqa: BLE001 - one section's failure must not stop the others
+            failed = self._failure(gen, components, key, exc, time.perf_counter() - start)
+        diagnose.release_gpu_memory()  # the exception and the tensors its traceback held are gone now
+        return failed
+
+    def _run(self, gen: Generator, components: dict[str, Any], key: str, upstream: dict[str, Entry],
+             progress, start: float) -> SectionResult:
+        gid = gen.section.id
+        forced = gid in self.config.force
         gpu = _GpuMemory(self.config.device)
         with self.store.staging() as staging:
             ctx = Context(
-                section_id=gid, params=SimpleNamespace(**params), profile=self.config.profile, seed=seed,
-                device=self.config.device, dtype=self.config.dtype, store=self.store, staging=staging,
-                scratch=self.store.scratch_dir(gid, key), upstream_entries=upstream,
+                section_id=gid, params=SimpleNamespace(**components["params"]), profile=self.config.profile,
+                seed=components["seed"], device=self.config.device, dtype=self.config.dtype, store=self.store,
+                staging=staging, scratch=self.store.scratch_dir(gid, key), upstream_entries=upstream,
                 backend_factory=(lambda: self.config.backend.load(ctx)) if gen.section.uses_backend
                 and self.config.backend else None,
                 backend_identity=components["backend"], progress_factory=progress,
             )
-            _seed_everything(seed)
+            _seed_everything(components["seed"])
             try:
                 gen.run(ctx)
-            except (KeyboardInterrupt, SystemExit):
+            except Exception as exc:
+                exc._staged_bytes = _bytes_under(staging)  # what it had written, for a full-disk message
                 raise
-            except BuildError as exc:
-                return SectionResult(gid, "failed", time.perf_counter() - start, error=str(exc))
-            except Exception as exc:  # noqa: BLE001 - one section's bug must not stop the others
-                return SectionResult(gid, "failed", time.perf_counter() - start,
-                                     error=f"{type(exc).__name__}: {exc}")
             seconds = time.perf_counter() - start
             peak = gpu.peak()
             crash_point(f"section:{gid}")
@@ -242,6 +251,56 @@ class Engine:
         self.store.remember_components(gid, components)
         self.store.drop_scratch(gid)
         return SectionResult(gid, "forced" if forced else "miss", seconds, entry, peak_gpu_bytes=peak)
+
+    def _failure(self, gen: Generator, components: dict[str, Any], key: str, exc: Exception,
+                 seconds: float) -> SectionResult:
+        """A failed section's result: a BuildError's own message, one paragraph for a full disk or a
+        GPU out of memory, else the exception as it is; the traceback is kept for --debug."""
+        gid = gen.section.id
+        trace = "".join(traceback.format_exception(exc))
+        if isinstance(exc, BuildError):
+            return SectionResult(gid, "failed", seconds, error=str(exc), traceback=trace)
+        error = f"{type(exc).__name__}: {exc}"
+        disk = diagnose.full_disk(exc, self.store.root)
+        if disk is not None:
+            scratch = self.store.root / "scratch" / gid
+            written = getattr(exc, "_staged_bytes", 0) + _bytes_under(scratch)
+            error = diagnose.disk_message(disk[0], disk[1], self.store.root, written=written,
+                                          previous=self._stored_bytes(gid),
+                                          resumable=any(scratch.rglob("resume.pt")))
+        elif diagnose.cuda_out_of_memory(exc):
+            error = diagnose.oom_message(self.config.device, diagnose.gpu_memory(self.config.device),
+                                         self.memory_hints(gen, components))
+        return SectionResult(gid, "failed", seconds, error=error, traceback=trace)
+
+    def memory_hints(self, gen: Generator, components: dict[str, Any]) -> list[str]:
+        """The settings that lower what a section needs on the GPU, as a user would change them."""
+        hints = []
+        if self.config.dtype == "float32":
+            hints.append("--dtype bfloat16 (half the activation memory)")
+        module = gen.module.__name__.replace(".", "/") + ".py"
+        for name, value in components["params"].items():
+            if "batch" in name and isinstance(value, int) and value > 1:
+                hints.append(f"a smaller {name} (now {value}) in the {self.config.profile!r} profile of {module}")
+        backend = components.get("backend") or {}
+        if backend.get("name") == "deepfloyd":
+            hints.append("--embeddings FILE, so that T5 is never loaded onto the GPU")
+            hints.append("a smaller stage I with --deepfloyd-model DeepFloyd/IF-I-L-v1.0 (or -M)")
+        if self.config.profile == "spec" and not backend:
+            hints.append("--profile cpu (smaller models and batches than the assignment's)")
+        return hints
+
+    def _stored_bytes(self, gid: str) -> int | None:
+        """What the section's most recent complete run stored, if the cache still has it."""
+        sizes = []
+        for record in self.store.entries_of(gid):
+            paths = [self.store.object_path(f["sha"]) for o in record.get("outputs", []) for f in o["files"]]
+            sizes.append(sum(p.stat().st_size for p in paths if p.is_file()))
+        return max(sizes) if sizes else None
+
+
+def _bytes_under(folder: Path) -> int:
+    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file()) if folder.is_dir() else 0
 
 
 class _GpuMemory:

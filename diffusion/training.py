@@ -115,8 +115,11 @@ def _save_atomic(obj, path: Path):
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         tmp.unlink(missing_ok=True)  # a full disk must not be left fuller by the failed write
+        for e in (exc, exc.__context__, exc.__cause__):  # torch wraps the OSError of a failed write
+            if isinstance(e, OSError) and e.filename is None:
+                e.filename = str(path)  # write, flush and fsync name no file; say which one it was
         raise
 
 

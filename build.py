@@ -91,6 +91,7 @@ def main(argv=None) -> int:
                             only=args.only, force=args.force, cache_dir=args.cache_dir, site_dir=args.site_dir)
     try:
         if not args.clean:
+            app.resolve(settings)  # a bad --device, --profile or --dtype is reported before anything uses it
             settings.backend = backend_spec(args, settings)
         if args.clean:
             print(app.clean(settings))

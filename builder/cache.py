@@ -47,6 +47,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
             os.fsync(f.fileno())
         crash_point(f"write:{path.name}")
         os.replace(tmp, path)
+        crash_point(f"renamed:{path.name}")
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise

@@ -7,7 +7,10 @@ runs no ``finally`` block and no ``atexit`` hook, which is exactly what must be 
   section:<id>          a section's outputs are staged in <cache>/tmp/ but not yet committed
   step:<id>:<n>         a section's n-th progress step (a training section: its n-th optimizer step)
   write:<file name>     an atomic write has its temporary file complete but not yet renamed
+  renamed:<file name>   an atomic write has just renamed its file into place
   render                the first file of the site has been written
+
+``FUN_DIFFUSION_CRASH_SIGNAL=INT`` sends SIGINT instead, as Ctrl-C would.
 """
 from __future__ import annotations
 
@@ -15,6 +18,7 @@ import os
 import signal
 
 ENV = "FUN_DIFFUSION_CRASH_AT"
+SIGNAL_ENV = "FUN_DIFFUSION_CRASH_SIGNAL"
 
 
 def armed() -> bool:
@@ -23,4 +27,4 @@ def armed() -> bool:
 
 def crash_point(name: str) -> None:
     if os.environ.get(ENV) == name:
-        os.kill(os.getpid(), signal.SIGKILL)
+        os.kill(os.getpid(), getattr(signal, "SIG" + os.environ.get(SIGNAL_ENV, "KILL")))

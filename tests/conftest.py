@@ -59,6 +59,7 @@ def toy_project(tmp_path, monkeypatch):
     (pkg / "up.py").write_text(UP)
     (pkg / "down.py").write_text(DOWN)
     (pkg / "side.py").write_text(SIDE)
+    (pkg / "shade.py").write_text(SHADE)
     monkeypatch.setattr(sys, "dont_write_bytecode", True)  # edits within a second must not hit stale .pyc
     monkeypatch.setattr(fingerprint, "ROOT", root)
     monkeypatch.setattr(fingerprint, "PROJECT_PACKAGES", ("toygens",))
@@ -95,15 +96,21 @@ def run(ctx):
     ctx.save_image("down_image", np.array([values]), caption="The upstream values as one row of pixels.")
 '''
 
+SHADE = '''
+def black():
+    return 0.0
+'''
+
 SIDE = '''
 import numpy as np
 from builder.section import Section
+from toygens.shade import black
 
-SECTION = Section(id="side", title="Independent", params={"fail": False})
+SECTION = Section(id="side", title="Independent", params={"fail": False}, inputs=("toy-data",), uses_backend=True)
 
 
 def run(ctx):
-    ctx.save_image("side_image", np.zeros((2, 2)), caption="Two by two black pixels.")
+    ctx.save_image("side_image", np.full((2, 2), black()), caption="Two by two black pixels.")
     if ctx.params.fail:
         raise RuntimeError("side failed on purpose")
 '''

@@ -1,7 +1,10 @@
 """The built site in a real browser (headless Debian Chromium driven by the playwright package).
 
-Tests load the committed ``site/`` (or ``$SITE_DIR``) from ``file://`` and from a local HTTP server
-that mounts it under ``/fun-with-diffusion/``, as GitHub Pages serves a project site. Every request
+Every test runs twice: on the committed ``site/`` (or ``$SITE_DIR``), which is what readers see, and
+on the site that this test session's smoke build wrote from the current code, so a broken template
+or script fails even before the committed site is rebuilt. Each is loaded from ``file://`` and
+from a local HTTP server that mounts it under ``/fun-with-diffusion/``, as GitHub Pages serves a
+project site. Every request
 that would leave the site is aborted and recorded, and fails the test. Full-page screenshots of
 each page at desktop and phone widths are written to ``artifacts/screenshots/``.
 """
@@ -21,7 +24,7 @@ import pytest
 pytestmark = pytest.mark.browser
 
 ROOT = Path(__file__).resolve().parent.parent
-SITE = Path(os.environ.get("SITE_DIR") or ROOT / "site").resolve()
+COMMITTED = Path(os.environ.get("SITE_DIR") or ROOT / "site").resolve()
 CHROMIUM = Path(os.environ.get("CHROMIUM", "/usr/bin/chromium"))
 SHOTS = ROOT / "artifacts" / "screenshots"
 PREFIX = "fun-with-diffusion"
@@ -33,9 +36,14 @@ if not CHROMIUM.exists():
     pytest.skip(f"{CHROMIUM} is not installed (Debian: apt-get install chromium); the browser tests need it",
                 allow_module_level=True)
 sync_api = pytest.importorskip("playwright.sync_api", reason="the playwright package is not installed")
-if not (SITE / "index.html").is_file():
-    pytest.skip(f"no built site at {SITE} (run `python build.py`, or point SITE_DIR at a built site)",
-                allow_module_level=True)
+
+
+@pytest.fixture(scope="module", params=["committed", "current"])
+def site(request) -> Path:
+    """The committed site, and the site built from the current code by the session's smoke build."""
+    folder = COMMITTED if request.param == "committed" else request.getfixturevalue("smoke_build")["site"]
+    assert (folder / "index.html").is_file(), f"no built site at {folder} (run `python build.py`)"
+    return Path(folder).resolve()
 
 
 @pytest.fixture(scope="module")
@@ -60,13 +68,13 @@ class _QuietHandler(http.server.SimpleHTTPRequestHandler):
 
 
 @pytest.fixture(scope="module")
-def server():
+def server(site):
     """The site under /fun-with-diffusion/ on 127.0.0.1 at an ephemeral port, as GitHub Pages serves it."""
     tmp = Path(tempfile.mkdtemp(prefix="site-root-"))
     try:
-        (tmp / PREFIX).symlink_to(SITE, target_is_directory=True)
+        (tmp / PREFIX).symlink_to(site, target_is_directory=True)
     except OSError:
-        shutil.copytree(SITE, tmp / PREFIX)
+        shutil.copytree(site, tmp / PREFIX)
     httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(_QuietHandler, directory=str(tmp)))
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
     thread.start()
@@ -77,8 +85,14 @@ def server():
 
 
 @pytest.fixture(scope="module")
-def bases(server):
-    return {"file": SITE.as_uri() + "/", "http": server}
+def shots(site) -> Path:
+    """Where screenshots go: artifacts/screenshots/ for the committed site, its current/ for the other."""
+    return SHOTS if site == COMMITTED else SHOTS / "current"
+
+
+@pytest.fixture(scope="module")
+def bases(site, server):
+    return {"file": site.as_uri() + "/", "http": server}
 
 
 @contextlib.contextmanager
@@ -144,7 +158,7 @@ def load_all_images(page):
 
 @pytest.mark.parametrize("mode", ["file", "http"])
 @pytest.mark.parametrize("page_name", PAGES)
-def test_page_loads_offline_with_every_image(browser, bases, mode, page_name):
+def test_page_loads_offline_with_every_image(browser, bases, shots, mode, page_name):
     with visit(browser, bases[mode], page_name) as page:
         images = load_all_images(page)
         assert images, f"{page_name} shows no image"
@@ -161,19 +175,19 @@ def test_page_loads_offline_with_every_image(browser, bases, mode, page_name):
         skips = [(a, b) for a, b in zip(levels, levels[1:]) if b > a + 1]
         assert not skips, f"{page_name}: heading levels skip: {skips}"
         if mode == "http":
-            SHOTS.mkdir(parents=True, exist_ok=True)
-            page.screenshot(path=str(SHOTS / f"{page_name[:-5]}-1280.png"), full_page=True)
+            shots.mkdir(parents=True, exist_ok=True)
+            page.screenshot(path=str(shots / f"{page_name[:-5]}-1280.png"), full_page=True)
 
 
 @pytest.mark.parametrize("page_name", PAGES)
-def test_no_horizontal_scroll_on_a_phone(browser, bases, page_name):
+def test_no_horizontal_scroll_on_a_phone(browser, bases, shots, page_name):
     with visit(browser, bases["http"], page_name, width=390, height=844, motion="reduce") as page:
         load_all_images(page)
         sizes = page.evaluate("() => [document.scrollingElement.scrollWidth, document.scrollingElement.clientWidth]")
         if page_name == "part-a.html":  # the phone layout collapses the contents
             assert page.locator(".toc details").get_attribute("open") is None
-        SHOTS.mkdir(parents=True, exist_ok=True)
-        page.screenshot(path=str(SHOTS / f"{page_name[:-5]}-390.png"), full_page=True)
+        shots.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(shots / f"{page_name[:-5]}-390.png"), full_page=True)
         assert sizes[0] <= sizes[1], f"{page_name} scrolls sideways at 390 px: scrollWidth {sizes[0]} > {sizes[1]}"
         wide = page.evaluate("""() => Array.from(document.querySelectorAll("main *"))
             .filter((e) => e.getBoundingClientRect().right > document.documentElement.clientWidth + 1
@@ -182,7 +196,7 @@ def test_no_horizontal_scroll_on_a_phone(browser, bases, page_name):
         assert not wide, f"{page_name}: elements stick out of a 390 px screen: {wide}"
 
 
-def test_math_lays_out(browser, bases):
+def test_math_lays_out(browser, bases, shots):
     for page_name in ("part-a.html", "part-b.html"):
         with visit(browser, bases["http"], page_name) as page:
             boxes = page.evaluate("""() => Array.from(document.querySelectorAll("math"), (m) => {
@@ -199,8 +213,8 @@ def test_math_lays_out(browser, bases):
             assert max(b["h"] for b in block) > 30
             if page_name == "part-a.html":
                 equation = page.locator(".math-display").first
-                SHOTS.mkdir(parents=True, exist_ok=True)
-                equation.screenshot(path=str(SHOTS / "math-forward-process.png"))
+                shots.mkdir(parents=True, exist_ok=True)
+                equation.screenshot(path=str(shots / "math-forward-process.png"))
                 label = equation.locator("math").get_attribute("aria-label")
                 assert "bar\\alpha_t" in label and "sqrt" in label, "the first equation should be the forward process"
 
@@ -240,8 +254,7 @@ def assert_same_as_pre_flipped(page, figure):
 def test_anagram_button_flips_the_image(browser, bases):
     with visit(browser, bases["http"], "part-a.html") as page:
         figure = page.locator(".fig-anagram").first
-        if not figure.count():
-            pytest.skip("this build has no visual anagram figure")
+        assert figure.count(), "Part A has no visual anagram figure"
         figure.scroll_into_view_if_needed()
         cards = figure.locator(".anagram-card")
         assert figure.locator(".anagram-flipped").first.is_hidden(), "with the script on, each sample is shown once"
@@ -317,8 +330,7 @@ def test_lightbox_opens_and_closes_with_the_keyboard(browser, bases):
 def test_hybrid_slider_resizes_the_image(browser, bases):
     with visit(browser, bases["http"], "part-a.html") as page:
         figure = page.locator(".fig-hybrid").first
-        if not figure.count():
-            pytest.skip("this build has no hybrid image figure")
+        assert figure.count(), "Part A has no hybrid image figure"
         slider = figure.locator("input[type=range]")
         live = figure.locator(".hybrid-live img").first
         before = live.bounding_box()["width"]
@@ -334,8 +346,7 @@ def test_hybrid_slider_resizes_the_image(browser, bases):
 def test_gif_player_pauses_and_scrubs(browser, bases):
     with visit(browser, bases["http"], "part-b.html") as page:
         player = page.locator(".gif-player").first
-        if not player.count():
-            pytest.skip("this build has no sampling animation")
+        assert player.count(), "Part B has no sampling animation"
         player.scroll_into_view_if_needed()
         labels = page.evaluate("(el) => JSON.parse(el.dataset.labels)", player.element_handle())
         button = player.locator(".gif-play")
@@ -401,7 +412,7 @@ TEXTS = {
 
 
 @pytest.mark.parametrize("scheme", ["light", "dark"])
-def test_text_contrast_in_both_themes(browser, bases, scheme):
+def test_text_contrast_in_both_themes(browser, bases, shots, scheme):
     for page_name, selectors in TEXTS.items():
         with visit(browser, bases["http"], page_name, scheme=scheme) as page:
             page.emulate_media(color_scheme=scheme)
@@ -416,6 +427,6 @@ def test_text_contrast_in_both_themes(browser, bases, scheme):
             body = next(iter(ratios.values()))["background"]
             assert (body < 0.05) if scheme == "dark" else (body > 0.8), f"the {scheme} theme is not in effect"
             if page_name == "index.html":
-                SHOTS.mkdir(parents=True, exist_ok=True)
+                shots.mkdir(parents=True, exist_ok=True)
                 load_all_images(page)
-                page.screenshot(path=str(SHOTS / f"index-1280-{scheme}.png"), full_page=True)
+                page.screenshot(path=str(shots / f"index-1280-{scheme}.png"), full_page=True)

@@ -7,13 +7,14 @@ import pytest
 
 from builder import fingerprint
 from builder.cache import Store, atomic_write_bytes
-from builder.engine import BuildConfig, Engine
+from builder.engine import BackendSpec, BuildConfig, Engine
 from builder.registry import discover
 
 
-def make_engine(root: Path, seed=1, profile="cpu", force=()):
-    config = BuildConfig(profile=profile, device="cpu", dtype="float32", seed=seed,
-                         cache_root=root / "cache", force=frozenset(force))
+def make_engine(root: Path, seed=1, profile="cpu", force=(), device="cpu", dtype="float32", backend=None,
+                inputs="v1"):
+    config = BuildConfig(profile=profile, device=device, dtype=dtype, seed=seed, cache_root=root / "cache",
+                         force=frozenset(force), backend=backend, input_checksums=lambda name: f"{name}@{inputs}")
     return Engine(config, discover("toygens"))
 
 
@@ -38,6 +39,51 @@ def test_second_build_is_all_hits(toy_project):
     second = make_engine(toy_project).build()
     assert statuses(second) == {"up": "hit", "down": "hit", "side": "hit"}
     assert second.executed == []
+
+
+def backend(model):
+    return BackendSpec(name="toy", identity={"name": "toy", "model": model})
+
+
+def one_change(root: Path, monkeypatch, component: str) -> tuple[Engine, str]:
+    """An engine for the toy project with exactly one key component changed, and the section it affects."""
+    if component == "code":  # a module the generator imports, not the generator itself
+        edit(root, "shade", "return 0.0", "return 0.25")
+        return make_engine(root, backend=backend("a")), "side"
+    if component == "params":  # the generator's source stays the same
+        engine = make_engine(root, backend=backend("a"))
+        section = engine.generators["side"].section
+        monkeypatch.setattr(type(section), "resolve", lambda self, profile: {"fail": False, "shade": 2})
+        return engine, "side"
+    if component == "upstream":  # up re-runs to other bytes; down's own code is untouched
+        edit(root, "up", ".round(6)", ".round(3)")
+        return make_engine(root, backend=backend("a")), "down"
+    if component == "versions":
+        engine = make_engine(root, backend=backend("a"))
+        monkeypatch.setattr(engine, "_versions", {**engine._versions, "torch": "99.0"})
+        return engine, "side"
+    changed = {"seed": dict(seed=2), "profile": dict(profile="spec"), "device": dict(device="mps"),
+               "dtype": dict(dtype="bfloat16"), "backend": dict(backend=backend("b")), "inputs": dict(inputs="v2")}
+    return make_engine(root, **{"backend": backend("a"), **changed[component]}), "side"
+
+
+@pytest.mark.parametrize("component", ["code", "params", "seed", "profile", "device", "dtype", "backend", "inputs",
+                                       "upstream", "versions"])
+def test_each_key_component_alone_makes_a_miss_that_explain_names(toy_project, monkeypatch, component):
+    make_engine(toy_project, backend=backend("a")).build()
+    engine, section = one_change(toy_project, monkeypatch, component)
+    components, entry = engine.peek([section])[section]
+    assert entry is None, f"changing {component} alone did not make {section} miss"
+    reasons = [line.strip() for line in engine.explain(section)[1:]]
+    assert reasons and all(r.startswith(component) for r in reasons), reasons
+
+
+def test_the_code_fingerprint_follows_imports_into_the_science():
+    from builder.fingerprint import code_fingerprint
+
+    modules = set(code_fingerprint("generators.b2_train_time"))
+    assert {"diffusion.ddpm", "diffusion.training", "diffusion.unet", "diffusion.rng", "diffusion.cuda_graphs",
+            "generators._partb", "diffusion.data", "builder.section"} <= modules
 
 
 def test_comment_and_docstring_edits_do_not_invalidate(toy_project):

@@ -123,6 +123,63 @@ def test_cfg_extrapolates_away_from_the_unconditional_estimate():
     assert torch.allclose(outs[2] - outs[1], outs[1] - outs[0], rtol=0.2, atol=0.2)
 
 
+class ClassShiftedEps(nn.Module):
+    """A stand-in whose class moves the estimate by a known amount: eps(x, c, t) = 0.3 x + t + c . w,
+    so the conditional and unconditional estimates differ by c . w (0.1 to 1.0), far above rounding."""
+
+    def __init__(self):
+        super().__init__()
+        self.w = nn.Parameter(torch.linspace(0.1, 1.0, 10))
+
+    def forward(self, x, c, t):
+        return 0.3 * x + t.view(-1, 1, 1, 1) + (c @ self.w).view(-1, 1, 1, 1)
+
+
+@pytest.mark.parametrize("gamma", [0.0, 1.0, 5.0])
+def test_class_sampler_is_algorithm_4_with_the_guided_estimate(gamma):
+    T = 4
+    s = ddpm.linear_schedule(T)
+    labels = torch.tensor([0, 3, 9])
+    model = ClassShiftedEps()
+    with torch.no_grad():
+        out = ddpm.sample_class(model, labels, s, torch.Generator().manual_seed(2), guidance=gamma, keep_every=1)
+        g = torch.Generator().manual_seed(2)
+        x = torch.randn(3, 1, 28, 28, generator=g)
+        c, null = F.one_hot(labels, 10).float(), torch.zeros(3, 10)
+        for t in range(T, 0, -1):
+            tt = torch.full((3,), t / T)
+            eps_c, eps_u = model(x, c, tt), model(x, null, tt)
+            eps = eps_u + gamma * (eps_c - eps_u)
+            x0 = (x - (1 - s.alpha_bars[t]).sqrt() * eps) / s.alpha_bars[t].sqrt()
+            mean = (s.alpha_bars[t - 1].sqrt() * s.betas[t] / (1 - s.alpha_bars[t]) * x0
+                    + s.alphas[t].sqrt() * (1 - s.alpha_bars[t - 1]) / (1 - s.alpha_bars[t]) * x)
+            x = mean + (s.betas[t].sqrt() * torch.randn(x.shape, generator=g) if t > 1 else 0)
+    assert torch.allclose(out.images, x, atol=1e-5)
+
+
+def test_class_loss_drops_the_label_at_rate_p_uncond():
+    class Spy(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.p = nn.Parameter(torch.zeros(()))
+            self.conds = []
+
+        def forward(self, x, c, t):
+            self.conds.append(c.detach().clone())
+            return x * self.p
+
+    n = 20000
+    labels = torch.arange(n) % 10
+    for p_uncond in (0.1, 0.3):
+        spy = Spy()
+        ddpm.class_loss(spy, torch.rand(n, 1, 2, 2), labels, ddpm.linear_schedule(10), torch.Generator().manual_seed(0),
+                        p_uncond=p_uncond)
+        c = spy.conds[0]
+        dropped = c.sum(1) == 0
+        assert abs(dropped.float().mean().item() - p_uncond) < 0.01
+        assert torch.equal(c[~dropped], F.one_hot(labels[~dropped], 10).float())
+
+
 def test_drop_class_zeroes_rows_at_rate_p():
     onehot = F.one_hot(torch.arange(10000) % 10, 10).float()
     dropped = ddpm.drop_class(onehot, 0.1, torch.Generator().manual_seed(0))

@@ -90,6 +90,21 @@ def test_killed_section_leaves_nothing_and_rebuild_equals_clean_build(smoke_buil
     assert_same_site(smoke_build["site"], site)
 
 
+def test_killed_right_after_a_record_is_renamed_keeps_a_complete_entry(smoke_build, cache_copy):
+    cache, site = cache_copy
+    sid = "a1_9_hybrids"
+    key = record(smoke_build["cache"], sid)["key"]
+    forget(cache, sid)
+    killed(run_build(cache, site, f"renamed:{key}.json"))
+    # The section's staging folder is still there (the next build sweeps it); no write's temporary file is.
+    assert [p for p in leftovers(cache) if not p.startswith("tmp/")] == [], "the rename left its temporary file"
+    assert record(cache, sid)["key"] == key, "the renamed record must be complete"
+    assert rebuilt(cache, site)[sid] == "hit"
+    assert leftovers(cache) == [] and leftovers(site) == []
+    assert_store_intact(cache)
+    assert_same_site(smoke_build["site"], site)
+
+
 def test_killed_mid_training_resumes_to_the_same_model(smoke_build, cache_copy):
     cache, site = cache_copy
     sid = "b1_train_denoiser"

@@ -2,6 +2,7 @@
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -47,6 +48,16 @@ def test_committed_site_has_every_required_figure_from_the_default_build():
     assert_required(manifest)
     assert manifest["build"]["profile"] == "cpu", "the committed site must come from the default (cpu) build"
     assert manifest["build"]["backend"]["name"] == "local"
+    # ... and from the current code's sections, parameters and seeds (rebuild the site after changing them).
+    from builder.app import DEFAULT_SEED
+    from builder.context import derive_seed
+    from builder.registry import discover
+
+    sections = discover()
+    assert sorted(manifest["sections"]) == sorted(sections)
+    for sid, gen in sections.items():
+        assert manifest["sections"][sid]["params"] == json.loads(json.dumps(gen.section.resolve("cpu"))), sid
+        assert manifest["sections"][sid]["seed"] == derive_seed(DEFAULT_SEED, sid), sid
 
 
 def test_committed_site_reports_a_judge_of_at_least_99_percent_and_the_benchmarks():
@@ -86,11 +97,14 @@ def test_deepfloyd_build_runs_end_to_end_on_a_tiny_offline_if(smoke_build, tmp_p
     from tests import tiny_if
 
     tiny_if.save_tiny_if(tmp_path / "weights", sample_size=32, with_stage2=True)
-    site = tmp_path / "site"
-    # The Part B sections are shared with the local smoke build through its cache; only Part A runs here.
+    site, cache = tmp_path / "site", tmp_path / "cache"
+    # A private copy of the local smoke build's cache: Part B comes from it, only Part A runs here.
+    shutil.copytree(smoke_build["cache"], cache)
     proc = build("--profile", "smoke", "--backend", "deepfloyd", "--deepfloyd-dir", str(tmp_path / "weights"),
-                 "--upsample", cache=smoke_build["cache"], site=site)
-    assert "a1_9_hybrids" in proc.stdout
+                 "--upsample", cache=cache, site=site)
+    status = dict(re.findall(r"^(\S+)\s+(hit|miss)\s", proc.stdout, re.M))
+    assert {s for sid, s in status.items() if re.match(r"a\d", sid)} == {"miss"}, proc.stdout
+    assert {s for sid, s in status.items() if re.match(r"b\d", sid)} == {"hit"}, proc.stdout
     manifest = json.loads((site / "manifest.json").read_text())
     assert_required(manifest)
     assert manifest["build"]["backend"]["name"] == "deepfloyd"

@@ -153,3 +153,15 @@ def test_thresholding_follows_backend_unless_overridden(den):
     assert not torch.equal(auto, plain)
     assert torch.equal(sample(den, cond, gen(0), timesteps=[999, 500, 0], guidance=20.0, thresholding=None), plain)
     assert auto.abs().max() <= 1.0 + 1e-6  # the last step lands on the thresholded x0
+
+
+def test_dynamic_threshold_scales_by_the_percentile_of_absolute_values():
+    from diffusion.sampling import dynamic_threshold
+
+    x0 = torch.randn(2, 3, 16, 16, generator=gen(0)) * torch.tensor([0.65, 0.3]).view(2, 1, 1, 1)
+    x0[1] -= 0.9  # mostly negative: a percentile of the signed values would be far from that of |x0|
+    out = dynamic_threshold(x0, Thresholding(0.95, 1.5))
+    for i in range(2):
+        s = x0[i].abs().flatten().quantile(0.95).clamp(1, 1.5)
+        assert 1.05 < s < 1.45, "the percentile must lie inside the clamp range to be observable"
+        assert torch.equal(out[i], x0[i].clamp(-s, s) / s)

@@ -129,7 +129,8 @@ def oom_message(device: str, memory: dict[str, int] | None, hints: list[str]) ->
             state += f" (about {size(others)} is held by other processes)"
     else:
         where, state = device, "its memory figures could not be read"
-    advice = "; ".join(hints) if hints else "use a smaller profile (--profile cpu)"
+    advice = "; ".join(hints) if hints else "it has no memory setting of its own, but a smaller --profile lowers " \
+                                             "what every section needs"
     return (f"out of GPU memory on {where}: when it failed, {state}. To lower what the section "
             f"needs: {advice}. Or stop other jobs on that GPU (nvidia-smi lists them). Then run the same "
             f"command again: finished sections stay cached.")

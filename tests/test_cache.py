@@ -207,3 +207,40 @@ def test_upstream_failure_skips_dependents(toy_project):
     edit(toy_project, "up", "    values =", "    raise ValueError('broken')\n    values =")
     result = statuses(make_engine(toy_project).build())
     assert result == {"up": "failed", "down": "skipped", "side": "miss"}
+
+
+def test_a_full_disk_in_a_section_is_one_paragraph_with_the_file_and_the_space(toy_project):
+    make_engine(toy_project, backend=backend("a")).build()
+    edit(toy_project, "side", "    if ctx.params.fail:", "    import errno, os\n    raise OSError(errno.ENOSPC, "
+         "os.strerror(errno.ENOSPC), str(ctx.scratch / 'big.bin'))\n    if ctx.params.fail:")
+    result = {r.id: r for r in make_engine(toy_project, backend=backend("a")).build().results}["side"]
+    cache = toy_project / "cache"
+    assert result.status == "failed"
+    assert result.error.startswith(f"the disk is full: writing {cache}/scratch/side/") and "\n" not in result.error
+    assert "/big.bin failed (ENOSPC, No space left on device). The disk holding the cache folder" in result.error
+    assert "its last complete run stored" in result.error and "--cache-dir DIR" in result.error
+    assert "Traceback" in result.traceback and "OSError" in result.traceback
+
+
+def test_gpu_out_of_memory_in_a_section_names_the_memory_and_the_remedies(toy_project, monkeypatch):
+    from builder import diagnose
+
+    edit(toy_project, "side", "    if ctx.params.fail:", "    class OutOfMemoryError(RuntimeError):\n        pass\n"
+         "    raise OutOfMemoryError('CUDA out of memory. Tried to allocate 1.00 GiB')\n    if ctx.params.fail:")
+    monkeypatch.setattr(diagnose, "gpu_memory", lambda device: {"allocated": 2 * 10**9, "reserved": 3 * 10**9,
+                                                               "free": 10**9, "total": 8 * 10**9, "name": "Tiny GPU"})
+    result = {r.id: r for r in make_engine(toy_project, backend=backend("a")).build().results}["side"]
+    assert result.error == ("out of GPU memory on cpu (Tiny GPU): when it failed, this build's tensors held 2.0 GB "
+                            "and PyTorch's allocator 3.0 GB, with 1.0 GB free of 8.0 GB on the device (about 4.0 GB "
+                            "is held by other processes). To lower what the section needs: --dtype bfloat16 (half "
+                            "the activation memory). Or stop other jobs on that GPU (nvidia-smi lists them). Then "
+                            "run the same command again: finished sections stay cached.")
+    monkeypatch.setattr(diagnose, "gpu_memory", lambda device: None)
+    again = {r.id: r for r in make_engine(toy_project, dtype="bfloat16").build().results}["side"]
+    assert "its memory figures could not be read" in again.error and "a smaller --profile lowers" in again.error
+
+
+def test_other_exceptions_are_reported_as_they_are(toy_project):
+    edit(toy_project, "side", '{"fail": False}', '{"fail": True}')
+    result = {r.id: r for r in make_engine(toy_project).build().results}["side"]
+    assert result.error == "RuntimeError: side failed on purpose"

@@ -1,5 +1,6 @@
 import math
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -201,3 +202,56 @@ def test_losses_are_scalar_and_use_only_the_generator():
     c = ddpm.class_loss(cm, x0, labels, s, torch.Generator().manual_seed(0))
     assert c.ndim == 0 and torch.isfinite(c)
 
+
+
+def test_schedule_defaults_and_the_checks_on_T():
+    s = ddpm.linear_schedule()
+    assert s.T == 300 and s.betas[1].item() == pytest.approx(1e-4) and s.betas[-1].item() == pytest.approx(0.02)
+    # computed in float64 (a cumulative product of 300 terms), stored as float32
+    betas = np.concatenate([[0.0], np.linspace(1e-4, 0.02, 300)])
+    assert s.betas.dtype == s.alpha_bars.dtype == torch.float32
+    assert torch.equal(s.betas, torch.from_numpy(betas).float())
+    assert torch.equal(s.alpha_bars, torch.from_numpy(np.cumprod(1 - betas)).float())
+    one = ddpm.linear_schedule(1)
+    assert one.T == 1 and one.betas.tolist() == [0.0, pytest.approx(1e-4)]  # T=1: one step, beta_1 = beta1
+    for bad in (0, -3, 2.0, "10"):
+        with pytest.raises(ValueError, match=f"^T must be a positive integer, got {bad!r}$"):
+            ddpm.linear_schedule(bad)
+
+
+def test_time_loss_is_algorithm_1_written_out():
+    s = ddpm.linear_schedule(10)
+    x0 = torch.rand(6, 1, 4, 4, generator=torch.Generator().manual_seed(1))
+    model = FixedEps()
+    loss = ddpm.time_loss(model, x0, s, torch.Generator().manual_seed(2))
+    g = torch.Generator().manual_seed(2)
+    t = torch.randint(1, 11, (6,), generator=g)
+    eps = torch.randn(x0.shape, generator=g)
+    abar = s.alpha_bars[t].view(-1, 1, 1, 1)
+    x_t = abar.sqrt() * x0 + (1 - abar).sqrt() * eps
+    expected = ((0.3 * x_t + (t / 10).view(-1, 1, 1, 1) - eps) ** 2).mean()
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-6)
+    assert len(set(t.tolist())) > 1, "one t per image, so the draw must be of the batch's size"
+
+
+def test_sampler_defaults_keep_every_tenth_step_and_guide_with_gamma_five():
+    s = ddpm.linear_schedule(20)
+    model = ClassShiftedEps()
+    default = ddpm.sample_class(model, [3], s, torch.Generator().manual_seed(4))
+    explicit = ddpm.sample_class(model, [3], s, torch.Generator().manual_seed(4), guidance=5.0, keep_every=10)
+    assert torch.equal(default.images, explicit.images) and default.trajectory.shape[0] == 3  # x_20, x_10, x_0
+    assert not torch.equal(default.images, ddpm.sample_class(model, [3], s, torch.Generator().manual_seed(4),
+                                                             guidance=4.0).images)
+    plain = ddpm.sample_time(FixedEps(), 1, s, torch.Generator().manual_seed(4))
+    assert plain.trajectory.shape[0] == 3
+
+
+def test_samplers_run_the_network_under_the_autocast_they_are_given():
+    s = ddpm.linear_schedule(3)
+    torch.manual_seed(0)
+    tm, cm = TimeConditionalUNet(1, 4).eval(), ClassConditionalUNet(1, 10, 4).eval()
+    for run in (lambda **kw: ddpm.sample_time(tm, 2, s, torch.Generator().manual_seed(1), **kw),
+                lambda **kw: ddpm.sample_class(cm, [1, 2], s, torch.Generator().manual_seed(1), **kw)):
+        full, low = run().images, run(autocast_dtype=torch.bfloat16).images
+        assert full.dtype == low.dtype == torch.float32  # the estimate is cast back before the update
+        assert not torch.equal(full, low) and torch.allclose(full, low, atol=0.2)

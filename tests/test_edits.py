@@ -7,7 +7,9 @@ import torch.nn.functional as F
 
 from diffusion.edits import (anagram_estimate, gaussian_blur, gaussian_kernel1d, hybrid, hybrid_blur_params,
                              hybrid_estimate, inpaint, sdedit, visual_anagram)
-from diffusion.sampling import cfg_estimate, forward, iterative_denoise_cfg, sample, strided_timesteps
+from diffusion.denoiser import Thresholding
+from diffusion.sampling import (cfg_estimate, denoise_loop, forward, iterative_denoise_cfg, sample,
+                                strided_timesteps)
 from diffusion.views import VIEWS, FlipVertical, Identity, Rotate90, Rotate180, view_by_name
 from tests.test_sampling import PointwiseDenoiser, gen
 
@@ -139,3 +141,215 @@ def test_inpainting_keeps_the_known_region_at_every_step(den):
     assert torch.equal(keep * out, keep * x_orig)
     assert not torch.allclose(mask * out, mask * x_orig)
     assert torch.equal(inpaint(den, x_orig, mask, cond, gen(10), timesteps=TS), out)
+
+
+# --- the contracts in detail (each test kills a class of one-line bugs) ---
+
+@pytest.mark.parametrize("shape", [(2, 3, 5), (1, 2, 3, 5)], ids=["CHW", "NCHW"])
+def test_views_act_on_the_last_two_dimensions_of_any_tensor(shape):
+    import numpy as np
+
+    x = torch.arange(float(np.prod(shape))).view(shape)
+    a, h, w = x.numpy(), x.ndim - 2, x.ndim - 1
+    expected = {"identity": a, "flip_vertical": np.flip(a, h), "flip_horizontal": np.flip(a, w),
+                "rotate_180": np.rot90(a, 2, axes=(h, w)), "rotate_90": np.rot90(a, 1, axes=(h, w))}
+    assert set(expected) == set(VIEWS)
+    for name, want in expected.items():
+        view = view_by_name(name)
+        assert torch.equal(view.apply(x), torch.from_numpy(want.copy())), name
+        assert torch.equal(view.inverse(view.apply(x)), x), name
+        assert repr(view) == f"{type(view).__name__}()"
+    with pytest.raises(ValueError, match=r"^unknown view 'negate'; known: " + ", ".join(VIEWS) + "$"):
+        view_by_name("negate")
+
+
+@pytest.mark.parametrize("size, sigma", [(1, 1.0), (5, 0.7), (9, 1.5), (33, 2.0)])
+def test_gaussian_kernel_is_the_sampled_normal_density(size, sigma):
+    import math
+
+    offsets = [i - size // 2 for i in range(size)]
+    weights = [math.exp(-0.5 * (o / sigma) ** 2) for o in offsets]
+    expected = torch.tensor([w / sum(weights) for w in weights], dtype=torch.float64)
+    got = gaussian_kernel1d(size, sigma, dtype=torch.float64)
+    assert got.dtype == torch.float64 and torch.allclose(got, expected, rtol=1e-13, atol=0)
+
+
+@pytest.mark.parametrize("size, sigma, message", [(0, 1.0, "kernel_size must be odd and positive, got 0"),
+                                                  (4, 1.0, "kernel_size must be odd and positive, got 4"),
+                                                  (3, 0.0, "sigma must be positive, got 0.0"),
+                                                  (3, -1.0, "sigma must be positive, got -1.0")])
+def test_gaussian_kernel_refuses_bad_settings(size, sigma, message):
+    with pytest.raises(ValueError, match="^" + message + "$"):
+        gaussian_kernel1d(size, sigma)
+
+
+def _blur_by_hand(x2d: torch.Tensor, k: torch.Tensor, mode: str) -> torch.Tensor:
+    pad = len(k) // 2
+    padded = F.pad(x2d[None, None], (pad, pad, pad, pad), mode=mode)
+    return F.conv2d(padded, torch.outer(k, k)[None, None])[0, 0]
+
+
+def test_blur_of_one_non_square_image_reflects_or_replicates_its_borders():
+    x = torch.randn(3, 6, 10, generator=gen(11))  # (C, H, W): no batch dimension
+    k = gaussian_kernel1d(5, 1.0)
+    want = torch.stack([_blur_by_hand(c, k, "reflect") for c in x])
+    assert torch.allclose(gaussian_blur(x, 5, 1.0), want, atol=1e-6)
+    # A kernel whose half-width reaches the short side cannot reflect: the borders are replicated.
+    k = gaussian_kernel1d(13, 2.0)
+    want = torch.stack([_blur_by_hand(c, k, "replicate") for c in x])
+    assert torch.allclose(gaussian_blur(x, 13, 2.0), want, atol=1e-6)
+
+
+def test_half_precision_blur_is_computed_in_float32():
+    x = torch.randn(2, 3, 9, 9, generator=gen(12))
+    half = gaussian_blur(x.half(), 5, 1.0)
+    assert half.dtype == torch.float16
+    assert torch.equal(half, gaussian_blur(x.half().float(), 5, 1.0).half())
+
+
+def test_best_blur_picks_the_sigma_with_the_least_squared_error():
+    from diffusion.edits import best_blur
+
+    clean = gaussian_blur(torch.rand(4, 1, 16, 16, generator=gen(13)), 7, 1.0)
+    noisy = clean + 0.2 * torch.randn(4, 1, 16, 16, generator=gen(14))
+    sigmas = [0.5, 1.0, 2.0, 4.0]
+    errors = {s: (gaussian_blur(noisy, 2 * round(3 * s) + 1, s) - clean).pow(2).mean().item() for s in sigmas}
+    err, sigma, kernel, out = best_blur(noisy, clean, sigmas)
+    assert sigma == min(errors, key=errors.get) and err == errors[sigma] and kernel == 2 * round(3 * sigma) + 1
+    assert torch.equal(out, gaussian_blur(noisy, kernel, sigma))
+    first, *_ = best_blur(noisy, clean, [1.0, 1.0])
+    assert first == errors[1.0]  # a tie keeps the first
+
+
+def test_hybrid_blur_for_tiny_images_keeps_a_three_pixel_kernel():
+    assert hybrid_blur_params(4) == (3, 0.125)
+
+
+def test_hybrid_takes_an_explicit_blur_and_any_number_of_images(den):
+    low, high = den.encode("a skull"), den.encode("a waterfall")
+    x = torch.randn(3, 3, 12, 12, generator=gen(15))
+    eps, var = hybrid_estimate(den, x, 400, low, high, 7.0, 3, 0.6)
+    e_low, v_low = cfg_estimate(den, x, 400, low, 7.0)
+    e_high, v_high = cfg_estimate(den, x, 400, high, 7.0)
+    assert torch.allclose(eps, gaussian_blur(e_low, 3, 0.6) + e_high - gaussian_blur(e_high, 3, 0.6), atol=1e-6)
+    assert torch.allclose(var, (v_low + v_high) / 2, atol=1e-6)
+    default = hybrid(den, low, high, gen(16), n=3, timesteps=TS)
+    explicit = hybrid(den, low, high, gen(16), n=3, timesteps=TS, kernel_size=3, sigma=0.6)
+    want = denoise_loop(den, torch.randn(3, 3, 12, 12, generator=(g := gen(16))), TS, 0,
+                        lambda x_t, t: hybrid_estimate(den, x_t, t, low, high, 7.0, 3, 0.6), g)
+    assert torch.equal(explicit, want) and not torch.equal(default, explicit)
+    only_k = hybrid(den, low, high, gen(16), n=3, timesteps=TS, kernel_size=3)
+    only_sigma = hybrid(den, low, high, gen(16), n=3, timesteps=TS, sigma=0.6)
+    assert not torch.equal(only_k, default) and not torch.equal(only_sigma, default)
+    assert not torch.equal(only_k, explicit) and not torch.equal(only_sigma, explicit)
+
+
+class ThresholdedDenoiser(PointwiseDenoiser):
+    """The pointwise denoiser in float64, with DeepFloyd's dynamic thresholding switched on."""
+
+    def __init__(self):
+        super().__init__(size=12)
+        self.dtype = torch.float64
+        self.alphas_cumprod = self.alphas_cumprod.double()
+        self.thresholding = Thresholding(0.95, 1.5)
+
+    def encode(self, prompt):
+        return super().encode(prompt).double()
+
+
+def _settings_reach_the_loop(edit, den, **kwargs):
+    """Run ``edit`` with non-default settings and check each one changed the result, and that the
+    result is in the denoiser's dtype."""
+    out = edit(den, gen(20), **kwargs)
+    assert out.dtype == den.dtype
+    for name, default in (("thresholding", "auto"), ("uncond", None), ("guidance", 7.0)):
+        other = edit(den, gen(20), **{**kwargs, name: default})
+        assert not torch.equal(out, other), f"{name} does not reach the sampling loop"
+    frames_out, frames = edit(den, gen(20), **kwargs, every=1)
+    assert torch.equal(frames_out, out) and len(frames) >= 2
+    return out
+
+
+@pytest.fixture
+def thresholded():
+    return ThresholdedDenoiser()
+
+
+def test_sdedit_passes_every_setting_to_the_loop(thresholded):
+    den = thresholded
+    x_orig = torch.rand(1, 3, 12, 12, generator=gen(21)) * 2 - 1  # float32, as images arrive
+    settings = dict(timesteps=TS, guidance=30.0, uncond=den.encode("a dog"), thresholding=None)
+
+    def edit(den, g, **kw):
+        return sdedit(den, x_orig, 1, den.encode("a rocket ship"), g, **kw)
+
+    out = _settings_reach_the_loop(edit, den, **settings)
+    g = gen(20)
+    x_t, _ = forward(x_orig.double(), TS[1], den.alphas_cumprod, g)
+    assert torch.equal(out, iterative_denoise_cfg(den, x_t, TS, 1, den.encode("a rocket ship"), g, guidance=30.0,
+                                                  uncond=den.encode("a dog"), thresholding=None))
+
+
+def test_inpaint_passes_every_setting_to_the_loop(thresholded):
+    den = thresholded
+    x_orig = torch.rand(1, 3, 12, 12, generator=gen(22)) * 2 - 1
+    mask = torch.zeros(1, 1, 12, 12)
+    mask[..., 3:9, 3:9] = 1
+
+    def edit(den, g, **kw):
+        return inpaint(den, x_orig, mask, den.encode("a hat"), g, **kw)
+
+    _settings_reach_the_loop(edit, den, timesteps=TS, guidance=30.0, uncond=den.encode("a dog"), thresholding=None)
+    later = edit(den, gen(20), timesteps=TS, i_start=1)
+    assert not torch.equal(later, edit(den, gen(20), timesteps=TS))  # i_start reaches the loop too
+
+
+def test_inpaint_mixes_new_and_known_content_by_the_mask(den, monkeypatch):
+    import diffusion.edits as edits
+
+    captured = {}
+
+    def spy(den, x, ts, i_start, estimator, generator, *, thresholding, every, after_step):
+        captured.update(x=x, after_step=after_step, generator=generator)
+        return x
+
+    monkeypatch.setattr(edits, "denoise_loop", spy)
+    x_orig = torch.rand(1, 3, 12, 12, generator=gen(23)) * 2 - 1
+    mask = torch.zeros(1, 1, 12, 12)
+    mask[..., :, 6:] = 1
+    inpaint(den, x_orig, mask, den.encode("a hat"), gen(24), timesteps=TS)
+    keep = captured["after_step"]
+    x = torch.rand(1, 3, 12, 12, generator=gen(25)) + 0.5
+    state = captured["generator"].get_state()
+    noise = torch.randn(x.shape, generator=captured["generator"])
+    captured["generator"].set_state(state)
+    mixed = keep(x, 2)
+    known = forward(x_orig, TS[2], den.alphas_cumprod, noise=noise)[0]
+    assert torch.allclose(mixed, mask * x + (1 - mask) * known, atol=1e-6)
+    assert torch.equal(keep(x, len(TS))[..., :6], x_orig[..., :6])  # after the last step: the original itself
+    assert torch.equal(keep(x, len(TS))[..., 6:], x[..., 6:])
+
+
+def test_anagram_and_hybrid_pass_every_setting_to_the_loop(thresholded):
+    den = thresholded
+    c1, c2 = den.encode("an old man"), den.encode("a campfire")
+    settings = dict(timesteps=TS, guidance=30.0, uncond=den.encode("a dog"), thresholding=None)
+    _settings_reach_the_loop(lambda den, g, **kw: visual_anagram(den, [c1, c2], g, **kw), den, **settings)
+    _settings_reach_the_loop(lambda den, g, **kw: hybrid(den, c1, c2, g, **kw), den, **settings)
+    with pytest.raises(ValueError, match=r"^2 views need 2 conditions, got 1$"):
+        anagram_estimate(den, torch.zeros(1, 3, 12, 12, dtype=torch.float64), 500, [c1],
+                         [Identity(), FlipVertical()], 7.0)
+
+
+def test_edits_use_the_course_schedule_and_guidance_by_default(den):
+    cond, x_orig = den.encode("a dog"), torch.rand(1, 3, 12, 12, generator=gen(26)) * 2 - 1
+    ts = strided_timesteps(den)
+    mask = torch.ones(1, 1, 12, 12)
+    assert torch.equal(sdedit(den, x_orig, 30, cond, gen(1)),
+                       sdedit(den, x_orig, 30, cond, gen(1), timesteps=ts, guidance=7.0))
+    assert torch.equal(inpaint(den, x_orig, mask, cond, gen(1)),
+                       inpaint(den, x_orig, mask, cond, gen(1), timesteps=ts, guidance=7.0, i_start=0))
+    assert torch.equal(visual_anagram(den, [cond, cond], gen(1)),
+                       visual_anagram(den, [cond, cond], gen(1), timesteps=ts, guidance=7.0, n=1))
+    assert torch.equal(hybrid(den, cond, cond, gen(1)), hybrid(den, cond, cond, gen(1), timesteps=ts, guidance=7.0,
+                                                               n=1, kernel_size=5, sigma=0.375))

@@ -165,3 +165,72 @@ def test_dynamic_threshold_scales_by_the_percentile_of_absolute_values():
         s = x0[i].abs().flatten().quantile(0.95).clamp(1, 1.5)
         assert 1.05 < s < 1.45, "the percentile must lie inside the clamp range to be observable"
         assert torch.equal(out[i], x0[i].clamp(-s, s) / s)
+
+
+def test_dynamic_threshold_clamps_the_scale_to_one_and_to_the_maximum():
+    from diffusion.sampling import dynamic_threshold
+
+    th = Thresholding(0.95, 1.5)
+    small = torch.linspace(-0.8, 0.8, 48).view(1, 3, 4, 4)  # percentile 0.77: s = 1, the image is left alone
+    assert torch.equal(dynamic_threshold(small, th), small)
+    large = torch.linspace(-4, 4, 48).view(1, 3, 4, 4)  # percentile 3.8: s = max_value
+    assert torch.equal(dynamic_threshold(large, th), large.clamp(-1.5, 1.5) / 1.5)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_dynamic_threshold_of_half_precision_computes_in_float32(dtype):
+    from diffusion.sampling import dynamic_threshold
+
+    x0 = (torch.randn(2, 3, 8, 8, generator=gen(3)) * 1.2).to(dtype)
+    out = dynamic_threshold(x0, Thresholding(0.95, 1.5))
+    expected = dynamic_threshold(x0.float(), Thresholding(0.95, 1.5)).to(dtype)
+    assert out.dtype == dtype and torch.equal(out, expected)
+
+
+def test_forward_keeps_the_images_dtype():
+    abar = cosine_alphas_cumprod()
+    x64 = torch.rand(2, 3, 4, 4, dtype=torch.float64, generator=gen(0))
+    x_t, eps = forward(x64, 500, abar, gen(1))
+    assert x_t.dtype == eps.dtype == torch.float64
+    assert torch.equal(eps, torch.randn(x64.shape, generator=gen(1), dtype=torch.float64))
+    x16 = x64.to(torch.bfloat16)
+    x_t, eps = forward(x16, torch.tensor([100, 900]), abar, gen(1))
+    assert x_t.dtype == eps.dtype == torch.bfloat16
+
+
+def test_iterative_denoise_passes_thresholding_and_every_on(den):
+    ts, cond = strided_timesteps(den), den.encode("a photo")
+    x = torch.randn(1, 3, 8, 8, generator=gen(0)) * 3
+    den.thresholding = Thresholding(0.9, 1.2)
+    auto = iterative_denoise(den, x, ts, 30, cond, gen(1))
+    off = iterative_denoise(den, x, ts, 30, cond, gen(1), thresholding=None)
+    assert not torch.equal(auto, off)
+    final, frames = iterative_denoise(den, x, ts, 30, cond, gen(1), every=1)
+    assert torch.equal(final, auto) and [t for t, _ in frames] == ts[30:]
+
+
+def test_sample_defaults_and_what_it_passes_on(den):
+    cond = den.encode(["a dog"])
+    default = sample(den, cond, gen(5))
+    assert torch.equal(default, sample(den, cond, gen(5), timesteps=strided_timesteps(den), guidance=7.0))
+    assert not torch.equal(default, sample(den, cond, gen(5), guidance=3.0))
+    assert not torch.equal(default, sample(den, cond, gen(5), uncond=den.encode("a cat")))
+    final, frames = sample(den, cond, gen(5), every=11)
+    assert torch.equal(final, default) and [t for t, _ in frames] == strided_timesteps(den)[::11]
+    den.dtype = torch.float64
+    assert sample(den, cond.double(), gen(5), timesteps=[500, 0]).dtype == torch.float64
+
+
+def test_strided_timesteps_edges_and_rounding():
+    from fractions import Fraction
+
+    assert strided_timesteps() == list(range(990, -1, -30))
+    assert strided_timesteps(1000, start=10, stride=9) == [10, 1, 0]  # a grid ending at 1 still ends at 0
+    assert strided_timesteps(1000, start=0) == [0]
+    for T in (77, 123, 301):
+        expected = []
+        for t in list(range(990, -1, -30)):
+            v = min(int(Fraction(t * T, 1000) + Fraction(1, 2)), T - 1)  # round half up
+            if not expected or v != expected[-1]:
+                expected.append(v)
+        assert strided_timesteps(T) == expected

@@ -1,0 +1,51 @@
+"""What goes into a cache key, spelt one way: values, files and the library versions."""
+from __future__ import annotations
+
+import importlib.metadata
+import sys
+from pathlib import Path
+
+import pytest
+
+from builder import fingerprint
+from builder.fingerprint import canonical_json, hash_value, library_versions, sha256_file
+
+
+def test_sets_and_paths_have_one_spelling_and_other_objects_are_refused():
+    assert canonical_json({"b": {3, 1, 2}, "a": frozenset({"y", "x"}), "p": Path("a/b")}) == \
+        '{"a":["x","y"],"b":[1,2,3],"p":"a/b"}'
+    assert hash_value({"s": {2, 1}}) == hash_value({"s": [1, 2]})
+
+    class Opaque:
+        def __repr__(self):
+            return "<opaque>"
+
+    with pytest.raises(TypeError) as err:
+        hash_value({"x": Opaque()})
+    assert str(err.value) == "cannot put Opaque into a cache key: <opaque>"
+
+
+def test_library_versions_name_python_and_the_numerical_libraries(monkeypatch):
+    versions = library_versions()
+    assert list(versions) == ["python", "torch", "diffusers", "transformers", "numpy", "pillow", "matplotlib"]
+    assert versions["python"] == f"{sys.version_info.major}.{sys.version_info.minor}"
+    assert versions["torch"] == importlib.metadata.version("torch") and versions["pillow"] == \
+        importlib.metadata.version("pillow")
+
+    def only_numpy(dist):
+        if dist != "numpy":
+            raise importlib.metadata.PackageNotFoundError(dist)
+        return "9.9"
+
+    monkeypatch.setattr(importlib.metadata, "version", only_numpy)
+    assert library_versions() == {"python": versions["python"], "torch": "absent", "diffusers": "absent",
+                                  "transformers": "absent", "numpy": "9.9", "pillow": "absent",
+                                  "matplotlib": "absent"}
+
+
+def test_file_hash_is_the_sha256_of_its_bytes(tmp_path):
+    import hashlib
+
+    f = tmp_path / "x.bin"
+    f.write_bytes(b"fun with diffusion" * 1000)
+    assert sha256_file(f) == hashlib.sha256(f.read_bytes()).hexdigest() == fingerprint.sha256_bytes(f.read_bytes())

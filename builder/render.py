@@ -62,7 +62,7 @@ def read_content(content_dir: Path) -> list[ContentFile]:
         lines: dict[str, int] = {}
         body_line = 1
         if text.startswith("---\n"):
-            end = text.find("\n---\n", 4)
+            end = text.find("\n---\n", 3)  # from 3: an empty front matter ("---\n---\n") is closed too
             if end < 0:
                 raise BuildError(f"{path}, line 1: the front matter that starts here is never closed; add a "
                                  f"line '---' after its last 'key: value' line.")

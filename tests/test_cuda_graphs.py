@@ -174,8 +174,9 @@ def _samples(**kw):
                              keep_every=10, **kw)
 
 
-def test_graphed_sampler_gives_the_eager_samples(graphs_on_cpu):
+def test_graphed_sampler_gives_the_eager_samples(graphs_on_cpu, recwarn):
     graphed = _samples()
+    assert not [w for w in recwarn if "cuda-graph fallback" in str(w.message)], "the graph must be used, not eager"
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(cuda_graphs, "enabled_for", lambda device: False)
         eager = _samples()

@@ -255,3 +255,22 @@ def test_samplers_run_the_network_under_the_autocast_they_are_given():
         full, low = run().images, run(autocast_dtype=torch.bfloat16).images
         assert full.dtype == low.dtype == torch.float32  # the estimate is cast back before the update
         assert not torch.equal(full, low) and torch.allclose(full, low, atol=0.2)
+
+
+def test_kept_timesteps_and_its_check():
+    assert ddpm.kept_timesteps(10, 4) == [10, 6, 2, 0] and ddpm.kept_timesteps(10, 0) == [10, 0]
+    for bad in (-1, 2.0):
+        with pytest.raises(ValueError, match=rf"^keep_every must be a non-negative integer \(0 keeps only x_T and "
+                                             rf"x_0\), got {bad!r}$"):
+            ddpm.kept_timesteps(10, bad)
+
+
+def test_a_step_draws_its_noise_in_the_images_dtype():
+    s = ddpm.linear_schedule(5)
+    x = torch.randn(2, 1, 4, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    eps = torch.randn(2, 1, 4, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    out = ddpm.step(x, eps, 3, s, torch.Generator().manual_seed(2))
+    z = torch.randn(x.shape, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
+    mean = ddpm.posterior_mean(x, ddpm.predict_x0(x, eps, 3, s), 3, s)
+    assert out.dtype == torch.float64
+    assert torch.allclose(out, mean + s.betas[3].double().sqrt() * z, atol=1e-6)

@@ -217,8 +217,8 @@ def test_best_blur_picks_the_sigma_with_the_least_squared_error():
     err, sigma, kernel, out = best_blur(noisy, clean, sigmas)
     assert sigma == min(errors, key=errors.get) and err == errors[sigma] and kernel == 2 * round(3 * sigma) + 1
     assert torch.equal(out, gaussian_blur(noisy, kernel, sigma))
-    first, *_ = best_blur(noisy, clean, [1.0, 1.0])
-    assert first == errors[1.0]  # a tie keeps the first
+    flat = torch.full((1, 1, 8, 8), 0.5)  # every blur of a constant image is the same image: a tie
+    assert best_blur(flat, flat * 0.9, [2.0, 0.5, 1.0])[1:3] == (2.0, 13)  # a tie keeps the first sigma
 
 
 def test_hybrid_blur_for_tiny_images_keeps_a_three_pixel_kernel():
@@ -353,3 +353,17 @@ def test_edits_use_the_course_schedule_and_guidance_by_default(den):
                        visual_anagram(den, [cond, cond], gen(1), timesteps=ts, guidance=7.0, n=1))
     assert torch.equal(hybrid(den, cond, cond, gen(1)), hybrid(den, cond, cond, gen(1), timesteps=ts, guidance=7.0,
                                                                n=1, kernel_size=5, sigma=0.375))
+
+
+def test_blur_in_float64_stays_in_float64():
+    x = torch.randn(2, 7, 9, generator=gen(12), dtype=torch.float64)
+    k = gaussian_kernel1d(5, 1.0, dtype=torch.float64)
+    out = gaussian_blur(x, 5, 1.0)
+    assert out.dtype == torch.float64
+    assert torch.allclose(out, torch.stack([_blur_by_hand(c, k, "reflect") for c in x]), rtol=0, atol=1e-13)
+
+
+def test_a_tall_narrow_image_is_replicated_when_its_width_is_too_small_to_reflect():
+    x = torch.randn(1, 10, 6, generator=gen(15))  # H = 10, W = 6: a half-width of 6 cannot reflect sideways
+    k = gaussian_kernel1d(13, 2.0)
+    assert torch.allclose(gaussian_blur(x, 13, 2.0), _blur_by_hand(x[0], k, "replicate")[None], atol=1e-6)

@@ -305,3 +305,221 @@ def test_bad_latex_is_a_clear_error(fixture_site, tmp_path):
     (content / "m.md").write_text("---\ntitle: M\npage: part-a\n---\n$$\n\\frac{1}{\n$$\n")
     with pytest.raises(BuildError, match="cannot render the math"):
         render(content)
+
+
+def _content(tmp_path: Path, body: str) -> Path:
+    content = tmp_path / "content"
+    content.mkdir(exist_ok=True)
+    (content / "x.md").write_text("---\ntitle: X\npage: part-a\n---\n" + body)
+    return content
+
+
+def test_a_failing_expression_in_content_names_its_line_and_the_error(fixture_site, tmp_path):
+    render, _ = fixture_site
+    with pytest.raises(BuildError) as err:
+        render(_content(tmp_path, "fine\n\n{{ 1 // 0 }}\n"))
+    where = tmp_path / "content" / "x.md"
+    assert str(err.value) == (f"{where}, line 7: the template failed to render (ZeroDivisionError: integer "
+                              f"division or modulo by zero). Fix that line and build again.")
+    with pytest.raises(BuildError) as err:
+        render(_content(tmp_path, "{{ param('toy_ddpm', 'lr') }}\n"))
+    assert str(err.value) == f"{where}, line 5: section 'toy_ddpm' has no parameter 'lr'. Fix the name; it has: epochs."
+
+
+def test_a_failure_inside_a_macro_names_the_template_line_and_the_content_line(fixture_site, tmp_path):
+    import copy
+
+    render, _ = fixture_site
+    manifest = copy.deepcopy(render.manifest)
+    manifest["sections"]["toy_ddpm"]["figures"][2]["table"]["rows"] = 5  # the table macro cannot loop over it
+    with pytest.raises(BuildError) as err:
+        render(_content(tmp_path, "text\n{{ figure('toy_table') }}\n"), manifest=manifest)
+    message = str(err.value)
+    assert re.match(rf"{re.escape(str(TEMPLATES))}/macros\.html, line \d+: TypeError: 'int' object is not "
+                    rf"iterable, while rendering "
+                    rf"{re.escape(str(tmp_path / 'content' / 'x.md'))}, line 6\. Fix the template \(or what the "
+                    rf"content passes to it\) and build again\.$", message), message
+
+
+def test_template_failure_paragraphs(tmp_path):
+    from jinja2 import Environment, FileSystemLoader, TemplateSyntaxError
+
+    from builder.render import template_failure
+
+    templates = tmp_path / "templates"
+    templates.mkdir()
+    (templates / "bad.html").write_text("one\n{% if %}\n")
+    (templates / "boom.html").write_text("one\ntwo\n{{ 1 // zero }}\n")
+    env = Environment(loader=FileSystemLoader(templates))
+    with pytest.raises(TemplateSyntaxError) as err:
+        env.get_template("bad.html")
+    assert template_failure(err.value, templates) == (
+        f"{templates / 'bad.html'}, line 2: syntax error: Expected an expression, got 'end of statement block'. "
+        f"Fix the template and build again; the figures are cached, so only the pages are rendered.")
+    err.value.filename = None
+    assert template_failure(err.value, templates).startswith("bad.html, line 2: syntax error: ")
+    try:
+        env.get_template("boom.html").render(zero=0)
+    except ZeroDivisionError as exc:
+        assert template_failure(exc, templates) == (
+            f"{templates / 'boom.html'}, line 3: ZeroDivisionError: integer division or modulo by zero. Fix the "
+            f"template and build again; the figures are cached, so only the pages are rendered.")
+        assert template_failure(exc, tmp_path / "elsewhere").startswith(
+            f"a template in {tmp_path / 'elsewhere'}: ZeroDivisionError: ")
+
+
+def test_write_failure_paragraphs():
+    import errno
+
+    from builder.render import write_failure
+
+    out, target = Path("/srv/site"), Path("/srv/site/figures/a.png")
+    tail = ("Then build again: the figures are safely in the cache, so only the pages are written. No half-written "
+            "file was left, but the site may mix files of this build with the previous one until a build succeeds.")
+    assert write_failure(OSError(errno.ENOSPC, "ignored"), out, target) == (
+        f"cannot write the site into {out}: writing {target} failed (ENOSPC, No space left on device). The disk is "
+        f"full: free some space, or pass --site-dir with a folder on another disk. {tail}")
+    assert "(EACCES, Permission denied). This user may not write there" in write_failure(
+        OSError(errno.EACCES, "x"), out, target)
+    assert write_failure(OSError("a strange failure"), out, target) == (
+        f"cannot write the site into {out}: writing {target} failed (a strange failure). Fix the cause, or pass "
+        f"--site-dir with another folder. {tail}")
+    assert "failed (EIO, Input/output error). Fix the cause" in write_failure(OSError(errno.EIO, "x"), out, target)
+    assert "failed (Unknown error 4000). Fix the cause" in write_failure(OSError(4000, "x"), out, target)
+
+
+def test_teaser_cards_of_each_kind():
+    from builder.render import _teaser_card
+
+    shown = {"href": "part-a.html#fig-f", "where": "Part A, Edits"}
+
+    def f(role, sha):
+        return {"sha": sha, "ext": "png", "role": role}
+
+    base = {"id": "f", "alt": "the alt", "caption": "Label: then the rest"}
+    for kind, role in (("image", "image"), ("grid", "image"), ("plot", "image"), ("gif", "animation")):
+        card = _teaser_card({**base, "kind": kind, "files": [f("other", "1"), f(role, "2")]}, {}, shown)
+        assert card == {"id": "f", "kind": kind, "display": "", "label": "Label", "href": shown["href"],
+                        "where": shown["where"], "images": [{"src": card["images"][0]["src"], "alt": "the alt",
+                                                             "scale": 1.0}]}
+        assert len(card["images"]) == 1
+    assert _teaser_card({**base, "kind": "table", "files": [f("image", "1")]}, {}, shown)["images"] == []
+    items = [{"file": i, "width": w, **({"alt": f"item {i}"} if i else {})} for i, w in enumerate((10, 40, 20, 0, 5))]
+    gallery = {**base, "kind": "gallery", "files": [f(f"r0c{i}", str(i)) for i in range(5)] + [f("r1c0", "9")],
+               "rows": [{"items": items}, {"items": [{"file": 5}]}], "meta": {"display": "hybrid"}}
+    card = _teaser_card(gallery, {"label": "Mine"}, shown)
+    assert card["display"] == "hybrid" and card["label"] == "Mine"
+    assert [(i["alt"], i["scale"]) for i in card["images"]] == [("the alt", 0.25), ("item 1", 1.0), ("item 2", 0.5),
+                                                                ("item 3", 1.0)]  # the first four, by width
+    picked = _teaser_card(gallery, {"items": [4, 1, 7, -1]}, shown)["images"]
+    assert [(i["alt"], i["scale"]) for i in picked] == [("item 4", 0.125), ("item 1", 1.0)]  # out of range: left out
+    assert [i["alt"] for i in _teaser_card(gallery, {"row": 9}, shown)["images"]] == ["the alt"]  # the last row
+    assert _teaser_card({**gallery, "rows": []}, {}, shown)["images"] == []
+    no_width = {**gallery, "rows": [{"items": [{"file": 0}, {"file": 1}]}]}
+    assert [i["scale"] for i in _teaser_card(no_width, {}, shown)["images"]] == [1.0, 1.0]
+
+
+def test_stale_files_and_the_folders_they_leave_empty_go(fixture_site):
+    render, out = fixture_site
+    render()
+    (out / "old" / "deep").mkdir(parents=True)
+    (out / "old" / "deep" / "a.png").write_bytes(b"1")
+    (out / "old" / "b.png").write_bytes(b"2")
+    summary = render()
+    assert summary["removed"] == 2 and not (out / "old").exists()
+
+
+def _front(tmp_path: Path, text: str) -> Path:
+    content = tmp_path / "fm"
+    content.mkdir(exist_ok=True)
+    for old in content.glob("*.md"):
+        old.unlink()
+    (content / "x.md").write_text(text)
+    return content
+
+
+def test_front_matter_is_read_with_its_line_numbers(tmp_path):
+    from builder.render import read_content
+
+    where = tmp_path / "fm" / "x.md"
+    [cf] = read_content(_front(tmp_path, "---\ntitle: Ratio: a / b\n\npage: part-b\n---\n\nbody\n---\nafter a rule\n"))
+    assert cf.meta == {"title": "Ratio: a / b", "page": "part-b"} and cf.page == "part-b"
+    assert cf.body == "\nbody\n---\nafter a rule\n" and cf.body_line == 6  # the line after the closing '---'
+    [cf] = read_content(_front(tmp_path, "---\ntitle: Home\n---\nhello\n"))
+    assert cf.page == "index" and cf.body_line == 4
+    cases = {
+        "---\ntitle: X\n\nno colon here\n---\n": f"{where}, line 4: the front matter line 'no colon here' is not "
+                                                  f"'key: value'; write it as 'key: value' or end the front matter "
+                                                  f"with a '---' line before it.",
+        "---\ntitle: X\nbody without an end\n": f"{where}, line 1: the front matter that starts here is never "
+                                                 f"closed; add a line '---' after its last 'key: value' line.",
+        "---\ntitle: X\n\npage: part-c\n---\n": f"{where}, line 4: unknown page 'part-c'; use one of index, part-a, "
+                                                 f"part-b, appendix.",
+        "---\npage: part-a\n---\n": f"{where}, line 1: the front matter needs a 'title: ...' line (front matter is "
+                                    f"'key: value' lines between two '---' lines at the top of the file).",
+        "---\n---\ntext\n": f"{where}, line 1: the front matter needs a 'title: ...' line (front matter is "
+                            f"'key: value' lines between two '---' lines at the top of the file).",
+        "no front matter\n": f"{where}, line 1: the front matter needs a 'title: ...' line (front matter is "
+                             f"'key: value' lines between two '---' lines at the top of the file).",
+    }
+    for text, message in cases.items():
+        with pytest.raises(BuildError) as err:
+            read_content(_front(tmp_path, text))
+        assert str(err.value) == message, text
+
+
+def test_a_body_line_number_counts_a_blank_first_line(fixture_site, tmp_path):
+    render, _ = fixture_site
+    with pytest.raises(BuildError, match=r"x\.md, line 6: the figure 'nope' is not produced"):
+        render(_content(tmp_path, "\n{{ figure('nope') }}\n"))
+
+
+def test_math_is_labelled_with_its_source_escaped(fixture_site, tmp_path):
+    render, out = fixture_site
+    render(_content(tmp_path, "The slope $f'(x) < 1$ and\n\n$$\\text{\"}a\\text{\"}$$\n"))
+    html_text = (out / "part-a.html").read_text()
+    assert "aria-label=\"f&#x27;(x) &lt; 1\"" in html_text
+    assert 'aria-label="\\text{&quot;}a\\text{&quot;}"' in html_text
+    assert html_text.count("<math ") == html_text.count("aria-label=\"f&#x27;") + html_text.count(
+        'aria-label="\\text{&quot;}')
+
+
+def test_the_landing_page_is_written_even_without_content_of_its_own(fixture_site, tmp_path):
+    render, out = fixture_site
+    summary = render(_content(tmp_path, "{{ figure('toy_plot') }}\n"))
+    assert (out / "index.html").is_file() and (out / "part-a.html").is_file()
+    assert not (out / "part-b.html").exists() and not (out / "appendix.html").exists()
+    assert "figure 'toy_gif' (section toy_ddpm) is produced but no content file shows it" in summary["warnings"]
+
+
+def test_templates_refuse_a_missing_field_and_keep_non_ascii_labels(fixture_site, tmp_path):
+    import copy
+
+    render, out = fixture_site
+    manifest = copy.deepcopy(render.manifest)
+    gif = manifest["sections"]["toy_ddpm"]["figures"][1]
+    gif["frame_labels"] = ["γ = 3, t = 300", "t = 0"]
+    render(_content(tmp_path, "{{ figure('toy_gif') }}\n"), manifest=manifest)
+    assert 'data-labels="[&#34;γ = 3, t = 300&#34;,&#34;t = 0&#34;]"' in (out / "part-a.html").read_text()
+    del gif["fps"]
+    with pytest.raises(BuildError) as err:
+        render(_content(tmp_path, "{{ figure('toy_gif') }}\n"), manifest=manifest)
+    assert re.match(rf"{re.escape(str(TEMPLATES))}/macros\.html, line \d+: UndefinedError: 'dict object' has no "
+                    rf"attribute 'fps', while rendering ", str(err.value)), str(err.value)
+
+
+def test_a_broken_macros_file_names_its_line(fixture_site, tmp_path):
+    import shutil
+
+    import builder.render as render_module
+
+    render, _ = fixture_site
+    templates = tmp_path / "templates"
+    shutil.copytree(TEMPLATES, templates)
+    macros = templates / "macros.html"
+    macros.write_text("{% macro broken( %}\n" + macros.read_text())
+    with pytest.raises(BuildError) as err:
+        render_module.render_site(render.manifest, FIXTURES / "content", templates, tmp_path / "out", lambda sha: None)
+    assert str(err.value).startswith(f"{macros}, line 1: syntax error: ")
+    assert str(err.value).endswith("Fix the template and build again; the figures are cached, so only the pages "
+                                   "are rendered.")

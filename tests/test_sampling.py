@@ -234,3 +234,43 @@ def test_strided_timesteps_edges_and_rounding():
             if not expected or v != expected[-1]:
                 expected.append(v)
         assert strided_timesteps(T) == expected
+
+
+def test_every_draw_is_in_the_denoisers_dtype(den, monkeypatch):
+    import diffusion.sampling as sampling
+
+    dtypes = []
+    real = sampling.randn
+
+    def spy(shape, generator, *, device=None, dtype=None):
+        dtypes.append(dtype)
+        return real(shape, generator, device=device, dtype=dtype)
+
+    monkeypatch.setattr(sampling, "randn", spy)
+    den.dtype = torch.float64
+    den.alphas_cumprod = den.alphas_cumprod.double()
+    out = sample(den, den.encode(["a dog"]).double(), gen(5), timesteps=[900, 500, 100, 0])
+    forward(torch.zeros(1, 3, 8, 8, dtype=torch.float64), 10, den.alphas_cumprod, gen(1))
+    assert out.dtype == torch.float64 and dtypes == [torch.float64] * 5  # x_T, three steps' noise, forward
+
+
+def test_timesteps_must_strictly_decrease_inside_the_range(den):
+    from diffusion.sampling import _check_timesteps
+
+    assert _check_timesteps([999, 500, 0], 1000) == [999, 500, 0]
+    for bad in ([], [500, 500, 0], [500, 600], [1000, 0], [500, -1], [-1]):
+        with pytest.raises(ValueError) as err:
+            _check_timesteps(bad, 1000)
+        assert str(err.value) == f"timesteps must strictly decrease within [0, 999], got {bad}"
+
+
+def test_thresholding_arguments(den):
+    from diffusion.sampling import resolve_thresholding
+
+    den.thresholding = Thresholding(0.9, 2.0)
+    assert resolve_thresholding(den, "auto") == Thresholding(0.9, 2.0)
+    assert resolve_thresholding(den, True) == Thresholding() == Thresholding(0.95, 1.5)
+    assert resolve_thresholding(den, Thresholding(0.5, 3.0)) == Thresholding(0.5, 3.0)
+    assert resolve_thresholding(den, None) is None and resolve_thresholding(den, False) is None
+    with pytest.raises(ValueError, match=r"^thresholding must be 'auto', a Thresholding, True or None; got 'on'$"):
+        resolve_thresholding(den, "on")

@@ -208,7 +208,7 @@ class Engine:
         except (KeyboardInterrupt, SystemExit):
             raise
         except Exception as exc:  # noqa: BLE001 - one section's failure must not stop the others
-            failed = self._failure(gen, components, key, exc, time.perf_counter() - start)
+            failed = self._failure(gen, components, exc, time.perf_counter() - start)
         diagnose.release_gpu_memory()  # the exception and the tensors its traceback held are gone now
         return failed
 
@@ -252,8 +252,7 @@ class Engine:
         self.store.drop_scratch(gid)
         return SectionResult(gid, "forced" if forced else "miss", seconds, entry, peak_gpu_bytes=peak)
 
-    def _failure(self, gen: Generator, components: dict[str, Any], key: str, exc: Exception,
-                 seconds: float) -> SectionResult:
+    def _failure(self, gen: Generator, components: dict[str, Any], exc: Exception, seconds: float) -> SectionResult:
         """A failed section's result: a BuildError's own message, one paragraph for a full disk or a
         GPU out of memory, else the exception as it is; the traceback is kept for --debug."""
         gid = gen.section.id

@@ -202,7 +202,7 @@ def render_site(manifest: dict[str, Any], content_dir: Path, templates_dir: Path
         raise BuildError(write_failure(exc, out_dir, target)) from None
     sizes = {"pages": 0, "figures": 0, "static": 0, "other": 0}
     for rel, data in written.items():
-        kind = "pages" if rel.endswith(".html") else rel.split("/", 1)[0] if "/" in rel else "other"
+        kind = "pages" if rel.endswith(".html") else Path(rel).parts[0]  # figures/..., static/... or a file
         sizes[kind if kind in sizes else "other"] += len(data)
     return {"files": len(written), "changed": changed, "removed": removed,
             "bytes": sum(len(d) for d in written.values()), "sizes": sizes, "warnings": warnings}
@@ -304,13 +304,13 @@ def _render_content(cf: ContentFile, site: Site, env: Environment, macros, used:
         slots.append(html_text)
         return Markup("\n\n" + _SLOT.format(len(slots) - 1) + "\n\n")
 
-    def figure(fig_id: str, **options) -> Markup:
+    def figure(fig_id: str) -> Markup:
         sid, fig = lookup(fig_id)
         section = site.manifest["sections"][sid]
         site.numbers[cf.page] = number = site.numbers.get(cf.page, 0) + 1
-        site.shown.setdefault(fig_id, {"page": cf.page, "href": f"{PAGES[cf.page]}#fig-{fig_id}",
+        site.shown.setdefault(fig_id, {"href": f"{PAGES[cf.page]}#fig-{fig_id}",
                                        "where": f"{PAGE_SHORT[cf.page]}, {cf.meta['title']}"})
-        return place(macros.figure(fig, section, options, number))
+        return place(macros.figure(fig, section, number))
 
     def teaser(items) -> Markup:
         """Small linked thumbnails of figures shown elsewhere, for the landing page.
@@ -378,7 +378,7 @@ def _render_content(cf: ContentFile, site: Site, env: Environment, macros, used:
     body = _render_math(body, where)
     body = _SLOT_RE.sub(lambda m: str(slots[int(m.group(1))]), body)
     return {"id": cf.anchor, "title": cf.meta["title"], "html": Markup(body), "toc": md.toc_tokens,
-            "meta": cf.meta, "source": cf.path.name}
+            "meta": cf.meta}
 
 
 class _ContentError(BuildError):

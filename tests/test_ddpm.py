@@ -240,10 +240,12 @@ def test_sampler_defaults_keep_every_tenth_step_and_guide_with_gamma_five():
     default = ddpm.sample_class(model, [3], s, torch.Generator().manual_seed(4))
     explicit = ddpm.sample_class(model, [3], s, torch.Generator().manual_seed(4), guidance=5.0, keep_every=10)
     assert torch.equal(default.images, explicit.images) and default.trajectory.shape[0] == 3  # x_20, x_10, x_0
+    assert torch.equal(default.trajectory, explicit.trajectory)
     assert not torch.equal(default.images, ddpm.sample_class(model, [3], s, torch.Generator().manual_seed(4),
                                                              guidance=4.0).images)
     plain = ddpm.sample_time(FixedEps(), 1, s, torch.Generator().manual_seed(4))
-    assert plain.trajectory.shape[0] == 3
+    tenth = ddpm.sample_time(FixedEps(), 1, s, torch.Generator().manual_seed(4), keep_every=10)
+    assert plain.trajectory.shape[0] == 3 and torch.equal(plain.trajectory, tenth.trajectory)
 
 
 def test_samplers_run_the_network_under_the_autocast_they_are_given():

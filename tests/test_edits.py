@@ -367,3 +367,49 @@ def test_a_tall_narrow_image_is_replicated_when_its_width_is_too_small_to_reflec
     x = torch.randn(1, 10, 6, generator=gen(15))  # H = 10, W = 6: a half-width of 6 cannot reflect sideways
     k = gaussian_kernel1d(13, 2.0)
     assert torch.allclose(gaussian_blur(x, 13, 2.0), _blur_by_hand(x[0], k, "replicate")[None], atol=1e-6)
+
+
+def test_every_draw_of_the_edits_is_in_the_denoisers_dtype(monkeypatch):
+    import diffusion.edits as edits
+    import diffusion.sampling as sampling
+
+    dtypes = []
+
+    def spy(real):
+        def draw(shape, generator, *, device=None, dtype=None):
+            dtypes.append(dtype)
+            return real(shape, generator, device=device, dtype=dtype)
+        return draw
+
+    monkeypatch.setattr(edits, "randn", spy(edits.randn))
+    monkeypatch.setattr(sampling, "randn", spy(sampling.randn))
+    den = ThresholdedDenoiser()
+    a, b = den.encode("a dog"), den.encode("a cat")
+    ts = [900, 500, 0]
+    x_orig = torch.rand(1, 3, 12, 12, generator=gen(1)) * 2 - 1  # float32, as an image file loads
+    mask = torch.zeros(1, 1, 12, 12)
+    mask[..., 3:9, 3:9] = 1
+    outs = [hybrid(den, a, b, gen(2), timesteps=ts), visual_anagram(den, [a, b], gen(3), timesteps=ts),
+            inpaint(den, x_orig, mask, a, gen(4), timesteps=ts)]
+    assert all(o.dtype == torch.float64 for o in outs)
+    assert dtypes and set(dtypes) == {torch.float64}, dtypes
+
+
+class HalfDenoiser(PointwiseDenoiser):
+    """The pointwise denoiser in bfloat16, conditions included, as a half-precision backend is."""
+
+    def __init__(self):
+        super().__init__(size=8)
+        self.dtype = torch.bfloat16
+
+    def encode(self, prompt):
+        return super().encode(prompt).bfloat16()
+
+
+def test_inpainting_keeps_a_half_precision_denoisers_dtype():
+    den = HalfDenoiser()
+    x_orig = torch.rand(1, 3, 8, 8, generator=gen(1))  # float32 image and mask, as loaded
+    mask = torch.zeros(1, 1, 8, 8)
+    mask[..., 2:6, 2:6] = 1
+    out = inpaint(den, x_orig, mask, den.encode("a dog"), gen(4), timesteps=[900, 500, 0])
+    assert out.dtype == torch.bfloat16

@@ -6,6 +6,8 @@ test_cli_claims.py; these tests are the fast ones that mutation testing can affo
 """
 from __future__ import annotations
 
+import errno
+import os
 import random
 import sys
 
@@ -95,7 +97,8 @@ def test_a_failure_skips_its_dependents_and_says_why(toy_project):
     assert [r.id for r in reported] == ["side", "up", "down"]
     up, down = result["up"], result["down"]
     assert up.status == "failed" and up.error == "ValueError: broken" and up.seconds >= 0
-    assert "Traceback (most recent call last)" in up.traceback and "raise ValueError('broken')" in up.traceback
+    assert up.traceback.startswith("Traceback (most recent call last):\n  File ") and up.traceback.endswith(
+        "ValueError: broken\n") and "raise ValueError('broken')" in up.traceback
     assert (down.status, down.seconds, down.error, down.entry) == ("skipped", 0.0, "an upstream section failed", None)
     assert by_id(make_engine(toy_project).build(["down"]))["down"].status == "skipped"  # also when asked alone
 
@@ -159,6 +162,8 @@ def test_memory_hints_name_the_settings_a_user_can_change(toy_project):
     gen = engine.generators["up"]
     hints = engine.memory_hints(gen, {"params": {"batch_size": 256, "eval_batch": 1, "n": 3, "batch": True},
                                       "backend": None})
+    assert engine.memory_hints(gen, {"params": {"batch_size": 2}})[1] == \
+        "a smaller batch_size (now 2) in the 'spec' profile of toygens/up.py"
     assert hints == ["--dtype bfloat16 (half the activation memory)",
                      "a smaller batch_size (now 256) in the 'spec' profile of toygens/up.py",
                      "--profile cpu (smaller models and batches than the assignment's)"]
@@ -266,3 +271,94 @@ def test_bytes_under_a_folder(tmp_path):
     assert engine_module._bytes_under(tmp_path / "d") == 8
     assert engine_module._bytes_under(tmp_path / "missing") == 0
     assert engine_module._bytes_under(tmp_path / "d" / "x") == 0  # a file is not a folder
+
+
+def test_key_components_name_every_input(toy_project):
+    engine = make_engine(toy_project, seed=3, profile="smoke", dtype="bfloat16", backend=backend("m"), inputs="v9")
+    peeked = engine.peek()
+    side, down = peeked["side"][0], peeked["down"][0]
+    assert sorted(side) == ["backend", "code", "device", "dtype", "inputs", "params", "profile", "record_format",
+                            "seed", "upstream", "versions"]
+    assert side["inputs"] == {"toy-data": "toy-data@v9"} and side["backend"] == {"name": "toy", "model": "m"}
+    assert (side["profile"], side["dtype"], side["device"]) == ("smoke", "bfloat16", "cpu")
+    assert down["upstream"] == {"up": "not built"} and down["backend"] is None  # peeked before any build
+    assert peeked["up"][0]["params"] == {"n": 2}  # the smoke profile's value
+    engine.build()
+    up_digest = make_engine(toy_project, seed=3, profile="smoke", dtype="bfloat16", backend=backend("m"),
+                            inputs="v9").peek(["down"])["up"][1].digest
+    assert make_engine(toy_project, seed=3, profile="smoke", dtype="bfloat16", backend=backend("m"),
+                       inputs="v9").peek(["down"])["down"][0]["upstream"] == {"up": up_digest}
+
+
+def test_asking_for_one_section_builds_only_it_and_what_it_needs(toy_project):
+    assert [r.id for r in make_engine(toy_project).build(["up"]).results] == ["up"]
+    assert [r.id for r in make_engine(toy_project).build(["down"]).results] == ["up", "down"]
+
+
+def test_a_failure_skips_every_section_downstream_of_it(toy_project):
+    # side depends on down through the backend, so up -> down -> side is a chain of three
+    spec = BackendSpec(name="toy", identity={"name": "toy"}, depends=("down",))
+    edit(toy_project, "up", "    values =", "    raise ValueError('broken')\n    values =")
+    result = by_id(make_engine(toy_project, backend=spec).build())
+    assert [(gid, r.status) for gid, r in result.items()] == [("up", "failed"), ("down", "skipped"),
+                                                               ("side", "skipped")]
+
+
+def test_a_failure_reports_how_long_the_section_ran(toy_project, monkeypatch):
+    edit(toy_project, "up", "    values =", "    raise ValueError('broken')\n    values =")
+    clock = iter([10.0, 12.5])
+    monkeypatch.setattr(engine_module.time, "perf_counter", lambda: next(clock))
+    up = by_id(make_engine(toy_project).build(["up"]))["up"]
+    assert (up.status, up.seconds) == ("failed", 2.5)
+    edit(toy_project, "up", "raise ValueError('broken')", "from builder import BuildError\n    raise BuildError('x')")
+    clock = iter([1.0, 1.75])
+    up = by_id(make_engine(toy_project).build(["up"]))["up"]
+    assert (up.status, up.seconds, up.error) == ("failed", 0.75, "x")
+
+
+def test_explain_compares_with_the_last_lookup_even_a_hit(toy_project):
+    make_engine(toy_project, seed=1).build(["up"])
+    make_engine(toy_project, seed=2).build(["up"])
+    assert by_id(make_engine(toy_project, seed=1).build(["up"]))["up"].status == "hit"  # remembers seed 1 again
+    lines = make_engine(toy_project, seed=3).explain("up")
+    assert f"  seed: {derive_seed(1, 'up')} -> {derive_seed(3, 'up')}" in lines
+
+
+def _disk_spy(monkeypatch):
+    calls = {}
+    real = diagnose.disk_message
+
+    def spy(what, file, cache_root, written, previous, resumable):
+        calls.update(what=what, file=file, cache_root=cache_root, written=written, previous=previous,
+                     resumable=resumable)
+        return real(what, file, cache_root, written, previous, resumable)
+
+    monkeypatch.setattr(diagnose, "disk_message", spy)
+    return calls
+
+
+def test_a_full_disk_when_the_record_is_written_and_without_a_checkpoint(toy_project, monkeypatch):
+    calls = _disk_spy(monkeypatch)
+    store_commit = engine_module.Store.commit
+
+    def full(self, *args, **kw):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(self.root / "entries" / "up" / "k.json"))
+
+    monkeypatch.setattr(engine_module.Store, "commit", full)
+    up = by_id(make_engine(toy_project).build(["up"]))["up"]
+    assert up.status == "failed" and up.error.startswith("the disk is full: writing ")
+    # nothing was staged by the generator's own failure, and the scratch folder holds nothing
+    assert calls["written"] == 0 and calls["resumable"] is False and calls["previous"] is None
+    monkeypatch.setattr(engine_module.Store, "commit", store_commit)
+
+
+def test_torchs_serialisation_error_on_a_nearly_full_disk_is_a_full_disk(toy_project, monkeypatch):
+    calls = _disk_spy(monkeypatch)
+    seen = []
+    monkeypatch.setattr(diagnose, "disk_usage", lambda path: seen.append(path) or (12_000, 3_000_000))
+    edit(toy_project, "up", "    values =", "    raise RuntimeError('[enforce fail at inline_container.cc:672] . "
+         "unexpected pos 1852992 vs 1852884')\n    values =")
+    up = by_id(make_engine(toy_project).build(["up"]))["up"]
+    assert calls["what"] == "torch could not finish writing a file" and calls["file"] is None
+    assert seen[0] == toy_project / "cache"
+    assert up.error.startswith("the disk is full: a write into the cache folder ")

@@ -523,3 +523,170 @@ def test_a_broken_macros_file_names_its_line(fixture_site, tmp_path):
     assert str(err.value).startswith(f"{macros}, line 1: syntax error: ")
     assert str(err.value).endswith("Fix the template and build again; the figures are cached, so only the pages "
                                    "are rendered.")
+
+
+def test_content_helpers_and_their_messages(fixture_site, tmp_path):
+    render, out = fixture_site
+    render(_content(tmp_path, "{{ section('toy_ddpm').title }}|{{ build.seed }}|{{ has_figure('toy_plot') }}|"
+                              "{{ has_figure('nope') }}|{% for i in range(3) %}{{ i }}{% endfor %}|"
+                              "{{ param('toy_forward', 'timesteps') }}\n\n{{ figure('toy_plot') }}\n"))
+    assert "toy ddpm|180|True|False|012|[250, 500]" in (out / "part-a.html").read_text()
+    where = tmp_path / "content" / "x.md"
+    cases = {
+        "{{ section('toy_nope') }}": f"{where}, line 5: the section 'toy_nope' is not in this build. Fix the id; "
+                                     f"sections: toy_ddpm, toy_edits, toy_forward.",
+        "\n{{ figure('nope') }}": f"{where}, line 6: the figure 'nope' is not produced by any section in this build. "
+                                  f"Fix the id or add the figure to a generator; produced ids: toy_anagram, "
+                                  f"toy_gallery, toy_gif, toy_hybrid, toy_plot, toy_table.",
+        "a\n{{ figure('x' }}": f"{where}, line 6: syntax error: unexpected '}}', expected ')'. Fix that line (Jinja "
+                               f"syntax: {{{{ ... }}}} and {{% ... %}}).",
+    }
+    for body, message in cases.items():
+        with pytest.raises(BuildError) as err:
+            render(_content(tmp_path, body + "\n"))
+        assert str(err.value) == message, body
+    with pytest.raises(BuildError) as err:  # figure() takes no options
+        render(_content(tmp_path, "{{ figure('toy_plot', cols=2) }}\n"))
+    assert re.fullmatch(rf"{re.escape(str(where))}, line 5: the template failed to render \(TypeError: \S*figure\(\) "
+                        rf"got an unexpected keyword argument 'cols'\)\. Fix that line and build again\.", str(err.value))
+    empty = {**render.manifest, "sections": {}}
+    with pytest.raises(BuildError, match=r"produced ids: none\.$"):
+        render(_content(tmp_path, "{{ figure('toy_plot') }}\n"), manifest=empty)
+
+
+def test_teaser_leaves_out_what_it_cannot_show_and_keeps_going(fixture_site, tmp_path):
+    render, out = fixture_site
+    content = tmp_path / "content"
+    content.mkdir()
+    (content / "a.md").write_text("---\ntitle: A\npage: part-a\n---\n{{ figure('toy_plot') }}\n")
+    (content / "index.md").write_text("---\ntitle: Home\npage: index\n---\n[{{ teaser(['nope', 'toy_gif']) }}]"
+                                      "[{{ teaser(['nope', 'toy_gif', 'toy_plot']) }}]\n")
+    summary = render(content)
+    index = (out / "index.html").read_text()
+    assert "<p>[]" in index and 'href="part-a.html#fig-toy_plot"' in index
+    assert index.count('class="teaser-card') == 1
+    assert sum("toy_gif" in w and "teaser" in w for w in summary["warnings"]) == 2
+
+
+def test_math_errors_name_the_content_file(fixture_site, tmp_path):
+    render, _ = fixture_site
+    with pytest.raises(BuildError) as err:
+        render(_content(tmp_path, "$\\frac{1}{$\n"))
+    assert str(err.value).startswith(f"{tmp_path / 'content' / 'x.md'}: cannot render the math '\\\\frac{{1}}{{' (")
+    assert str(err.value).endswith("); fix the LaTeX.")
+
+
+def test_an_included_template_with_a_syntax_error_names_its_own_line(fixture_site, tmp_path):
+    import shutil
+
+    import builder.render as render_module
+
+    render, _ = fixture_site
+    templates = tmp_path / "templates"
+    shutil.copytree(TEMPLATES, templates)
+    (templates / "part.html").write_text("fine\n{% if %}\n")
+    with pytest.raises(BuildError) as err:
+        render_module.render_site(render.manifest, _content(tmp_path, "{% include 'part.html' %}\n"), templates,
+                                  tmp_path / "out", lambda sha: None)
+    assert str(err.value).startswith(f"{templates / 'part.html'}, line 2: syntax error: Expected an expression")
+    (templates / "page.html").write_text((templates / "page.html").read_text().replace("<main", "{{ 1 // 0 }}<main", 1))
+    with pytest.raises(BuildError) as err:
+        render_module.render_site(render.manifest, _content(tmp_path, "plain text\n"), templates, tmp_path / "out2",
+                                  lambda sha: None)
+    assert re.match(rf"{re.escape(str(templates / 'page.html'))}, line \d+: ZeroDivisionError: integer division or "
+                    rf"modulo by zero\. Fix the template", str(err.value)), str(err.value)
+
+
+def test_the_site_files_beside_the_pages(fixture_site, tmp_path):
+    import json as json_module
+
+    render, _ = fixture_site
+    out = tmp_path / "deep" / "er" / "site"
+    summary = render(out=out)
+    assert (out / ".nojekyll").read_bytes() == b""
+    manifest_text = (out / "manifest.json").read_text()
+    assert manifest_text == json_module.dumps(render.manifest, indent=1, sort_keys=True) + "\n"
+    files = [p for p in out.rglob("*") if p.is_file()]
+    assert summary["files"] == summary["changed"] == len(files) and summary["removed"] == 0
+    sizes = summary["sizes"]
+    assert sizes["pages"] == sum(p.stat().st_size for p in files if p.suffix == ".html")
+    assert sizes["figures"] == sum(p.stat().st_size for p in (out / "figures").iterdir())
+    assert sizes["static"] == sum(p.stat().st_size for p in (out / "static").rglob("*") if p.is_file())
+    assert sizes["other"] == (out / "manifest.json").stat().st_size
+    assert sum(sizes.values()) == summary["bytes"] == sum(p.stat().st_size for p in files)
+
+
+def test_a_kill_after_the_first_file_leaves_exactly_one_new_file(fixture_site, monkeypatch):
+    import builder.render as render_module
+
+    class Killed(BaseException):
+        pass
+
+    def crash_point(name):  # as FUN_DIFFUSION_CRASH_AT=render would, without signalling the test process
+        if name == "render":
+            raise Killed
+
+    monkeypatch.setattr(render_module, "crash_point", crash_point)
+    render, out = fixture_site
+    with pytest.raises(Killed):
+        render()
+    assert len([p for p in out.rglob("*") if p.is_file()]) == 1
+
+
+def test_a_site_folder_that_cannot_be_written_is_one_paragraph(fixture_site, tmp_path):
+    render, _ = fixture_site
+    blocked = tmp_path / "blocked"
+    blocked.write_text("a file where the site folder should be")
+    with pytest.raises(BuildError) as err:
+        render(out=blocked)
+    assert str(err.value).startswith(f"cannot write the site into {blocked}: writing {blocked} failed (EEXIST, "
+                                     f"File exists). A file stands where a folder must be")
+    out = tmp_path / "site2"
+    out.mkdir()
+    (out / "figures").write_text("a file where the figures folder should be")
+    with pytest.raises(BuildError) as err:
+        render(out=out)
+    assert str(err.value).startswith(f"cannot write the site into {out}: writing {out}/figures/")
+
+
+def test_a_build_error_inside_a_figure_keeps_its_own_message(fixture_site, tmp_path):
+    import builder.render as render_module
+
+    render, _ = fixture_site
+
+    def gone(sha):
+        raise BuildError("the cached object for this figure is missing; run the build again")
+
+    with pytest.raises(BuildError) as err:  # the hybrid's macro asks for its image size
+        render_module.render_site(render.manifest, _content(tmp_path, "{{ figure('toy_hybrid') }}\n"), TEMPLATES,
+                                  tmp_path / "out", gone)
+    assert str(err.value) == "the cached object for this figure is missing; run the build again"
+
+
+def test_template_errors_name_the_template_not_python_beside_it(tmp_path):
+    import importlib.util
+
+    from jinja2 import Environment, FileSystemLoader, TemplateSyntaxError
+
+    from builder.render import template_failure
+
+    templates = tmp_path / "templates"
+    templates.mkdir()
+    (templates / "helpers.py").write_text("def boom():\n    raise ValueError('no')\n")
+    spec = importlib.util.spec_from_file_location("helpers_under_test", templates / "helpers.py")
+    helpers = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(helpers)
+    (templates / "page.html").write_text("one\n{{ boom() }}\n")
+    env = Environment(loader=FileSystemLoader(templates))
+    env.globals["boom"] = helpers.boom
+    with pytest.raises(ValueError) as err:
+        env.get_template("page.html").render()
+    assert template_failure(err.value, templates).startswith(f"{templates / 'page.html'}, line 2: ValueError: no. ")
+    (templates / "open.html").write_text("{% if x %}\nunclosed\n")
+    with pytest.raises(TemplateSyntaxError) as err:
+        env.get_template("open.html")
+    assert err.value.message.endswith(".")
+    message = template_failure(err.value, templates)
+    assert f": syntax error: {err.value.message[:-1]}. Fix the template" in message and ".. Fix" not in message
+    bare = TemplateSyntaxError(None, 2, "open.html", str(templates / "open.html"))  # jinja allows no message
+    assert template_failure(bare, templates).startswith(f"{templates / 'open.html'}, line 2: syntax error: . Fix ")

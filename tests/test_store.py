@@ -127,5 +127,7 @@ def test_diff_components_lines():
     ]
     exactly = "x" * 68  # 70 characters with its quotes: shown whole
     assert diff_components({"k": exactly}, {"k": 1}) == [f'k: "{exactly}" -> 1']
+    longer = "x" * 69  # 71: cut to 67 and an ellipsis
+    assert diff_components({"k": longer}, {"k": 1}) == ['k: "' + "x" * 66 + "... -> 1"]
     assert diff_components({"k": {"a": 1}}, {"k": 5}) == ['k: {"a":1} -> 5']
     assert diff_components(5, 6) == [": 5 -> 6"]

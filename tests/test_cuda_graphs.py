@@ -213,3 +213,57 @@ def test_graphed_call_falls_back_when_capture_fails_or_disagrees(graphs_on_cpu, 
 
     with pytest.warns(RuntimeWarning, match="differs from the eager call by up to 1"):
         assert cuda_graphs.graphed(drifting, torch.zeros(2)) is drifting
+
+
+# ---------------------------------------------------------------------------------------------
+# the pieces of the graph step
+
+
+def _step():
+    from diffusion.training import EagerStep, make_optimizer
+
+    model = tiny_model()
+    opt = make_optimizer(model, 1e-3, torch.device("cpu"))
+    return EagerStep(model, opt, loss_fn, torch.Generator().manual_seed(1), torch.autocast("cpu", enabled=False))
+
+
+def test_a_smaller_batch_between_replays_keeps_the_gradient_tensors_the_graph_writes():
+    from diffusion.training import GraphStep
+
+    graph = GraphStep(_step(), capture=record)
+    assert (graph.active, graph.failed, graph.note) == (False, False, "")  # what fit reports if it never runs
+    x, labels = tiny_data(24)
+    graph((x[:16], labels[:16]))
+    assert graph.active and graph.note == "bitwise equal to the eager step"
+    params = list(graph.eager.model.parameters())
+    grads = [p.grad for p in params]
+    graph((x[16:], labels[16:]))  # 8 images: eager, in place
+    assert all(p.grad is g for p, g in zip(params, grads))
+
+
+def test_agreement_of_the_first_graph_step_with_the_eager_one():
+    from diffusion.training import _agreement
+
+    p0 = [torch.zeros(4), torch.zeros(2)]
+    step = [torch.tensor([1.0, 2.0, 0.0, 0.0]), torch.tensor([2.0, 0.0])]  # an update of norm 3
+    same = [t.clone() for t in step]
+    one = torch.tensor(1.0)
+    assert _agreement(one, step, one, same, p0) == "bitwise equal to the eager step"
+    near = [step[0] + torch.tensor([0.03, 0, 0, 0]), step[1]]  # 1% of the update's norm
+    assert _agreement(one, step, torch.tensor(1.0009), near, p0) == "first step within 1.00e-02 (relative L2) of eager"
+    far = [step[0] + torch.tensor([0.2, 0, 0, 0]), step[1]]  # 6.7%
+    with pytest.raises(RuntimeError, match=r"^its first step's weight update differs from the eager step's by 6\.7% "
+                                           r"\(relative L2\)$"):
+        _agreement(one, step, one, far, p0)
+    edge = [step[0] + torch.tensor([0.15, 0, 0, 0]), step[1]]  # exactly 5%: still accepted
+    assert _agreement(one, step, one, edge, p0).startswith("first step within 5.00e-02")
+    tiny = [torch.full((4,), 1e-3), torch.zeros(2)]  # a tiny update is compared relative to itself
+    with pytest.raises(RuntimeError, match="weight update differs"):
+        _agreement(one, tiny, one, [t * 1.2 for t in tiny], p0)
+    for loss_g in (torch.tensor(1.002), torch.tensor(float("nan")), torch.tensor(float("inf"))):
+        with pytest.raises(RuntimeError, match=r"^its first step's loss .* differs from the eager step's 1$"):
+            _agreement(one, step, loss_g, same, p0)
+    zero = torch.tensor(0.0)
+    assert _agreement(zero, step, torch.tensor(5e-7), same, p0).startswith("bitwise")  # within atol
+    with pytest.raises(RuntimeError, match="loss 2e-06 differs"):
+        _agreement(zero, step, torch.tensor(2e-6), same, p0)

@@ -362,3 +362,10 @@ def test_torchs_serialisation_error_on_a_nearly_full_disk_is_a_full_disk(toy_pro
     assert calls["what"] == "torch could not finish writing a file" and calls["file"] is None
     assert seen[0] == toy_project / "cache"
     assert up.error.startswith("the disk is full: a write into the cache folder ")
+
+
+def test_a_section_that_does_not_declare_the_backend_cannot_load_it(toy_project):
+    edit(toy_project, "up", "    values =", "    ctx.backend\n    values =")
+    up = by_id(make_engine(toy_project, backend=backend("a")).build(["up"]))["up"]
+    assert (up.status, up.error) == ("failed", "section 'up' uses ctx.backend but does not declare uses_backend=True "
+                                               "in its Section.")

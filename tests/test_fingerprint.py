@@ -49,3 +49,7 @@ def test_file_hash_is_the_sha256_of_its_bytes(tmp_path):
     f = tmp_path / "x.bin"
     f.write_bytes(b"fun with diffusion" * 1000)
     assert sha256_file(f) == hashlib.sha256(f.read_bytes()).hexdigest() == fingerprint.sha256_bytes(f.read_bytes())
+
+
+def test_non_ascii_text_is_hashed_as_itself():
+    assert canonical_json({"γ": "é"}) == '{"γ":"é"}'

@@ -411,10 +411,11 @@ def test_teaser_cards_of_each_kind():
     assert card["display"] == "hybrid" and card["label"] == "Mine"
     assert [(i["alt"], i["scale"]) for i in card["images"]] == [("the alt", 0.25), ("item 1", 1.0), ("item 2", 0.5),
                                                                 ("item 3", 1.0)]  # the first four, by width
-    picked = _teaser_card(gallery, {"items": [4, 1, 7, -1]}, shown)["images"]
+    picked = _teaser_card(gallery, {"items": [4, 1, 5, 7, -1]}, shown)["images"]
     assert [(i["alt"], i["scale"]) for i in picked] == [("item 4", 0.125), ("item 1", 1.0)]  # out of range: left out
     assert [i["alt"] for i in _teaser_card(gallery, {"row": 9}, shown)["images"]] == ["the alt"]  # the last row
     assert _teaser_card({**gallery, "rows": []}, {}, shown)["images"] == []
+    assert _teaser_card(gallery, {"items": [5, 9]}, shown)["images"] == []  # nothing in range
     no_width = {**gallery, "rows": [{"items": [{"file": 0}, {"file": 1}]}]}
     assert [i["scale"] for i in _teaser_card(no_width, {}, shown)["images"]] == [1.0, 1.0]
 
@@ -523,6 +524,11 @@ def test_a_broken_macros_file_names_its_line(fixture_site, tmp_path):
     assert str(err.value).startswith(f"{macros}, line 1: syntax error: ")
     assert str(err.value).endswith("Fix the template and build again; the figures are cached, so only the pages "
                                    "are rendered.")
+    macros.write_text("{% set broken = 1 // 0 %}\n" + macros.read_text().split("\n", 1)[1])
+    with pytest.raises(BuildError) as err:  # fails while the macros module is set up, not in a macro
+        render_module.render_site(render.manifest, FIXTURES / "content", templates, tmp_path / "out", lambda sha: None)
+    assert re.match(rf"{re.escape(str(macros))}, line \d+: ZeroDivisionError: integer division or modulo by zero\. ",
+                    str(err.value)), str(err.value)
 
 
 def test_content_helpers_and_their_messages(fixture_site, tmp_path):
@@ -548,7 +554,8 @@ def test_content_helpers_and_their_messages(fixture_site, tmp_path):
     with pytest.raises(BuildError) as err:  # figure() takes no options
         render(_content(tmp_path, "{{ figure('toy_plot', cols=2) }}\n"))
     assert re.fullmatch(rf"{re.escape(str(where))}, line 5: the template failed to render \(TypeError: \S*figure\(\) "
-                        rf"got an unexpected keyword argument 'cols'\)\. Fix that line and build again\.", str(err.value))
+                        rf"got an unexpected keyword argument 'cols'\)\. Fix that line and build again\.",
+                        str(err.value))
     empty = {**render.manifest, "sections": {}}
     with pytest.raises(BuildError, match=r"produced ids: none\.$"):
         render(_content(tmp_path, "{{ figure('toy_plot') }}\n"), manifest=empty)
@@ -690,3 +697,38 @@ def test_template_errors_name_the_template_not_python_beside_it(tmp_path):
     assert f": syntax error: {err.value.message[:-1]}. Fix the template" in message and ".. Fix" not in message
     bare = TemplateSyntaxError(None, 2, "open.html", str(templates / "open.html"))  # jinja allows no message
     assert template_failure(bare, templates).startswith(f"{templates / 'open.html'}, line 2: syntax error: . Fix ")
+
+
+def test_messages_list_every_choice_and_keep_jinjas_sentence(fixture_site, tmp_path):
+    import copy
+
+    render, _ = fixture_site
+    manifest = copy.deepcopy(render.manifest)
+    manifest["sections"]["toy_ddpm"]["params"] = {"epochs": 2, "lr": 0.001}
+    where = tmp_path / "content" / "x.md"
+    with pytest.raises(BuildError) as err:
+        render(_content(tmp_path, "{{ param('toy_ddpm', 'batch') }}\n"), manifest=manifest)
+    assert str(err.value) == (f"{where}, line 5: section 'toy_ddpm' has no parameter 'batch'. Fix the name; it has: "
+                              f"epochs, lr.")
+    with pytest.raises(BuildError) as err:
+        render(_content(tmp_path, "{% if true %}\nnever closed\n"))
+    assert str(err.value) == (f"{where}, line 6: syntax error: Unexpected end of template. Jinja was looking for the "
+                              f"following tags: 'elif' or 'else' or 'endif'. The innermost block that needs to be "
+                              f"closed is 'if'. Fix that line (Jinja syntax: {{{{ ... }}}} and {{% ... %}}).")
+
+
+def test_a_stale_file_that_cannot_be_removed_is_one_paragraph(fixture_site, monkeypatch):
+    import errno
+
+    import builder.render as render_module
+
+    render, out = fixture_site
+
+    def refuse(out_dir, keep):
+        raise PermissionError(errno.EACCES, "Permission denied")
+
+    monkeypatch.setattr(render_module, "_remove_stale", refuse)
+    with pytest.raises(BuildError) as err:
+        render()
+    assert str(err.value).startswith(f"cannot write the site into {out}: writing {out} failed (EACCES, Permission "
+                                     f"denied). This user may not write there")

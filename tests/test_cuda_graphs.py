@@ -17,24 +17,9 @@ from diffusion import cuda_graphs, ddpm, training
 from diffusion.training import fit
 from diffusion.unet import ClassConditionalUNet, TimeConditionalUNet
 
-SCHEDULE = ddpm.linear_schedule(50)
-# 200 images in batches of 64: three full batches (the graph) and one of 8 (eager) per epoch.
-SETTINGS = dict(epochs=2, batch_size=64, lr=1e-3, lr_decay=True, seed=3, autocast_dtype=None,
-                snapshot_epochs=(1,))
+from tests.test_training import SCHEDULE, SETTINGS, loss_fn, tiny_data, tiny_model
 
-
-def loss_fn(model, x0, labels, generator):
-    return ddpm.class_loss(model, x0, labels, SCHEDULE, generator)
-
-
-def tiny_data(n=200):
-    g = torch.Generator().manual_seed(0)
-    return torch.rand(n, 1, 28, 28, generator=g), torch.randint(0, 10, (n,), generator=g)
-
-
-def tiny_model():
-    torch.manual_seed(0)
-    return ClassConditionalUNet(1, 10, 4)
+# SETTINGS: 200 images in batches of 64, so three full batches (the graph) and one of 8 (eager) per epoch.
 
 
 def record(body, *, generators=(), before_capture=None):

@@ -121,15 +121,7 @@ def test_a_full_disk_message_counts_what_was_written_and_what_a_complete_run_sto
          "    import errno, os\n"
          "    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(ctx.scratch / 'big.bin'))\n"
          "    if ctx.params.fail:")
-    calls = {}
-    real = diagnose.disk_message
-
-    def spy(what, file, cache_root, written, previous, resumable):
-        calls.update(what=what, file=file, cache_root=cache_root, written=written, previous=previous,
-                     resumable=resumable)
-        return real(what, file, cache_root, written, previous, resumable)
-
-    monkeypatch.setattr(diagnose, "disk_message", spy)
+    calls = _disk_spy(monkeypatch)
     side = by_id(make_engine(toy_project).build(["side"]))["side"]
     cache = toy_project / "cache"
     assert calls["what"] == "ENOSPC, No space left on device" and calls["file"].name == "big.bin"
@@ -138,7 +130,7 @@ def test_a_full_disk_message_counts_what_was_written_and_what_a_complete_run_sto
     # what it left in its scratch folder (1000 bytes)
     assert calls["previous"] == stored > 0
     assert calls["written"] == stored + 500 + 1000
-    assert side.error == real(**calls)
+    assert side.error == _REAL_DISK_MESSAGE(**calls)
 
 
 def test_the_size_of_a_sections_last_complete_run(toy_project):
@@ -324,9 +316,12 @@ def test_explain_compares_with_the_last_lookup_even_a_hit(toy_project):
     assert f"  seed: {derive_seed(1, 'up')} -> {derive_seed(3, 'up')}" in lines
 
 
+_REAL_DISK_MESSAGE = diagnose.disk_message
+
+
 def _disk_spy(monkeypatch):
     calls = {}
-    real = diagnose.disk_message
+    real = _REAL_DISK_MESSAGE
 
     def spy(what, file, cache_root, written, previous, resumable):
         calls.update(what=what, file=file, cache_root=cache_root, written=written, previous=previous,

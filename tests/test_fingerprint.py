@@ -53,3 +53,17 @@ def test_file_hash_is_the_sha256_of_its_bytes(tmp_path):
 
 def test_non_ascii_text_is_hashed_as_itself():
     assert canonical_json({"γ": "é"}) == '{"γ":"é"}'
+
+
+def test_a_module_is_hashed_with_its_parent_packages_and_its_project_imports(toy_project):
+    sub = toy_project / "toygens" / "sub"
+    sub.mkdir()
+    (sub / "__init__.py").write_text("SCALE = 2\n")
+    (sub / "leaf.py").write_text("from toygens.shade import black\nimport numpy\n\nVALUE = black()\n")
+    names = fingerprint.code_fingerprint("toygens.sub.leaf")
+    assert sorted(names) == ["toygens", "toygens.shade", "toygens.sub", "toygens.sub.leaf"]
+    assert fingerprint.module_path("toygens.sub") == sub / "__init__.py"
+    assert fingerprint.module_path("toygens.nothing") is None and fingerprint.module_path("numpy") is None
+    (sub / "__init__.py").write_text("SCALE = 3\n")
+    fingerprint.clear_code_cache()
+    assert fingerprint.code_fingerprint("toygens.sub.leaf")["toygens.sub"] != names["toygens.sub"]

@@ -1,6 +1,6 @@
 """Mutation testing in CI: a seeded sample of the mutants scripts/mutation-test makes.
 
-The whole run (every mutant of the core modules, about an hour on 2 cores) writes
+The whole run (every mutant of the core modules, well over an hour on 2 cores) writes
 bench/results/mutation.json; this test runs a fixed sample of it, so that a change that leaves a
 class of bugs uncaught fails here too. The sample and its seed are fixed, so the result only
 changes when the code or the tests do. A sample's score scatters around the whole run's: the

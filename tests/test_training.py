@@ -78,7 +78,7 @@ def test_nan_loss_raises_training_diverged_with_epoch_and_step():
         loss = loss_fn(model, x0, labels, generator)
         return loss * float("nan") if len(calls) == 5 else loss
 
-    with pytest.raises(TrainingDiverged, match=r"epoch 2, step 1\b"):
+    with pytest.raises(TrainingDiverged, match=r"^training diverged: loss is nan at epoch 2, step 1 of that epoch$"):
         fit(tiny_model(), poisoned, tiny_data(), epochs=3, batch_size=50, lr=1e-3)
 
 
@@ -124,3 +124,82 @@ def test_bf16_autocast_trains_and_resumes_exactly(tmp_path):
     assert resumed.losses == straight.losses and all(math.isfinite(v) for v in straight.losses)
     for (k, a), b in zip(straight_model.state_dict().items(), resumed_model.state_dict().values()):
         assert torch.equal(a, b), k
+
+
+def test_the_cuda_random_state_is_saved_and_restored_when_there_is_one(monkeypatch):
+    calls = []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_rng_state_all", lambda: ["gpu0 state"])
+    monkeypatch.setattr(torch.cuda, "set_rng_state_all", lambda states: calls.append(states))
+    a, b = torch.Generator().manual_seed(1), torch.Generator().manual_seed(2)
+    state = training._rng_state(a, b)
+    assert state["cuda"] == ["gpu0 state"]
+    training._set_rng_state(state, a, b)
+    assert calls == [["gpu0 state"]]
+    del state["cuda"]  # a checkpoint written on a machine without CUDA
+    training._set_rng_state(state, a, b)
+    assert calls == [["gpu0 state"]]
+
+
+def test_a_failed_checkpoint_write_names_its_file_and_leaves_nothing(tmp_path, monkeypatch):
+    import errno
+    import os
+
+    path = tmp_path / "resume.pt"
+
+    def full(obj, f):
+        f.write(b"partial")
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(training.torch, "save", full)
+    with pytest.raises(OSError) as err:
+        training._save_atomic({"x": 1}, path)
+    assert err.value.errno == errno.ENOSPC and err.value.filename == str(path)
+    assert list(tmp_path.iterdir()) == []
+
+    def refused(obj, f):  # an error that already names its file keeps that name
+        raise PermissionError(errno.EACCES, "Permission denied", "/elsewhere/x")
+
+    monkeypatch.setattr(training.torch, "save", refused)
+    with pytest.raises(PermissionError) as err:
+        training._save_atomic({"x": 1}, path)
+    assert err.value.filename == "/elsewhere/x" and list(tmp_path.iterdir()) == []
+    real_open = open
+
+    def no_room(file, mode="r", *args, **kwargs):  # the temporary file is never created
+        if str(file).startswith(str(path)):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real_open(file, mode, *args, **kwargs)
+
+    monkeypatch.setattr("builtins.open", no_room)
+    with pytest.raises(OSError) as err:
+        training._save_atomic({"x": 1}, path)
+    assert err.value.errno == errno.ENOSPC and err.value.filename == str(path)
+
+
+def test_the_eager_step_drops_gradients_unless_asked_to_keep_their_tensors():
+    from diffusion.training import EagerStep, make_optimizer
+
+    torch.manual_seed(0)
+    model = ClassConditionalUNet(1, 10, 4)
+    step = EagerStep(model, make_optimizer(model, 1e-3, torch.device("cpu")), loss_fn, torch.Generator().manual_seed(1),
+                     torch.autocast("cpu", enabled=False))
+    x, labels = torch.rand(4, 1, 28, 28), torch.arange(4)
+    step((x, labels))
+    params = list(model.parameters())
+    grads = [p.grad for p in params]
+    step((x, labels), keep_grads=True)
+    assert all(p.grad is g for p, g in zip(params, grads))  # zeroed in place
+    step((x, labels))
+    assert not any(p.grad is g for p, g in zip(params, grads))  # dropped, then made anew
+
+
+def test_the_cpu_optimizer_is_adam_at_the_given_learning_rate():
+    opt = training.make_optimizer(tiny_model(), 0.02, torch.device("cpu"))
+    assert isinstance(opt, torch.optim.Adam) and opt.param_groups[0]["lr"] == 0.02
+
+
+def test_divergence_names_the_first_bad_loss_and_its_step():
+    with pytest.raises(TrainingDiverged, match=r"^training diverged: loss is inf at epoch 4, step 2 of that epoch$"):
+        training._raise_if_diverged(torch.tensor([0.5, float("inf"), 0.3, float("nan")]), 4)
+    training._raise_if_diverged(torch.tensor([0.5, 0.25]), 1)  # finite: nothing to say

@@ -276,3 +276,20 @@ def test_a_step_draws_its_noise_in_the_images_dtype():
     mean = ddpm.posterior_mean(x, ddpm.predict_x0(x, eps, 3, s), 3, s)
     assert out.dtype == torch.float64
     assert torch.allclose(out, mean + s.betas[3].double().sqrt() * z, atol=1e-6)
+
+
+def test_class_loss_is_algorithm_3_written_out_with_p_uncond_one_tenth():
+    s = ddpm.linear_schedule(10)
+    g = torch.Generator().manual_seed(1)
+    x0, labels = torch.rand(50, 1, 4, 4, generator=g), torch.arange(50) % 10
+    model = ClassShiftedEps()
+    with torch.no_grad():
+        loss = ddpm.class_loss(model, x0, labels, s, torch.Generator().manual_seed(2))
+        g = torch.Generator().manual_seed(2)
+        keep = torch.rand(50, generator=g) >= 0.1
+        c = F.one_hot(labels, 10).float() * keep[:, None].float()
+        t = torch.randint(1, 11, (50,), generator=g)
+        eps = torch.randn(x0.shape, generator=g)
+        abar = s.alpha_bars[t].view(-1, 1, 1, 1)
+        expected = F.mse_loss(model(abar.sqrt() * x0 + (1 - abar).sqrt() * eps, c, t / 10), eps)
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-6)

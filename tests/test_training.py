@@ -203,3 +203,18 @@ def test_divergence_names_the_first_bad_loss_and_its_step():
     with pytest.raises(TrainingDiverged, match=r"^training diverged: loss is inf at epoch 4, step 2 of that epoch$"):
         training._raise_if_diverged(torch.tensor([0.5, float("inf"), 0.3, float("nan")]), 4)
     training._raise_if_diverged(torch.tensor([0.5, 0.25]), 1)  # finite: nothing to say
+
+
+def test_the_divergence_check_reads_only_the_losses_written_so_far(tmp_path, monkeypatch):
+    # 60 batches of 2: a check after step 50 of 60; the loss buffer's unwritten slots hold NaN here,
+    # as uninitialised memory may
+    real_full = torch.full
+
+    def empty(*shape, **kw):
+        shape = shape[0] if len(shape) == 1 and isinstance(shape[0], (tuple, list)) else shape
+        return real_full(tuple(shape), float("nan"), **kw)
+
+    monkeypatch.setattr(training.torch, "empty", empty)
+    history = fit(tiny_model(), loss_fn, tiny_data(120), epochs=1, batch_size=2, lr=1e-3,
+                  checkpoint_dir=tmp_path / "new" / "deep")  # the checkpoint folder is made, parents too
+    assert history.steps_per_epoch == len(history.losses) == 60 and (tmp_path / "new" / "deep").is_dir()

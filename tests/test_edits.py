@@ -11,7 +11,7 @@ from diffusion.denoiser import Thresholding
 from diffusion.sampling import (cfg_estimate, denoise_loop, forward, iterative_denoise_cfg, sample,
                                 strided_timesteps)
 from diffusion.views import VIEWS, FlipVertical, Identity, Rotate90, Rotate180, view_by_name
-from tests.test_sampling import PointwiseDenoiser, gen
+from tests.test_sampling import PointwiseDenoiser, gen, record_draw_dtypes
 
 TS = [900, 600, 300, 100, 0]
 
@@ -373,16 +373,7 @@ def test_every_draw_of_the_edits_is_in_the_denoisers_dtype(monkeypatch):
     import diffusion.edits as edits
     import diffusion.sampling as sampling
 
-    dtypes = []
-
-    def spy(real):
-        def draw(shape, generator, *, device=None, dtype=None):
-            dtypes.append(dtype)
-            return real(shape, generator, device=device, dtype=dtype)
-        return draw
-
-    monkeypatch.setattr(edits, "randn", spy(edits.randn))
-    monkeypatch.setattr(sampling, "randn", spy(sampling.randn))
+    dtypes = record_draw_dtypes(monkeypatch, edits, sampling)
     den = ThresholdedDenoiser()
     a, b = den.encode("a dog"), den.encode("a cat")
     ts = [900, 500, 0]

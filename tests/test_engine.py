@@ -334,7 +334,6 @@ def _disk_spy(monkeypatch):
 
 def test_a_full_disk_when_the_record_is_written_and_without_a_checkpoint(toy_project, monkeypatch):
     calls = _disk_spy(monkeypatch)
-    store_commit = engine_module.Store.commit
 
     def full(self, *args, **kw):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(self.root / "entries" / "up" / "k.json"))
@@ -344,7 +343,6 @@ def test_a_full_disk_when_the_record_is_written_and_without_a_checkpoint(toy_pro
     assert up.status == "failed" and up.error.startswith("the disk is full: writing ")
     # nothing was staged by the generator's own failure, and the scratch folder holds nothing
     assert calls["written"] == 0 and calls["resumable"] is False and calls["previous"] is None
-    monkeypatch.setattr(engine_module.Store, "commit", store_commit)
 
 
 def test_torchs_serialisation_error_on_a_nearly_full_disk_is_a_full_disk(toy_project, monkeypatch):

@@ -236,17 +236,22 @@ def test_strided_timesteps_edges_and_rounding():
         assert strided_timesteps(T) == expected
 
 
+def record_draw_dtypes(monkeypatch, *modules) -> list:
+    """The dtype of every ``randn`` draw the given modules make, in order."""
+    dtypes = []
+    for module in modules:
+        def draw(shape, generator, *, device=None, dtype=None, real=module.randn):
+            dtypes.append(dtype)
+            return real(shape, generator, device=device, dtype=dtype)
+
+        monkeypatch.setattr(module, "randn", draw)
+    return dtypes
+
+
 def test_every_draw_is_in_the_denoisers_dtype(den, monkeypatch):
     import diffusion.sampling as sampling
 
-    dtypes = []
-    real = sampling.randn
-
-    def spy(shape, generator, *, device=None, dtype=None):
-        dtypes.append(dtype)
-        return real(shape, generator, device=device, dtype=dtype)
-
-    monkeypatch.setattr(sampling, "randn", spy)
+    dtypes = record_draw_dtypes(monkeypatch, sampling)
     den.dtype = torch.float64
     den.alphas_cumprod = den.alphas_cumprod.double()
     out = sample(den, den.encode(["a dog"]).double(), gen(5), timesteps=[900, 500, 100, 0])

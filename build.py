@@ -15,8 +15,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import backends  # noqa: E402
 from builder import BuildError  # noqa: E402
 from builder import app  # noqa: E402
+from project import PROJECT  # noqa: E402
 
 DEBUG_ENV = "FUN_DIFFUSION_DEBUG"
 
@@ -42,33 +44,16 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"],
                    help="autocast dtype for training and sampling (auto: bfloat16 on CUDA and on CPUs with "
                         "bf16 instructions, else float32)")
-    p.add_argument("--seed", type=int, default=app.DEFAULT_SEED,
-                   help=f"the project seed; each section derives its own from it (default {app.DEFAULT_SEED})")
-    backend = p.add_argument_group("Part A backend")
-    backend.add_argument("--backend", choices=["auto", "local", "deepfloyd"], default="auto",
-                         help="the model behind Part A: local = the class-conditioned MNIST UNet that Part B trains "
-                              "(CPU, no weights); deepfloyd = DeepFloyd IF from local weights; auto (default) = "
-                              "deepfloyd when a CUDA GPU and its weights are present, else local")
-    backend.add_argument("--deepfloyd-dir", type=Path, default=None,
-                         help="a directory holding the saved IF pipelines (or a copied Hugging Face cache); "
-                              "also read from $DEEPFLOYD_DIR. Default: the local Hugging Face cache")
-    backend.add_argument("--deepfloyd-model", default="DeepFloyd/IF-I-XL-v1.0",
-                         help="stage I model id, e.g. DeepFloyd/IF-I-L-v1.0 or -M (default: %(default)s)")
-    backend.add_argument("--embeddings", type=Path, default=None,
-                         help="a torch.save'd {prompt: tensor[1, 77, 4096]} file of T5 prompt embeddings, so that "
-                              "T5 need not be loaded (for GPUs without room for it)")
-    backend.add_argument("--upsample", action="store_true",
-                         help="also upsample Part A results to 256x256 with DeepFloyd stage II (IF-II-L-v1.0)")
-    backend.add_argument("--allow-download", action="store_true",
-                         help="let diffusers download missing DeepFloyd weights (needs the licence accepted and "
-                              "`huggingface-cli login`); off by default, nothing is downloaded")
+    p.add_argument("--seed", type=int, default=PROJECT.seed,
+                   help=f"the project seed; each section derives its own from it (default {PROJECT.seed})")
+    backends.add_options(p)
     p.add_argument("--list", action="store_true", help="list the sections and whether each is cached, then exit")
     p.add_argument("--explain", metavar="SECTION",
                    help="say why SECTION's cache entry hits or misses (which key component changed), then exit")
     p.add_argument("--clean", action="store_true", help="delete the cache (not the site), then exit")
-    p.add_argument("--cache-dir", type=Path, default=app.Settings.cache_dir,
+    p.add_argument("--cache-dir", type=Path, default=PROJECT.root / ".cache",
                    help="where cached outputs live (default: .cache/)")
-    p.add_argument("--site-dir", type=Path, default=app.Settings.site_dir,
+    p.add_argument("--site-dir", type=Path, default=PROJECT.root / "site",
                    help="where the website is written (default: site/)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars (also when not on a terminal)")
     p.add_argument("--debug", action="store_true", default=bool(os.environ.get(DEBUG_ENV)),
@@ -77,22 +62,14 @@ def parse_args(argv=None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def backend_spec(args, settings):
-    from generators._backends import BackendOptions, backend_spec as spec
-
-    options = BackendOptions(name=args.backend, deepfloyd_dir=args.deepfloyd_dir, model_id=args.deepfloyd_model,
-                             embeddings=args.embeddings, allow_download=args.allow_download, upsample=args.upsample)
-    return spec(options, settings.device or app.default_device())
-
-
 def main(argv=None) -> int:
     args = parse_args(argv)
-    settings = app.Settings(profile=args.profile, device=args.device, dtype=args.dtype, seed=args.seed,
+    settings = app.Settings(PROJECT, profile=args.profile, device=args.device, dtype=args.dtype, seed=args.seed,
                             only=args.only, force=args.force, cache_dir=args.cache_dir, site_dir=args.site_dir)
     try:
         if not args.clean:
-            app.resolve(settings)  # a bad --device, --profile or --dtype is reported before anything uses it
-            settings.backend = backend_spec(args, settings)
+            config = app.resolve(settings)  # a bad --device, --profile or --dtype is reported before anything uses it
+            settings.resources[backends.RESOURCE] = backends.resource(args, config.device, PROJECT)
         if args.clean:
             print(app.clean(settings))
             return 0

@@ -87,10 +87,11 @@ def main(argv=None) -> dict:
     sys.path.insert(0, str(ROOT))
     from builder.registry import discover
 
-    sections = sorted(discover())
+    sections = sorted(discover("generators"))
     from builder.app import Settings, resolve
+    from project import PROJECT
 
-    profile = args.profile or resolve(Settings()).profile
+    profile = args.profile or resolve(Settings(PROJECT)).profile
     result: dict = {"benchmark": "build times", "machine": describe_machine(), "profile": profile}
     with tempfile.TemporaryDirectory(prefix="fwd-bench-") as tmp:
         repo, cache, site = Path(tmp, "repo"), Path(tmp, "cache"), Path(tmp, "site")

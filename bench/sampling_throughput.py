@@ -29,7 +29,7 @@ import torch.nn.functional as F
 
 from bench.common import describe_machine, save_result
 from diffusion import ddpm
-from diffusion.backends.local import LocalBackend, alpha_bars_from
+from diffusion.backends.local import LocalBackend
 from diffusion.rng import randn
 from diffusion.sampling import StridedSchedule, sample, strided_timesteps
 from diffusion.unet import ClassConditionalUNet
@@ -70,8 +70,8 @@ def ddpm_pair(n_ours: int, n_naive: int, hidden: int, autocast_dtype) -> dict:
 
 def parta_pair(n_ours: int, n_naive: int, hidden: int) -> dict:
     torch.manual_seed(0)
-    den = LocalBackend(ClassConditionalUNet(1, 10, hidden), alpha_bars_from(ddpm.linear_schedule(300)),
-                       checkpoint_sha256="random")
+    den = LocalBackend.from_model(ClassConditionalUNet(1, 10, hidden), {"T": 300, "beta1": 1e-4, "beta2": 0.02},
+                                  checkpoint_sha256="random")
     ts = strided_timesteps(den)
     cond = den.encode("a handwritten 7")
 

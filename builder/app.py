@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import os
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -11,28 +11,38 @@ from jinja2 import TemplateError
 
 from . import BuildError
 from .cache import Store
-from .engine import BackendSpec, BuildConfig, BuildResult, Engine
-from .fingerprint import ROOT, hash_value, library_versions
+from .engine import BuildConfig, BuildResult, Engine, Resource
+from .fingerprint import hash_value
+from .project import Project
 from .registry import discover
 from .render import render_site, template_failure
 from .section import PROFILES
 
-DEFAULT_SEED = 180
-
 
 @dataclass
 class Settings:
+    """One build's choices; folders default to the project's own (``.cache/``, ``site/``, ...)."""
+
+    project: Project
     profile: str | None = None
     device: str | None = None
     dtype: str = "auto"
-    seed: int = DEFAULT_SEED
+    seed: int | None = None
     only: list[str] | None = None
     force: list[str] | None = None
-    cache_dir: Path = ROOT / ".cache"
-    site_dir: Path = ROOT / "site"
-    content_dir: Path = ROOT / "content"
-    templates_dir: Path = ROOT / "templates"
-    backend: BackendSpec | None = None
+    cache_dir: Path | None = None
+    site_dir: Path | None = None
+    content_dir: Path | None = None
+    templates_dir: Path | None = None
+    resources: dict[str, Resource] = field(default_factory=dict)
+
+    def __post_init__(self):
+        root = self.project.root
+        self.seed = self.project.seed if self.seed is None else self.seed
+        self.cache_dir = Path(self.cache_dir or root / ".cache")
+        self.site_dir = Path(self.site_dir or root / "site")
+        self.content_dir = Path(self.content_dir or root / "content")
+        self.templates_dir = Path(self.templates_dir or root / "templates")
 
 
 def default_device() -> str:
@@ -72,18 +82,18 @@ def resolve(settings: Settings) -> BuildConfig:
     if settings.seed < 0:
         raise BuildError(f"--seed must be a non-negative integer, got {settings.seed}.")
     return BuildConfig(profile=profile, device=device, dtype=dtype, seed=settings.seed,
-                       cache_root=Path(settings.cache_dir), backend=settings.backend,
+                       cache_root=Path(settings.cache_dir), resources=dict(settings.resources),
                        force=frozenset(settings.force or ()))
 
 
 def make_engine(settings: Settings) -> Engine:
     config = resolve(settings)
-    generators = discover()
-    engine = Engine(config, generators)
+    sections = discover(settings.project.sections)
+    engine = Engine(settings.project, config, sections)
     for wanted in (settings.force or []):
-        if wanted not in generators:
+        if wanted not in sections:
             raise BuildError(f"--force names the unknown section {wanted!r}; valid sections are: "
-                             f"{', '.join(sorted(generators))}.")
+                             f"{', '.join(sorted(sections))}.")
     return engine
 
 
@@ -96,15 +106,15 @@ def manifest_of(engine: Engine, entries: dict[str, Any]) -> dict[str, Any]:
         sections[gid] = {
             "id": gid, "title": record["title"], "key": entry.key, "seed": comp["seed"],
             "profile": comp["profile"], "device": comp["device"], "dtype": comp["dtype"],
-            "backend": comp["backend"], "params": comp["params"],
+            "resources": comp["resources"], "params": comp["params"],
             # No wall time (the cache record and the summary table keep it): the site must be
             # byte-identical whenever the figures are, however busy the machine was.
             "figures": [o for o in record["outputs"] if o.get("publish")],
         }
     build = {
         "profile": config.profile, "seed": config.seed, "device": config.device.split(":")[0],
-        "dtype": config.dtype, "versions": library_versions(),
-        "backend": config.backend.identity if config.backend else None,
+        "dtype": config.dtype, "versions": engine.project.versions,
+        "resources": {name: res.identity for name, res in sorted(config.resources.items())},
         "source_digest": hash_value({gid: s["key"] for gid, s in sorted(sections.items())}),
     }
     return {"build": build, "sections": dict(sorted(sections.items()))}
@@ -170,8 +180,8 @@ def _build(engine: Engine, settings: Settings, progress_bar: bool, out) -> tuple
             return result, None
     manifest = manifest_of(engine, entries)
     try:
-        summary = render_site(manifest, settings.content_dir, settings.templates_dir, settings.site_dir,
-                              engine.store.object_path)
+        summary = render_site(manifest, settings.project.pages, settings.content_dir, settings.templates_dir,
+                              settings.site_dir, engine.store.object_path)
     except BuildError as exc:
         # The figures are safely cached; only the pages could not be written.
         return result, {"error": str(exc)}
@@ -202,7 +212,7 @@ def list_sections(settings: Settings) -> str:
     rows = [("section", "cache", "depends on", "title")]
     for gid, (_, entry) in peek.items():
         rows.append((gid, "cached" if entry else "to build", ", ".join(engine.depends(gid)) or "-",
-                     engine.generators[gid].section.title))
+                     engine.sections[gid].section.title))
     widths = [max(len(r[i]) for r in rows) for i in range(3)]
     lines = ["  ".join(r[i].ljust(widths[i]) for i in range(3)) + "  " + r[3] for r in rows]
     config = engine.config

@@ -215,11 +215,8 @@ class Store:
         tmp = self.root / "tmp"
         if tmp.is_dir():
             garbage += tmp.iterdir()
-        # atomic_write_bytes's temporary files, and the trainer's own ("resume.pt.tmp<pid>").
+        # Temporary files, by the convention atomic_write_bytes sets and sections follow: ".<name>.<...>.tmp".
         garbage += (p for p in self.root.rglob(".*.tmp") if p.is_file())
-        scratch = self.root / "scratch"
-        if scratch.is_dir():
-            garbage += (p for p in scratch.rglob("*.tmp[0-9]*") if p.is_file())
         for path in garbage:
             if path.is_dir() and not path.is_symlink():
                 shutil.rmtree(path, ignore_errors=True)

@@ -11,7 +11,6 @@ import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any, Callable, Sequence
 
 from . import BuildError, faults, figures
@@ -29,10 +28,40 @@ def derive_seed(*parts: Any) -> int:
     return int(hashlib.sha256(text.encode()).hexdigest()[:15], 16)
 
 
+class Params:
+    """A section's parameters as attributes, remembering which were read.
+
+    ``check_all_read`` (called by the engine when ``run`` returns) fails the section if a declared
+    parameter was never read: it would sit in the cache key and on the page while changing nothing.
+    """
+
+    def __init__(self, section_id: str, values: dict[str, Any]):
+        object.__setattr__(self, "_section", section_id)
+        object.__setattr__(self, "_values", dict(values))
+        object.__setattr__(self, "_read", set())
+
+    def __getattr__(self, name: str) -> Any:
+        values = object.__getattribute__(self, "_values")
+        if name not in values:
+            raise AttributeError(f"section {self._section!r} has no parameter {name!r}")
+        self._read.add(name)
+        return values[name]
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError(f"parameters are read-only; {name!r} is set in the Section's params or profiles")
+
+    def check_all_read(self) -> None:
+        unread = sorted(set(self._values) - self._read)
+        if unread:
+            raise BuildError(f"section {self._section!r} declares the parameter(s) {', '.join(unread)} but never "
+                             f"reads them, so they would change its cache key and nothing else; remove them "
+                             f"from its Section (or from the profile that sets them), or use them.")
+
+
 @dataclass
 class Context:
     section_id: str
-    params: SimpleNamespace
+    params: Params
     profile: str
     seed: int
     device: str
@@ -41,11 +70,10 @@ class Context:
     staging: Path
     scratch: Path
     upstream_entries: dict[str, Entry]
-    backend_factory: Callable[[], Any] | None = None
-    backend_identity: dict[str, Any] | None = None  # the build's backend choice, as in the cache key
+    resources: dict[str, Any] = field(default_factory=dict)  # name -> engine.Resource, those the section uses
     progress_factory: Callable[..., Any] | None = None
     outputs: list[dict[str, Any]] = field(default_factory=list)
-    _backend: Any = None
+    _loaded: dict[str, Any] = field(default_factory=dict)
 
     # -- randomness ------------------------------------------------------------------------
     def generator(self, name: str = "default", device: str | None = None):
@@ -60,15 +88,20 @@ class Context:
 
         return torch.Generator(device=device or self.device).manual_seed(derive_seed(self.seed, name))
 
-    # -- the Part A backend ----------------------------------------------------------------
-    @property
-    def backend(self):
-        if self.backend_factory is None:
-            raise BuildError(f"section {self.section_id!r} uses ctx.backend but does not declare "
-                             f"uses_backend=True in its Section.")
-        if self._backend is None:
-            self._backend = self.backend_factory()
-        return self._backend
+    # -- shared resources ------------------------------------------------------------------
+    def resource(self, name: str):
+        """The resource ``name`` (declared in the Section's ``uses``), loaded on first use."""
+        if name not in self.resources:
+            raise BuildError(f"section {self.section_id!r} asks for the resource {name!r}, which this build does "
+                             f"not provide or its Section does not declare in uses=.")
+        if name not in self._loaded:
+            self._loaded[name] = self.resources[name].load(self)
+        return self._loaded[name]
+
+    def resource_identity(self, name: str) -> dict[str, Any] | None:
+        """The identity of a used resource, as in the cache key (None when the build has none)."""
+        res = self.resources.get(name)
+        return res.identity if res else None
 
     # -- progress --------------------------------------------------------------------------
     def progress(self, total: int, desc: str):
@@ -155,17 +188,30 @@ class Context:
         table = {"columns": [str(c) for c in columns], "rows": [[_cell(v) for v in row] for row in rows]}
         return self._figure(fig_id, "table", caption, caption, [], meta, table=table)
 
-    def save_checkpoint(self, name: str, state: Any):
-        """A torch object (e.g. a state dict) for downstream sections; not published."""
+    def save_model(self, name: str, model: Any, state_dict: Any = None, meta: dict[str, Any] | None = None):
+        """A torch model for downstream sections, saved so that it describes itself (not published).
+
+        The file holds the import path of the model's factory (its class, or a function named by
+        ``model.factory``), the ``config`` it was built with (``model.config``, the factory's keyword
+        arguments), the weights (``state_dict``, default the model's own) and ``meta`` (e.g. the noise
+        schedule it was trained on), the way nanoGPT saves ``model_args`` and diffusers a model's
+        config; so ``ctx.upstream(section).model(name)`` needs no arguments.
+        """
         import io
 
         import torch
 
+        config = getattr(model, "config", None)
+        factory = getattr(model, "factory", f"{type(model).__module__}.{type(model).__qualname__}")
+        if not isinstance(config, dict):
+            raise BuildError(f"section {self.section_id!r} saves the model {name!r} ({factory}), which has no "
+                             f"`config` dict of the arguments it was built with; set model.config.")
         buf = io.BytesIO()
-        torch.save(state, buf)
-        self._check_id(f"checkpoint-{name}")
-        self.outputs.append({"id": f"checkpoint-{name}", "kind": "checkpoint", "publish": False,
-                             "files": [self._file(buf.getvalue(), "pt", "checkpoint")]})
+        torch.save({"factory": factory, "config": config, "meta": meta or {},
+                    "state_dict": state_dict if state_dict is not None else model.state_dict()}, buf)
+        self._check_id(f"model-{name}")
+        self.outputs.append({"id": f"model-{name}", "kind": "model", "publish": False,
+                             "files": [self._file(buf.getvalue(), "pt", "model")]})
 
     def save_json(self, name: str, value: Any):
         """Plain data (metrics, histories) for downstream sections; not published."""
@@ -208,14 +254,28 @@ class Upstream:
     def path(self, out_id: str) -> Path:
         return self.store.object_path(self._output(out_id)["files"][0]["sha"])
 
-    def checkpoint(self, name: str, map_location: str | None = None):
+    def _model_file(self, name: str) -> dict[str, Any]:
         import torch
 
-        return torch.load(self.path(f"checkpoint-{name}"), map_location=map_location or self.device,
-                          weights_only=True)
+        return torch.load(self.path(f"model-{name}"), map_location="cpu", weights_only=True)
 
-    def checkpoint_sha(self, name: str) -> str:
-        return self._output(f"checkpoint-{name}")["files"][0]["sha"]
+    def model(self, name: str):
+        """The model ``name`` that the upstream section saved, rebuilt from its own config, on this
+        section's device and in eval mode."""
+        import importlib
+
+        saved = self._model_file(name)
+        module, _, attr = saved["factory"].rpartition(".")
+        model = getattr(importlib.import_module(module), attr)(**saved["config"])
+        model.load_state_dict(saved["state_dict"])
+        return model.to(self.device).eval()
+
+    def model_meta(self, name: str) -> dict[str, Any]:
+        """What the upstream section saved alongside the model's weights (e.g. its noise schedule)."""
+        return self._model_file(name)["meta"]
+
+    def model_sha(self, name: str) -> str:
+        return self._output(f"model-{name}")["files"][0]["sha"]
 
     def json(self, name: str):
         return json.loads(self.path(f"data-{name}").read_text(encoding="utf-8"))

@@ -12,28 +12,33 @@ import time
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any, Callable
 
 from . import BuildError, diagnose
 from .cache import Entry, Store, diff_components
-from .context import RECORD_FORMAT, Context, derive_seed
+from .context import RECORD_FORMAT, Context, Params, derive_seed
 from .faults import crash_point
-from .fingerprint import code_fingerprint, hash_value, library_versions, sha256_file, ROOT
-from .registry import Generator
-
-# The module that turns a generator's arrays into bytes: a change there changes every figure.
-OUTPUT_WRITERS = ("builder.figures",)
+from .fingerprint import hash_value
+from .project import Project
+from .registry import SectionModule
 
 
 @dataclass(frozen=True)
-class BackendSpec:
-    """The Part A backend as the engine sees it: an identity for keys, and a lazy loader."""
+class Resource:
+    """A shared object that sections ask for by name (``Section.uses``), e.g. a pretrained model.
+
+    Its ``identity`` joins the key and the record of every section that uses it; ``depends`` names
+    sections it needs built first; ``params(section_id, profile)`` gives values of its own that join
+    that section's parameters (so a key holds this resource's values and no other's); ``load(ctx)``
+    makes it, once per section and only when the section asks.
+    """
 
     name: str
     identity: dict[str, Any]
     depends: tuple[str, ...] = ()
     load: Callable[[Context], Any] | None = None
+    params: Callable[[str, str], dict[str, Any]] | None = None
+    memory_hints: tuple[str, ...] = ()  # settings that make it smaller on a GPU, as a user would change them
 
 
 @dataclass
@@ -43,9 +48,8 @@ class BuildConfig:
     dtype: str
     seed: int
     cache_root: Path
-    backend: BackendSpec | None = None
+    resources: dict[str, Resource] = field(default_factory=dict)
     force: frozenset[str] = frozenset()
-    input_checksums: Callable[[str], str] | None = None
 
 
 @dataclass
@@ -72,45 +76,46 @@ class BuildResult:
         return [r.id for r in self.results if r.status in ("miss", "forced", "failed")]
 
 
-def default_input_checksum(name: str) -> str:
-    """Checksum of a declared input: ``mnist`` or a file or folder under the repository."""
-    if name == "mnist":
-        from diffusion import data  # the published hashes; verified when the data are read
-
-        return hash_value(data.checksums())
-    path = ROOT / name
-    if path.is_file():
-        return sha256_file(path)
-    if path.is_dir():
-        return hash_value({p.relative_to(path).as_posix(): sha256_file(p)
-                           for p in sorted(path.rglob("*")) if p.is_file()})
-    raise BuildError(f"a section declares the input {name!r}, which is neither 'mnist' nor a file or "
-                     f"folder under {ROOT}.")
-
-
 class Engine:
-    def __init__(self, config: BuildConfig, generators: dict[str, Generator]):
+    def __init__(self, project: Project, config: BuildConfig, sections: dict[str, SectionModule]):
+        self.project = project
         self.config = config
-        self.generators = generators
+        self.sections = sections
         self.store = Store(config.cache_root)
-        self._versions = library_versions()
-        self._checksum = config.input_checksums or default_input_checksum
 
     # -- keys ------------------------------------------------------------------------------
+    def resources(self, gid: str) -> dict[str, Resource]:
+        """The configured resources that a section uses (one it names but the build lacks is absent,
+        and the section fails only if it asks for it)."""
+        return {name: self.config.resources[name] for name in self.sections[gid].section.uses
+                if name in self.config.resources}
+
     def depends(self, gid: str) -> tuple[str, ...]:
-        section = self.generators[gid].section
-        extra = self.config.backend.depends if (section.uses_backend and self.config.backend) else ()
-        return tuple(dict.fromkeys(section.depends + extra))
+        extra = tuple(dep for res in self.resources(gid).values() for dep in res.depends)
+        return tuple(dict.fromkeys(self.sections[gid].section.depends + extra))
+
+    def params(self, gid: str) -> dict[str, Any]:
+        """The section's parameters for this profile, with those of the resources it uses."""
+        section = self.sections[gid].section
+        params = section.resolve(self.config.profile)
+        for res in self.resources(gid).values():
+            own = res.params(gid, self.config.profile) if res.params else {}
+            clash = sorted(set(own) & set(params))
+            if clash:
+                raise BuildError(f"section {gid!r} declares {', '.join(clash)}, which the {res.name} resource "
+                                 f"also sets; keep each parameter in one place.")
+            params.update(own)
+        return params
 
     def order(self, wanted: list[str] | None = None) -> list[str]:
-        graph = {gid: self.depends(gid) for gid in self.generators}
+        graph = {gid: self.depends(gid) for gid in self.sections}
         full = build_order_from_graph(graph)
         if not wanted:
             return full
-        unknown = [w for w in wanted if w not in self.generators]
+        unknown = [w for w in wanted if w not in self.sections]
         if unknown:
             raise BuildError(f"unknown section(s) {', '.join(unknown)}; valid sections are: "
-                             f"{', '.join(sorted(self.generators))}.")
+                             f"{', '.join(sorted(self.sections))}.")
         needed, stack = set(), list(wanted)
         while stack:
             gid = stack.pop()
@@ -123,23 +128,18 @@ class Engine:
         return derive_seed(self.config.seed, gid)
 
     def key_components(self, gid: str, upstream: dict[str, Entry | None]) -> dict[str, Any]:
-        gen = self.generators[gid]
-        section = gen.section
-        code = code_fingerprint(gen.module.__name__)
-        for writer in OUTPUT_WRITERS:
-            code.update(code_fingerprint(writer))
-        uses_backend = section.uses_backend and self.config.backend is not None
+        mod = self.sections[gid]
         return {
-            "code": dict(sorted(code.items())),
-            "params": section.resolve(self.config.profile),
+            "code": self.project.code_fingerprint(mod.module.__name__),
+            "params": self.params(gid),
             "seed": self.section_seed(gid),
             "profile": self.config.profile,
             "device": self.config.device.split(":")[0],
             "dtype": self.config.dtype,
-            "backend": self.config.backend.identity if uses_backend else None,
-            "inputs": {name: self._checksum(name) for name in section.inputs},
+            "resources": {name: res.identity for name, res in sorted(self.resources(gid).items())},
+            "inputs": {name: self.project.input_checksum(name) for name in mod.section.inputs},
             "upstream": {dep: (e.digest if e else "not built") for dep, e in sorted(upstream.items())},
-            "versions": self._versions,
+            "versions": self.project.versions,
             "record_format": RECORD_FORMAT,
         }
 
@@ -201,34 +201,33 @@ class Engine:
             if entry is not None:
                 self.store.remember_components(gid, components)
                 return SectionResult(gid, "hit", 0.0, entry)
-        gen = self.generators[gid]
+        mod = self.sections[gid]
         start = time.perf_counter()
         try:
-            return self._run(gen, components, key, upstream, progress, start)
+            return self._run(mod, components, key, upstream, progress, start)
         except (KeyboardInterrupt, SystemExit):
             raise
         except Exception as exc:  # noqa: BLE001 - one section's failure must not stop the others
-            failed = self._failure(gen, components, exc, time.perf_counter() - start)
+            failed = self._failure(mod, components, exc, time.perf_counter() - start)
         diagnose.release_gpu_memory()  # the exception and the tensors its traceback held are gone now
         return failed
 
-    def _run(self, gen: Generator, components: dict[str, Any], key: str, upstream: dict[str, Entry],
+    def _run(self, mod: SectionModule, components: dict[str, Any], key: str, upstream: dict[str, Entry],
              progress, start: float) -> SectionResult:
-        gid = gen.section.id
+        gid = mod.section.id
         forced = gid in self.config.force
         gpu = _GpuMemory(self.config.device)
         with self.store.staging() as staging:
             ctx = Context(
-                section_id=gid, params=SimpleNamespace(**components["params"]), profile=self.config.profile,
+                section_id=gid, params=Params(gid, components["params"]), profile=self.config.profile,
                 seed=components["seed"], device=self.config.device, dtype=self.config.dtype, store=self.store,
                 staging=staging, scratch=self.store.scratch_dir(gid, key), upstream_entries=upstream,
-                backend_factory=(lambda: self.config.backend.load(ctx)) if gen.section.uses_backend
-                and self.config.backend else None,
-                backend_identity=components["backend"], progress_factory=progress,
+                resources=self.resources(gid), progress_factory=progress,
             )
             _seed_everything(components["seed"])
             try:
-                gen.run(ctx)
+                mod.run(ctx)
+                ctx.params.check_all_read()
             except Exception as exc:
                 exc._staged_bytes = _bytes_under(staging)  # what it had written, for a full-disk message
                 raise
@@ -244,7 +243,7 @@ class Engine:
                         target.parent.mkdir(parents=True, exist_ok=True)
                         os.replace(staged, target)
             entry = self.store.commit(gid, key, {
-                "section": gid, "title": gen.section.title, "components": components,
+                "section": gid, "title": mod.section.title, "components": components,
                 "outputs": ctx.outputs, "wall_seconds": round(seconds, 2),
                 **({"peak_gpu_bytes": peak} if peak is not None else {}),
             })
@@ -252,10 +251,10 @@ class Engine:
         self.store.drop_scratch(gid)
         return SectionResult(gid, "forced" if forced else "miss", seconds, entry, peak_gpu_bytes=peak)
 
-    def _failure(self, gen: Generator, components: dict[str, Any], exc: Exception, seconds: float) -> SectionResult:
+    def _failure(self, mod: SectionModule, components: dict[str, Any], exc: Exception, seconds: float) -> SectionResult:
         """A failed section's result: a BuildError's own message, one paragraph for a full disk or a
         GPU out of memory, else the exception as it is; the traceback is kept for --debug."""
-        gid = gen.section.id
+        gid = mod.section.id
         trace = "".join(traceback.format_exception(exc))
         if isinstance(exc, BuildError):
             return SectionResult(gid, "failed", seconds, error=str(exc), traceback=trace)
@@ -269,23 +268,22 @@ class Engine:
                                           resumable=any(scratch.rglob("resume.pt")))
         elif diagnose.cuda_out_of_memory(exc):
             error = diagnose.oom_message(self.config.device, diagnose.gpu_memory(self.config.device),
-                                         self.memory_hints(gen, components))
+                                         self.memory_hints(mod, components))
         return SectionResult(gid, "failed", seconds, error=error, traceback=trace)
 
-    def memory_hints(self, gen: Generator, components: dict[str, Any]) -> list[str]:
+    def memory_hints(self, mod: SectionModule, components: dict[str, Any]) -> list[str]:
         """The settings that lower what a section needs on the GPU, as a user would change them."""
         hints = []
         if self.config.dtype == "float32":
             hints.append("--dtype bfloat16 (half the activation memory)")
-        module = gen.module.__name__.replace(".", "/") + ".py"
+        module = mod.module.__name__.replace(".", "/") + ".py"
         for name, value in components["params"].items():
             if "batch" in name and isinstance(value, int) and value > 1:
                 hints.append(f"a smaller {name} (now {value}) in the {self.config.profile!r} profile of {module}")
-        backend = components.get("backend") or {}
-        if backend.get("name") == "deepfloyd":
-            hints.append("--embeddings FILE, so that T5 is never loaded onto the GPU")
-            hints.append("a smaller stage I with --deepfloyd-model DeepFloyd/IF-I-L-v1.0 (or -M)")
-        if self.config.profile == "spec" and not backend:
+        resources = self.resources(mod.section.id)
+        for res in resources.values():
+            hints += res.memory_hints
+        if self.config.profile == "spec" and not resources:
             hints.append("--profile cpu (smaller models and batches than the assignment's)")
         return hints
 

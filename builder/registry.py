@@ -1,4 +1,4 @@
-"""Finds the generator modules and orders them by their declared dependencies."""
+"""Finds the section modules of a package and checks their declared dependencies."""
 from __future__ import annotations
 
 import importlib
@@ -12,7 +12,9 @@ from .section import Section
 
 
 @dataclass(frozen=True)
-class Generator:
+class SectionModule:
+    """A module that declares ``SECTION`` and ``run(ctx)``."""
+
     section: Section
     module: ModuleType
     run: Callable
@@ -22,10 +24,10 @@ class Generator:
         return self.section.id
 
 
-def discover(package: str = "generators") -> dict[str, Generator]:
+def discover(package: str) -> dict[str, SectionModule]:
     """Import every module of ``package`` that declares ``SECTION`` and ``run``."""
     pkg = importlib.import_module(package)
-    found: dict[str, Generator] = {}
+    found: dict[str, SectionModule] = {}
     for info in sorted(pkgutil.iter_modules(pkg.__path__), key=lambda i: i.name):
         if info.name.startswith("_"):
             continue
@@ -34,12 +36,12 @@ def discover(package: str = "generators") -> dict[str, Generator]:
         if section is None:
             continue
         if section.id in found:
-            raise BuildError(f"two generators declare the section id {section.id!r}: "
+            raise BuildError(f"two modules declare the section id {section.id!r}: "
                              f"{found[section.id].module.__name__} and {module.__name__}; rename one.")
-        found[section.id] = Generator(section, module, module.run)
+        found[section.id] = SectionModule(section, module, module.run)
     for gen in found.values():
         for dep in gen.section.depends:
             if dep not in found:
-                raise BuildError(f"section {gen.id!r} depends on {dep!r}, which no generator declares; "
+                raise BuildError(f"section {gen.id!r} depends on {dep!r}, which no section module declares; "
                                  f"known sections: {', '.join(sorted(found))}.")
     return found

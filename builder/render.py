@@ -23,11 +23,8 @@ from . import BuildError
 from .cache import atomic_write_bytes
 from .faults import crash_point
 from .fingerprint import canonical_json
+from .project import Page
 
-PAGES = {"index": "index.html", "part-a": "part-a.html", "part-b": "part-b.html", "appendix": "appendix.html"}
-PAGE_TITLES = {"index": "Overview", "part-a": "Part A: the power of diffusion models",
-               "part-b": "Part B: diffusion models from scratch", "appendix": "Appendix: methods and benchmarks"}
-PAGE_SHORT = {"index": "Overview", "part-a": "Part A", "part-b": "Part B", "appendix": "Appendix"}
 
 _MATH = re.compile(r'<(span|div) class="arithmatex">(.*?)</\1>', re.S)
 _SLOT = "FIGURESLOT{}X"
@@ -43,7 +40,7 @@ class ContentFile:
 
     @property
     def page(self) -> str:
-        return self.meta.get("page", "index")
+        return self.meta["page"]
 
     @property
     def order(self) -> float:
@@ -54,7 +51,9 @@ class ContentFile:
         return self.meta.get("id") or self.path.stem.split("-", 1)[-1]
 
 
-def read_content(content_dir: Path) -> list[ContentFile]:
+def read_content(content_dir: Path, pages: tuple[Page, ...]) -> list[ContentFile]:
+    """The content files, each with its front matter, in reading order (by page, then ``order``)."""
+    names = [page.name for page in pages]
     files = []
     for path in sorted(Path(content_dir).glob("*.md")):
         text = path.read_text(encoding="utf-8")
@@ -77,14 +76,15 @@ def read_content(content_dir: Path) -> list[ContentFile]:
                     lines[key.strip()] = number
             body_line = text.count("\n", 0, end + 5) + 1
             text = text[end + 5:]
-        if meta.get("page", "index") not in PAGES:
+        meta.setdefault("page", names[0])  # the landing page
+        if meta["page"] not in names:
             raise BuildError(f"{path}, line {lines['page']}: unknown page {meta['page']!r}; use one of "
-                             f"{', '.join(PAGES)}.")
+                             f"{', '.join(names)}.")
         if "title" not in meta:
             raise BuildError(f"{path}, line 1: the front matter needs a 'title: ...' line (front matter is "
                              f"'key: value' lines between two '---' lines at the top of the file).")
         files.append(ContentFile(path, meta, text, body_line))
-    return sorted(files, key=lambda c: (list(PAGES).index(c.page), c.order, c.path.name))
+    return sorted(files, key=lambda c: (names.index(c.page), c.order, c.path.name))
 
 
 def latex_to_mathml(latex: str, display: bool) -> str:
@@ -112,6 +112,7 @@ def _render_math(fragment: str, where: str) -> str:
 @dataclass
 class Site:
     manifest: dict[str, Any]
+    pages: dict[str, Page]
     figures: dict[str, tuple[str, dict[str, Any]]] = field(default_factory=dict)  # id -> (section, record)
     shown: dict[str, dict[str, str]] = field(default_factory=dict)  # id -> where the report shows it first
     numbers: dict[str, int] = field(default_factory=dict)  # page -> figures numbered so far
@@ -127,15 +128,15 @@ def figure_filename(fig: dict[str, Any], file: dict[str, Any]) -> str:
     return f"figures/{fig['id']}{role}.{file['ext']}"
 
 
-def render_site(manifest: dict[str, Any], content_dir: Path, templates_dir: Path, out_dir: Path,
-                object_path: Callable[[str], Path]) -> dict[str, Any]:
+def render_site(manifest: dict[str, Any], pages: tuple[Page, ...], content_dir: Path, templates_dir: Path,
+                out_dir: Path, object_path: Callable[[str], Path]) -> dict[str, Any]:
     """Write the whole site into ``out_dir``; returns a summary (pages, files, bytes).
 
     Every file is written atomically and only when its bytes change, so an interrupted render
     leaves no half-written file and a warm rebuild touches nothing.
     """
-    site = Site(manifest)
-    content = read_content(content_dir)
+    site = Site(manifest, {page.name: page for page in pages})
+    content = read_content(content_dir, pages)
     templates_dir = Path(templates_dir)
     env = Environment(loader=FileSystemLoader(str(templates_dir)), autoescape=select_autoescape(["html"]),
                       undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True)
@@ -149,10 +150,10 @@ def render_site(manifest: dict[str, Any], content_dir: Path, templates_dir: Path
 
     used: set[str] = set()
     warnings: list[str] = []
-    pages: dict[str, list[dict[str, Any]]] = {p: [] for p in PAGES}
+    rendered: dict[str, list[dict[str, Any]]] = {p.name: [] for p in pages}
     # The landing page is rendered last, so that its teaser knows where each figure is shown.
-    for cf in sorted(content, key=lambda c: c.page == "index"):
-        pages[cf.page].append(_render_content(cf, site, env, macros, used, warnings, templates_dir))
+    for cf in sorted(content, key=lambda c: c.page == pages[0].name):
+        rendered[cf.page].append(_render_content(cf, site, env, macros, used, warnings, templates_dir))
 
     unused = sorted(set(site.figures) - used)
     warnings += [f"figure {fid!r} (section {site.figures[fid][0]}) is produced but no content file shows it"
@@ -169,15 +170,15 @@ def render_site(manifest: dict[str, Any], content_dir: Path, templates_dir: Path
             written[f"static/{path.relative_to(static).as_posix()}"] = path.read_bytes()
 
     # A page without content (e.g. the appendix of a toy project) is neither written nor linked.
-    pages = {p: sections for p, sections in pages.items() if sections or p == "index"}
-    nav = [{"page": p, "href": PAGES[p], "title": PAGE_TITLES[p], "short": PAGE_SHORT[p],
-            "sections": [{"id": s["id"], "title": s["title"]} for s in pages[p]]} for p in pages]
+    shown = [p for p in pages if rendered[p.name] or p is pages[0]]
+    nav = [{"page": p.name, "href": p.file, "title": p.title, "short": p.short,
+            "sections": [{"id": s["id"], "title": s["title"]} for s in rendered[p.name]]} for p in shown]
     try:
         page_tpl = env.get_template("page.html")
-        for page, sections in pages.items():
-            text = page_tpl.render(page=page, page_title=PAGE_TITLES[page], sections=sections, nav=nav,
+        for page in shown:
+            text = page_tpl.render(page=page.name, page_title=page.title, sections=rendered[page.name], nav=nav,
                                    build=manifest["build"])
-            written[PAGES[page]] = text.encode("utf-8")
+            written[page.file] = text.encode("utf-8")
     except Exception as exc:
         raise BuildError(template_failure(exc, templates_dir)) from None
     written["manifest.json"] = (json.dumps(manifest, indent=1, sort_keys=True) + "\n").encode()
@@ -308,8 +309,8 @@ def _render_content(cf: ContentFile, site: Site, env: Environment, macros, used:
         sid, fig = lookup(fig_id)
         section = site.manifest["sections"][sid]
         site.numbers[cf.page] = number = site.numbers.get(cf.page, 0) + 1
-        site.shown.setdefault(fig_id, {"href": f"{PAGES[cf.page]}#fig-{fig_id}",
-                                       "where": f"{PAGE_SHORT[cf.page]}, {cf.meta['title']}"})
+        page = site.pages[cf.page]
+        site.shown.setdefault(fig_id, {"href": f"{page.file}#fig-{fig_id}", "where": f"{page.short}, {cf.meta['title']}"})
         return place(macros.figure(fig, section, number))
 
     def teaser(items) -> Markup:

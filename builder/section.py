@@ -15,8 +15,11 @@ class Section:
     overrides; ``resolve(profile)`` merges them. ``depends`` names other sections whose
     artifacts ``run(ctx)`` reads through ``ctx.upstream``; ``inputs`` names input data
     (``"mnist"`` or repository paths such as ``content/images/x.png``) whose checksums join the
-    cache key. ``uses_backend`` marks Part A sections whose figures come from the selected
-    Part A backend, so its identity joins the key and the provenance.
+    cache key. ``uses`` names the shared resources (``engine.Resource``, e.g. a pretrained model)
+    that ``run`` asks for with ``ctx.resource(name)``; their identities join the key.
+
+    Every parameter a profile resolves must be read by ``run``: one that is declared but never
+    read fails the build, so a key never holds a value that changes nothing.
     """
 
     id: str
@@ -25,7 +28,7 @@ class Section:
     profiles: dict[str, dict[str, Any]] = field(default_factory=dict)
     depends: tuple[str, ...] = ()
     inputs: tuple[str, ...] = ()
-    uses_backend: bool = False
+    uses: tuple[str, ...] = ()
 
     def __post_init__(self):
         unknown = set(self.profiles) - set(PROFILES)
@@ -34,6 +37,7 @@ class Section:
                              f"valid profiles are {', '.join(PROFILES)}")
         object.__setattr__(self, "depends", tuple(self.depends))
         object.__setattr__(self, "inputs", tuple(self.inputs))
+        object.__setattr__(self, "uses", tuple(self.uses))
 
     def resolve(self, profile: str) -> dict[str, Any]:
         if profile not in PROFILES:

@@ -13,8 +13,11 @@ def Classifier(num_classes: int = 10) -> nn.Module:
     def block(cin, cout):
         return nn.Sequential(nn.Conv2d(cin, cout, 3, 1, 1), nn.BatchNorm2d(cout), nn.ReLU(), nn.MaxPool2d(2))
 
-    return nn.Sequential(block(1, 32), block(32, 64), nn.Flatten(),  # 64 x 7 x 7
-                         nn.Linear(64 * 7 * 7, 128), nn.ReLU(), nn.Linear(128, num_classes))
+    model = nn.Sequential(block(1, 32), block(32, 64), nn.Flatten(),  # 64 x 7 x 7
+                          nn.Linear(64 * 7 * 7, 128), nn.ReLU(), nn.Linear(128, num_classes))
+    # A Sequential is kept (slicing it gives the feature extractor), so it says how to rebuild it.
+    model.factory, model.config = f"{__name__}.Classifier", {"num_classes": num_classes}
+    return model
 
 
 def cross_entropy_loss(model, x, labels, generator=None):

@@ -108,7 +108,8 @@ def _set_rng_state(state, shuffle_gen, noise_gen):
 
 
 def _save_atomic(obj, path: Path):
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+    # Hidden and ending in .tmp, the cache's convention for temporary files, which it sweeps after a crash.
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         with open(tmp, "wb") as f:
             torch.save(obj, f)

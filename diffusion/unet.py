@@ -89,6 +89,7 @@ class _UNet(nn.Module):
 class UnconditionalUNet(_UNet):
     def __init__(self, in_channels: int = 1, num_hiddens: int = 128):
         super().__init__(in_channels, num_hiddens)
+        self.config = {"in_channels": in_channels, "num_hiddens": num_hiddens}
 
     def forward(self, x):
         return self.trunk(x)
@@ -99,6 +100,7 @@ class TimeConditionalUNet(_UNet):
 
     def __init__(self, in_channels: int = 1, num_hiddens: int = 64):
         super().__init__(in_channels, num_hiddens)
+        self.config = {"in_channels": in_channels, "num_hiddens": num_hiddens}
         self.fc1_t = FCBlock(1, 2 * num_hiddens)
         self.fc2_t = FCBlock(1, num_hiddens)
 
@@ -118,6 +120,7 @@ class ClassConditionalUNet(_UNet):
 
     def __init__(self, in_channels: int = 1, num_classes: int = 10, num_hiddens: int = 64):
         super().__init__(in_channels, num_hiddens)
+        self.config = {"in_channels": in_channels, "num_classes": num_classes, "num_hiddens": num_hiddens}
         D = num_hiddens
         self.num_classes = num_classes
         self.fc1_t, self.fc1_c = FCBlock(1, 2 * D), FCBlock(num_classes, 2 * D)

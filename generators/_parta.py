@@ -1,8 +1,9 @@
-"""Shared pieces of the Part A generators: per-backend inputs and prompts, image helpers.
+"""Shared pieces of the Part A sections: the common parameters, the backend, input images, helpers.
 
-Part A runs on whichever backend the build selected. DeepFloyd IF sees 64 x 64 colour photographs
-and free-text prompts; the local MNIST model sees 28 x 28 digits and class prompts. Parameters that
-differ between the two are written as ``{"deepfloyd": ..., "local": ...}`` and picked here.
+Part A runs on whichever backend the build selected (see ``backends/``): DeepFloyd IF sees 64 x 64
+colour photographs and free-text prompts, the local MNIST model 28 x 28 digits and class prompts.
+What differs between backends (prompts, masks, input images) is not declared here or in the
+sections: the selected backend adds its own values to each section's parameters.
 """
 from __future__ import annotations
 
@@ -18,9 +19,12 @@ from diffusion.sampling import NULL_PHOTO_PROMPT, strided_timesteps
 
 IMAGES = Path(__file__).resolve().parent.parent / "content" / "images"
 INPUTS = ("content/images", "mnist")  # every Part A section's input files, for the cache key
+BACKEND = "backend"  # the resource every Part A section uses
 
-# MNIST test digits standing in for the local backend's "test image" and "own images".
-LOCAL_TEST_DIGITS = {"test": 0, "own1": 1, "own2": 18}  # indices into the MNIST test split: a 7, a 2, a 3
+# The course's strided schedule (990, 960, ..., 0; coarser in the smoke profile) and CFG scale.
+STRIDED = {"start": 990, "stride": 30}
+STRIDED_SMOKE = {"stride": 200}
+GUIDANCE = {"guidance": 7.0}
 
 
 @dataclass
@@ -30,21 +34,15 @@ class InputImage:
     image: torch.Tensor  # (1, C, H, W) in the backend's data space
 
 
-def backend_name(ctx) -> str:
-    return ctx.backend.identity["backend"]
-
-
-def pick(ctx, value):
-    """A per-backend parameter value, or the value itself when it is the same for both."""
-    if isinstance(value, dict) and set(value) <= {"deepfloyd", "local"}:
-        return value[backend_name(ctx)]
-    return value
+def denoiser(ctx):
+    """The selected backend's denoiser (loaded on first use)."""
+    return ctx.resource(BACKEND)
 
 
 def backend_label(ctx) -> str:
-    ident = ctx.backend.identity
-    if ident["backend"] == "deepfloyd":
-        return f"DeepFloyd IF stage I ({ident['model_id']})"
+    ident = ctx.resource_identity(BACKEND)
+    if ident["name"] == "deepfloyd":
+        return f"DeepFloyd IF stage I ({ident['model']})"
     return "the local class-conditioned MNIST UNet"
 
 
@@ -63,22 +61,14 @@ def _mnist_digit(den, index: int) -> tuple[torch.Tensor, int]:
 
 
 def input_image(ctx, role: str) -> InputImage:
-    """The image playing ``role``: test, own1, own2, web, drawn1, drawn2."""
-    den = ctx.backend
-    if backend_name(ctx) == "deepfloyd":
-        files = {"test": ("rocket.png", "the rocket launch (test image)"), "own1": ("cat.png", "the cat"),
-                 "own2": ("coffee.png", "the espresso"), "web": ("astronaut.png", "the astronaut photo"),
-                 "drawn1": ("sketch_house.png", "the house sketch"), "drawn2": ("sketch_tree.png", "the tree sketch")}
-        name, description = files[role]
-        return InputImage(role, description, _load_png(den, name))
-    if role in LOCAL_TEST_DIGITS:
-        x, label = _mnist_digit(den, LOCAL_TEST_DIGITS[role])
-        which = "test image" if role == "test" else "own image"
-        return InputImage(role, f"MNIST test digit #{LOCAL_TEST_DIGITS[role]}, a {label} ({which})", x)
-    files = {"web": ("typed_digit7.png", "a typed 7"), "drawn1": ("sketch_digit4.png", "the sketched 4"),
-             "drawn2": ("sketch_digit2.png", "the sketched 2")}
-    name, description = files[role]
-    return InputImage(role, description, _load_png(den, name))
+    """The image playing ``role`` (test, own1, own2, web, drawn1, drawn2), as the backend's
+    ``inputs`` parameter names it: a file under content/images or an MNIST test digit."""
+    den = denoiser(ctx)
+    spec = ctx.params.inputs[role]
+    if "mnist_test" in spec:
+        x, label = _mnist_digit(den, spec["mnist_test"])
+        return InputImage(role, f"MNIST test digit #{spec['mnist_test']}, a {label} ({spec['role']})", x)
+    return InputImage(role, spec["description"], _load_png(den, spec["file"]))
 
 
 def null_prompt(ctx) -> str:
@@ -87,12 +77,12 @@ def null_prompt(ctx) -> str:
 
 def timesteps(ctx) -> list[int]:
     """The course's strided schedule (990, 960, ..., 0 on T = 1000), scaled to the backend's T."""
-    return strided_timesteps(ctx.backend, ctx.params.start, ctx.params.stride)
+    return strided_timesteps(denoiser(ctx), ctx.params.start, ctx.params.stride)
 
 
 def scaled_t(ctx, t: int) -> int:
     """A timestep given on the course's 1000-step scale, on the backend's scale."""
-    return int(round(t * ctx.backend.num_train_timesteps / 1000))
+    return int(round(t * denoiser(ctx).num_train_timesteps / 1000))
 
 
 def leading_timesteps(T: int, n: int) -> list[int]:
@@ -103,7 +93,7 @@ def leading_timesteps(T: int, n: int) -> list[int]:
 
 def unit(ctx, x: torch.Tensor) -> torch.Tensor:
     """One image (or a batch of one) in [0, 1] for saving."""
-    out = ctx.backend.to_unit(x.detach().float().cpu())
+    out = denoiser(ctx).to_unit(x.detach().float().cpu())
     return out[0] if out.ndim == 4 else out
 
 
@@ -126,15 +116,15 @@ QUALITY_METHOD = ("PSNR and SSIM against the original, on the images as shown (m
 
 def provenance(ctx, **extra) -> dict:
     """Figure metadata: the backend and the figure's own parameters."""
-    ident = ctx.backend.identity
-    return {"backend": ident["backend"], "model": ident.get("model_id") or ident.get("model"), **extra}
+    ident = ctx.resource_identity(BACKEND)
+    return {"backend": ident["name"], "model": ident["model"], **extra}
 
 
 def sdedit_rows(ctx, roles, prompts, gen_name: str) -> list[dict]:
     """One gallery row per input: SDEdit from each i_start (noisiest first), then the original."""
     from diffusion.edits import sdedit
 
-    p, den = ctx.params, ctx.backend
+    p, den = ctx.params, denoiser(ctx)
     ts = timesteps(ctx)
     rows = []
     for role, prompt in zip(roles, prompts):

@@ -23,11 +23,11 @@ def mnist_train(ctx):
     return x, labels
 
 
-def train(ctx, model, loss_fn, tensors, *, seed_name: str = "train") -> History:
+def train(ctx, model, loss_fn, tensors, *, seed_name: str = "train", meta: dict | None = None) -> History:
     """Run ``fit`` with the section's parameters, resumable through the section's scratch folder.
 
-    Saves the snapshot checkpoints (``epoch{N}`` and ``final``) and the training history
-    (``history``) as artifacts for the results sections.
+    Saves the snapshot models (``epoch{N}`` and ``final``, each with ``meta``, e.g. the noise
+    schedule) and the training history (``history``) as artifacts for the results sections.
     """
     p = ctx.params
     snapshots = sorted(set(getattr(p, "snapshot_epochs", [p.epochs])) | {p.epochs})
@@ -51,8 +51,8 @@ def train(ctx, model, loss_fn, tensors, *, seed_name: str = "train") -> History:
     finally:
         bar.close()
     for epoch in snapshots:
-        ctx.save_checkpoint(f"epoch{epoch}", history.snapshots[epoch])
-    ctx.save_checkpoint("final", history.snapshots[p.epochs])
+        ctx.save_model(f"epoch{epoch}", model, history.snapshots[epoch], meta)
+    ctx.save_model("final", model, history.snapshots[p.epochs], meta)
     # No timings here: this artifact feeds downstream cache keys and pages, which must be the same
     # bytes in every build; the section's run time is in its cache record and the benchmarks.
     ctx.save_json("history", {
@@ -62,9 +62,3 @@ def train(ctx, model, loss_fn, tensors, *, seed_name: str = "train") -> History:
         "training_step": {"path": history.step, "note": history.step_note},
     })
     return history
-
-
-def load_model(upstream, cls, name: str, device: str, **kwargs):
-    model = cls(**kwargs)
-    model.load_state_dict(upstream.checkpoint(name, map_location="cpu"))
-    return model.to(device).eval()

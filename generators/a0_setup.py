@@ -1,26 +1,24 @@
 """Part A 0: sampling the three course prompts with a few numbers of inference steps."""
 from builder.section import Section
 from diffusion.sampling import sample
-from generators._parta import INPUTS, backend_label, item, leading_timesteps, pick, provenance
+from generators._parta import BACKEND, GUIDANCE, INPUTS, backend_label, denoiser, item, leading_timesteps, provenance
 
 SECTION = Section(
     id="a0_setup",
     title="Part A 0: setup and first samples",
-    params={"prompts": {"deepfloyd": ["an oil painting of a snowy mountain village", "a man wearing a hat",
-                                      "a rocket ship"],
-                        "local": ["a handwritten 3", "a handwritten 5", "a handwritten 8"]},
-            "num_inference_steps": [20, 50, 100], "guidance": 7.0, "upsample_steps": 20},
-    profiles={"smoke": {"num_inference_steps": [5, 10], "upsample_steps": 3}},
+    params={"num_inference_steps": [20, 50, 100], **GUIDANCE},
+    profiles={"smoke": {"num_inference_steps": [5, 10]}},
     inputs=INPUTS,
-    uses_backend=True,
+    uses=(BACKEND,),
 )
 
 
 def run(ctx):
     p = ctx.params
-    den = ctx.backend
-    prompts = pick(ctx, p.prompts)
+    den = denoiser(ctx)
+    prompts = p.prompts
     cond = den.encode(prompts)
+    stage2 = ctx.resource_identity(BACKEND).get("stage2")
     rows, upsampled = [], []
     for steps in p.num_inference_steps:
         ts = leading_timesteps(den.num_train_timesteps, steps)
@@ -28,7 +26,7 @@ def run(ctx):
         images = sample(den, cond, ctx.generator("noise"), timesteps=ts, guidance=p.guidance)
         rows.append({"caption": f"num_inference_steps = {steps} (γ = {p.guidance})",
                      "items": [item(ctx, img, prompt, f"{prompt}, {steps} steps") for img, prompt in zip(images, prompts)]})
-        if ctx.backend_identity and ctx.backend_identity.get("stage2"):
+        if stage2:
             big = den.upsample(images, cond, ctx.generator(f"stage2-{steps}"), num_inference_steps=p.upsample_steps)
             upsampled.append({"caption": f"stage II, 256 x 256, from the {steps}-step row",
                               "items": [item(ctx, img, prompt) for img, prompt in zip(big, prompts)]})
@@ -41,6 +39,6 @@ def run(ctx):
     if upsampled:
         ctx.save_gallery("a0_samples_stage2", upsampled,
                          caption=f"The same samples upsampled to 256 x 256 by DeepFloyd IF stage II "
-                                 f"({ctx.backend_identity['stage2']}, {p.upsample_steps} steps).",
+                                 f"({stage2}, {p.upsample_steps} steps).",
                          alt="The samples above at four times the resolution.",
-                         meta=provenance(ctx, stage2=ctx.backend_identity["stage2"], steps=p.upsample_steps))
+                         meta=provenance(ctx, stage2=stage2, steps=p.upsample_steps))

@@ -4,25 +4,26 @@ import torch
 from builder.section import Section
 from diffusion.edits import best_blur
 from diffusion.sampling import forward, iterative_denoise, one_step_denoise
-from generators._parta import (INPUTS, QUALITY_COLUMNS, QUALITY_METHOD, backend_label, input_image, item, null_prompt,
-                               provenance, quality_cells, timesteps)
+from generators._parta import (BACKEND, INPUTS, QUALITY_COLUMNS, QUALITY_METHOD, STRIDED, STRIDED_SMOKE,
+                               backend_label, denoiser, input_image, item, null_prompt, provenance, quality_cells,
+                               timesteps)
 
 SECTION = Section(
     id="a1_4_iterative",
     title="Part A 1.4: iterative denoising",
     # quality_i_starts: where the three methods are compared (t = 750, 690, 510 and 240 on T = 1000).
-    params={"start": 990, "stride": 30, "i_start": 10, "every": 5, "blur_sigmas": [0.5, 1.0, 1.5, 2.0, 3.0],
+    params={**STRIDED, "i_start": 10, "every": 5, "blur_sigmas": [0.5, 1.0, 1.5, 2.0, 3.0],
             "quality_i_starts": [8, 10, 16, 25]},
-    profiles={"smoke": {"stride": 200, "i_start": 2, "every": 1, "quality_i_starts": [1, 2]}},
+    profiles={"smoke": {**STRIDED_SMOKE, "i_start": 2, "every": 1, "quality_i_starts": [1, 2]}},
     inputs=INPUTS,
-    uses_backend=True,
+    uses=(BACKEND,),
 )
 
 
 @torch.no_grad()
 def run(ctx):
     p = ctx.params
-    den = ctx.backend
+    den = denoiser(ctx)
     ts = timesteps(ctx)
     test = input_image(ctx, "test")
     cond = den.encode(null_prompt(ctx))

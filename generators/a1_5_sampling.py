@@ -3,25 +3,23 @@ import torch
 
 from builder.section import Section
 from diffusion.sampling import sample
-from generators._parta import INPUTS, backend_label, item, null_prompt, pick, provenance, timesteps
+from generators._parta import (BACKEND, GUIDANCE, INPUTS, STRIDED, STRIDED_SMOKE, backend_label, denoiser, item,
+                               null_prompt, provenance, timesteps)
 
 SECTION = Section(
     id="a1_5_sampling",
     title="Part A 1.5-1.6: sampling from pure noise, and classifier-free guidance",
-    params={"start": 990, "stride": 30, "num_samples": 5, "guidance": 7.0,
-            "cfg_prompts": {"deepfloyd": ["a high quality photo"] * 5,
-                            "local": ["a handwritten 0", "a handwritten 1", "a handwritten 2", "a handwritten 3",
-                                      "a handwritten 4"]}},
-    profiles={"smoke": {"stride": 200, "num_samples": 2}},
+    params={**STRIDED, **GUIDANCE, "num_samples": 5},
+    profiles={"smoke": {**STRIDED_SMOKE, "num_samples": 2}},
     inputs=INPUTS,
-    uses_backend=True,
+    uses=(BACKEND,),
 )
 
 
 @torch.no_grad()
 def run(ctx):
     p = ctx.params
-    den = ctx.backend
+    den = denoiser(ctx)
     ts = timesteps(ctx)
     who = backend_label(ctx)
     prompt = null_prompt(ctx)
@@ -31,7 +29,7 @@ def run(ctx):
                      caption=f"{p.num_samples} images sampled from pure noise by {who} along the strided schedule "
                              f"({len(ts)} steps from t = {ts[0]}), conditioned on “{prompt}” without guidance.",
                      alt=f"{p.num_samples} generated images.", meta=provenance(ctx, prompt=prompt, timesteps=ts))
-    prompts = pick(ctx, p.cfg_prompts)[: p.num_samples]
+    prompts = p.cfg_prompts[: p.num_samples]
     guided = sample(den, den.encode(prompts), ctx.generator("cfg"), timesteps=ts, guidance=p.guidance)
     ctx.save_gallery("a1_6_cfg", [{"caption": f"γ = {p.guidance}, unconditional prompt “”",
                                    "items": [item(ctx, x, pr) for x, pr in zip(guided, prompts)]}],

@@ -3,21 +3,17 @@ import torch
 
 from builder.section import Section
 from diffusion.edits import inpaint
-from generators._parta import (INPUTS, backend_label, input_image, item, null_prompt, pick, provenance,
-                               timesteps)
+from generators._parta import (BACKEND, GUIDANCE, INPUTS, STRIDED, STRIDED_SMOKE, backend_label, denoiser,
+                               input_image, item, null_prompt, provenance, timesteps)
 
 SECTION = Section(
     id="a1_7_2_inpaint",
     title="Part A 1.7.2: inpainting",
-    # Masks are rectangles (left, top, right, bottom) as fractions of the image side.
-    params={"start": 990, "stride": 30, "guidance": 7.0,
-            "masks": {"deepfloyd": {"test": [0.36, 0.02, 0.64, 0.45], "own1": [0.25, 0.2, 0.75, 0.6],
-                                    "own2": [0.2, 0.15, 0.8, 0.55]},
-                      "local": {"test": [0.0, 0.0, 1.0, 0.45], "own1": [0.0, 0.5, 1.0, 1.0],
-                                "own2": [0.5, 0.0, 1.0, 1.0]}}},
-    profiles={"smoke": {"stride": 200}},
+    # The masks (rectangles, as fractions of the image side) come with the backend's inputs.
+    params={**STRIDED, **GUIDANCE},
+    profiles={"smoke": STRIDED_SMOKE},
     inputs=INPUTS,
-    uses_backend=True,
+    uses=(BACKEND,),
 )
 
 
@@ -32,10 +28,10 @@ def rectangle_mask(den, box):
 @torch.no_grad()
 def run(ctx):
     p = ctx.params
-    den = ctx.backend
+    den = denoiser(ctx)
     prompt = null_prompt(ctx)
     cond = den.encode(prompt)
-    masks = pick(ctx, p.masks)
+    masks = p.masks
     rows = []
     for role in ("test", "own1", "own2"):
         inp = input_image(ctx, role)

@@ -2,15 +2,16 @@
 import torch
 
 from builder.section import Section
-from generators._parta import INPUTS, backend_label, null_prompt, provenance, sdedit_rows, timesteps
+from generators._parta import (BACKEND, GUIDANCE, INPUTS, STRIDED, STRIDED_SMOKE, backend_label, null_prompt,
+                               provenance, sdedit_rows, timesteps)
 
 SECTION = Section(
     id="a1_7_sdedit",
     title="Part A 1.7-1.7.1: image-to-image translation (SDEdit)",
-    params={"start": 990, "stride": 30, "i_starts": [1, 3, 5, 7, 10, 20], "guidance": 7.0},
-    profiles={"smoke": {"stride": 200, "i_starts": [1, 3]}},
+    params={**STRIDED, **GUIDANCE, "i_starts": [1, 3, 5, 7, 10, 20]},
+    profiles={"smoke": {**STRIDED_SMOKE, "i_starts": [1, 3]}},
     inputs=INPUTS,
-    uses_backend=True,
+    uses=(BACKEND,),
 )
 
 

@@ -4,29 +4,25 @@ import torch
 from builder.section import Section
 from diffusion.edits import visual_anagram
 from diffusion.views import FlipVertical, Identity
-from generators._parta import INPUTS, backend_label, item, pick, provenance, timesteps
+from generators._parta import (BACKEND, GUIDANCE, INPUTS, STRIDED, STRIDED_SMOKE, backend_label, denoiser, item,
+                               provenance, timesteps)
 
 SECTION = Section(
     id="a1_8_anagrams",
     title="Part A 1.8: visual anagrams",
-    params={"start": 990, "stride": 30, "guidance": 7.0, "samples_per_pair": 2,
-            "pairs": {"deepfloyd": [["an oil painting of people around a campfire", "an oil painting of an old man"],
-                                    ["an oil painting of a snowy mountain village", "a photo of a hipster barista"],
-                                    ["a lithograph of waterfalls", "a lithograph of a skull"]],
-                      "local": [["a handwritten 6", "a handwritten 9"], ["a handwritten 2", "a handwritten 7"],
-                                ["a handwritten 1", "a handwritten 4"]]}},
-    profiles={"smoke": {"stride": 200, "samples_per_pair": 1}},
+    params={**STRIDED, **GUIDANCE, "samples_per_pair": 2},
+    profiles={"smoke": {**STRIDED_SMOKE, "samples_per_pair": 1}},
     inputs=INPUTS,
-    uses_backend=True,
+    uses=(BACKEND,),
 )
 
 
 @torch.no_grad()
 def run(ctx):
     p = ctx.params
-    den = ctx.backend
+    den = denoiser(ctx)
     flip = FlipVertical()
-    for k, (upright, flipped) in enumerate(pick(ctx, p.pairs), start=1):
+    for k, (upright, flipped) in enumerate(p.pairs, start=1):
         images = visual_anagram(den, [den.encode(upright), den.encode(flipped)], ctx.generator(f"pair{k}"),
                                 views=(Identity(), flip), n=p.samples_per_pair, timesteps=timesteps(ctx),
                                 guidance=p.guidance)

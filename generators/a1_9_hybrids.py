@@ -3,30 +3,25 @@ import torch
 
 from builder.section import Section
 from diffusion.edits import hybrid, hybrid_blur_params
-from generators._parta import INPUTS, backend_label, item, pick, provenance, timesteps
+from generators._parta import (BACKEND, GUIDANCE, INPUTS, STRIDED, STRIDED_SMOKE, backend_label, denoiser, item,
+                               provenance, timesteps)
 
 SECTION = Section(
     id="a1_9_hybrids",
     title="Part A 1.9: hybrid images",
-    params={"start": 990, "stride": 30, "guidance": 7.0, "samples_per_pair": 2,
-            "pairs": {"deepfloyd": [["a lithograph of a skull", "a lithograph of waterfalls"],
-                                    ["an oil painting of an old man", "an oil painting of a snowy mountain village"],
-                                    ["a rocket ship", "a pencil"]],
-                      "local": [["a handwritten 0", "a handwritten 8"], ["a handwritten 1", "a handwritten 7"],
-                                ["a handwritten 3", "a handwritten 5"]]},
-            "display_px": {"large": 160, "small": 32}},
-    profiles={"smoke": {"stride": 200, "samples_per_pair": 1}},
+    params={**STRIDED, **GUIDANCE, "samples_per_pair": 2, "display_px": {"large": 160, "small": 32}},
+    profiles={"smoke": {**STRIDED_SMOKE, "samples_per_pair": 1}},
     inputs=INPUTS,
-    uses_backend=True,
+    uses=(BACKEND,),
 )
 
 
 @torch.no_grad()
 def run(ctx):
     p = ctx.params
-    den = ctx.backend
+    den = denoiser(ctx)
     kernel, sigma = hybrid_blur_params(den.image_size)
-    for k, (low, high) in enumerate(pick(ctx, p.pairs), start=1):
+    for k, (low, high) in enumerate(p.pairs, start=1):
         images = hybrid(den, den.encode(low), den.encode(high), ctx.generator(f"pair{k}"), n=p.samples_per_pair,
                         timesteps=timesteps(ctx), guidance=p.guidance)
         items = []

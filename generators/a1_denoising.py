@@ -5,22 +5,22 @@ import torch
 from builder.section import Section
 from diffusion.edits import best_blur
 from diffusion.sampling import forward, one_step_denoise
-from generators._parta import (INPUTS, QUALITY_COLUMNS, QUALITY_METHOD, backend_label, input_image, item, null_prompt,
-                               provenance, quality_cells, scaled_t)
+from generators._parta import (BACKEND, INPUTS, QUALITY_COLUMNS, QUALITY_METHOD, backend_label, denoiser, input_image,
+                               item, null_prompt, provenance, quality_cells, scaled_t)
 
 SECTION = Section(
     id="a1_denoising",
     title="Part A 1.1-1.3: forward process, blur and one-step denoising",
     params={"timesteps": [250, 500, 750], "blur_sigmas": [0.5, 0.75, 1.0, 1.5, 2.0, 2.5, 3.0, 4.0]},
     inputs=INPUTS,
-    uses_backend=True,
+    uses=(BACKEND,),
 )
 
 
 @torch.no_grad()
 def run(ctx):
     p = ctx.params
-    den = ctx.backend
+    den = denoiser(ctx)
     test = input_image(ctx, "test")
     cond = den.encode(null_prompt(ctx))
     gen = ctx.generator("forward")

@@ -8,9 +8,9 @@ import json
 import re
 from pathlib import Path
 
-from builder.fingerprint import ROOT
 from builder.section import Section
 
+ROOT = Path(__file__).resolve().parent.parent
 RESULTS = "bench/results"
 
 SECTION = Section(

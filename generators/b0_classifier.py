@@ -7,7 +7,7 @@ from generators._partb import mnist_train, train
 SECTION = Section(
     id="b0_classifier",
     title="Part B: an MNIST classifier to score generated digits",
-    params={"num_hiddens": 32, "batch_size": 128, "epochs": 4, "epoch_fraction": 1.0, "lr": 1e-3,
+    params={"batch_size": 128, "epochs": 4, "epoch_fraction": 1.0, "lr": 1e-3,
             "lr_decay": True},
     profiles={"smoke": {"epochs": 1, "train_images": 512}},
     inputs=("mnist",),

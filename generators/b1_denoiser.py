@@ -8,8 +8,6 @@ from diffusion.edits import best_blur
 from diffusion.metrics import mean_quality
 from diffusion.one_step import add_noise
 from diffusion.rng import randperm
-from diffusion.unet import UnconditionalUNet
-from generators._partb import load_model
 from generators._partb_figures import digits_row, hyperparameter_table, loss_plot
 
 SECTION = Section(
@@ -28,7 +26,7 @@ def run(ctx):
     p = ctx.params
     up = ctx.upstream("b1_train_denoiser")
     train_params = up.params
-    sigma, hidden = train_params["sigma"], train_params["num_hiddens"]
+    sigma = train_params["sigma"]
     history = up.json("history")
     loss_plot(ctx, "b1_loss", history, "Single-step denoiser (σ = 0.5)",
               caption=f"Training loss of the single-step denoiser at σ = {sigma}, one point per optimizer step "
@@ -41,7 +39,7 @@ def run(ctx):
     names = [f"a {labels[i].item()}" for i in pick.tolist()]
     for epoch, fig_id, when in ((1, "b1_denoised_epoch1", "after epoch 1"),
                                 (train_params["epochs"], "b1_denoised_final", f"after epoch {train_params['epochs']}")):
-        model = load_model(up, UnconditionalUNet, f"epoch{epoch}", ctx.device, in_channels=1, num_hiddens=hidden)
+        model = up.model(f"epoch{epoch}")
         out = model(noisy.to(ctx.device)).float().cpu()
         ctx.save_gallery(fig_id, [
             digits_row(noisy, names, f"input: test digits with noise σ = {sigma}", "noisy"),
@@ -51,7 +49,7 @@ def run(ctx):
                    f"the UNet's output, and the original.",
             alt=f"Three rows of digits: noisy, denoised {when}, clean.", meta={"epoch": epoch, "sigma": sigma})
 
-    model = load_model(up, UnconditionalUNet, "final", ctx.device, in_channels=1, num_hiddens=hidden)
+    model = up.model("final")
     rows = []
     gen = ctx.generator("ood")
     for i in pick[: p.ood_digits].tolist():

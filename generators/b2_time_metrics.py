@@ -12,12 +12,11 @@ import torch
 
 from builder.section import Section
 from diffusion import data
-from diffusion.classifier import Classifier, embed
+from diffusion.classifier import embed
 from diffusion.ddpm import linear_schedule, sample_time
 from diffusion.metrics import class_histogram, frechet_distance, frechet_spread, gaussian_stats
 from diffusion.rng import randperm
-from diffusion.unet import TimeConditionalUNet
-from generators._partb import autocast_dtype, load_model
+from generators._partb import autocast_dtype
 
 SECTION = Section(
     id="b2_time_metrics",
@@ -37,8 +36,7 @@ def run(ctx):
     up = ctx.upstream("b2_train_time")
     tp = up.params
     schedule = linear_schedule(tp["T"], tp["beta1"], tp["beta2"])
-    judge = Classifier()
-    judge.load_state_dict(ctx.upstream("b0_classifier").checkpoint("final", map_location="cpu"))
+    judge = ctx.upstream("b0_classifier").model("final").cpu()
     judge_accuracy = ctx.upstream("b0_classifier").json("test_accuracy")
 
     x_test, _ = data.as_tensor(data.load("test"))
@@ -52,8 +50,7 @@ def run(ctx):
 
     epochs, fids, spreads, histograms = [], [], [], []
     for epoch in up.json("history")["snapshot_epochs"]:
-        model = load_model(up, TimeConditionalUNet, f"epoch{epoch}", ctx.device, in_channels=1,
-                           num_hiddens=tp["num_hiddens"])
+        model = up.model(f"epoch{epoch}")
         gen = ctx.generator("samples")  # the same noise for every snapshot: only the weights differ
         samples = torch.cat([
             sample_time(model, min(p.batch_size, p.num_samples - start), schedule, gen, keep_every=0,

@@ -1,8 +1,7 @@
 """Part B 2.3: sampling from the time-conditioned DDPM (Algorithm 2) at every snapshot epoch."""
 from builder.section import Section
 from diffusion.ddpm import kept_timesteps, linear_schedule, sample_time
-from diffusion.unet import TimeConditionalUNet
-from generators._partb import autocast_dtype, load_model
+from generators._partb import autocast_dtype
 from generators._partb_figures import hyperparameter_table, loss_plot, trajectory_gif
 
 SECTION = Section(
@@ -24,8 +23,7 @@ def run(ctx):
                       f"optimizer step over {tp['epochs']} epochs.")
     schedule = linear_schedule(tp["T"], tp["beta1"], tp["beta2"])
     for epoch in history["snapshot_epochs"]:
-        model = load_model(up, TimeConditionalUNet, f"epoch{epoch}", ctx.device, in_channels=1,
-                           num_hiddens=tp["num_hiddens"])
+        model = up.model(f"epoch{epoch}")
         # The same starting noise for every snapshot, so the grids differ only by the weights.
         samples = sample_time(model, p.num_samples, schedule, ctx.generator("samples"), keep_every=p.keep_every,
                               autocast_dtype=autocast_dtype(ctx))

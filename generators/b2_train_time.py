@@ -24,4 +24,5 @@ def run(ctx):
     schedule = linear_schedule(p.T, p.beta1, p.beta2).to(ctx.device)
     x, _labels = mnist_train(ctx)
     model = TimeConditionalUNet(in_channels=1, num_hiddens=p.num_hiddens)
-    train(ctx, model, lambda model, x0, generator: time_loss(model, x0, schedule, generator), (x,))
+    train(ctx, model, lambda model, x0, generator: time_loss(model, x0, schedule, generator), (x,),
+          meta={"schedule": {"T": p.T, "beta1": p.beta1, "beta2": p.beta2}})

@@ -3,10 +3,9 @@ and an independent classifier's verdict on whether each sample is the digit that
 import torch
 
 from builder.section import Section
-from diffusion.classifier import Classifier, predict
+from diffusion.classifier import predict
 from diffusion.ddpm import kept_timesteps, linear_schedule, sample_class
-from diffusion.unet import ClassConditionalUNet
-from generators._partb import autocast_dtype, load_model
+from generators._partb import autocast_dtype
 from generators._partb_figures import digits_row, hyperparameter_table, loss_plot, trajectory_gif
 
 SECTION = Section(
@@ -33,9 +32,7 @@ def run(ctx):
     schedule = linear_schedule(tp["T"], tp["beta1"], tp["beta2"])
     dtype = autocast_dtype(ctx)
 
-    def model_at(name):
-        return load_model(up, ClassConditionalUNet, name, ctx.device, in_channels=1,
-                          num_classes=tp["num_classes"], num_hiddens=tp["num_hiddens"])
+    model_at = up.model
 
     # Digits run along the columns and each row holds one sample of every digit.
     labels = torch.arange(10).repeat(p.per_digit)
@@ -52,8 +49,7 @@ def run(ctx):
                                       f"{p.keep_every} steps from t = {tp['T']} to t = 0.",
                        meta={"epoch": epoch, "guidance": p.guidance})
 
-    judge = Classifier()
-    judge.load_state_dict(ctx.upstream("b0_classifier").checkpoint("final", map_location="cpu"))
+    judge = ctx.upstream("b0_classifier").model("final").cpu()
     judge_accuracy = ctx.upstream("b0_classifier").json("test_accuracy")
     final = model_at("final")
     rows, table, curves = [], [], []

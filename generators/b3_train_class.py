@@ -29,4 +29,4 @@ def run(ctx):
     def loss(model, x0, y, generator):
         return class_loss(model, x0, y, schedule, generator, p_uncond=p.p_uncond, num_classes=p.num_classes)
 
-    train(ctx, model, loss, (x, labels))
+    train(ctx, model, loss, (x, labels), meta={"schedule": {"T": p.T, "beta1": p.beta1, "beta2": p.beta2}})

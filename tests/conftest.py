@@ -49,9 +49,7 @@ def smoke_build(tmp_path_factory):
 
 @pytest.fixture
 def toy_project(tmp_path, monkeypatch):
-    """A throwaway project with its own generators package, so cache tests can edit code freely."""
-    from builder import fingerprint
-
+    """A throwaway project with its own section package, so cache tests can edit code freely."""
     root = tmp_path / "proj"
     pkg = root / "toygens"
     pkg.mkdir(parents=True)
@@ -61,14 +59,10 @@ def toy_project(tmp_path, monkeypatch):
     (pkg / "side.py").write_text(SIDE)
     (pkg / "shade.py").write_text(SHADE)
     monkeypatch.setattr(sys, "dont_write_bytecode", True)  # edits within a second must not hit stale .pyc
-    monkeypatch.setattr(fingerprint, "ROOT", root)
-    monkeypatch.setattr(fingerprint, "PROJECT_PACKAGES", ("toygens",))
     monkeypatch.syspath_prepend(str(root))
-    fingerprint.clear_code_cache()
     yield root
     for name in [m for m in sys.modules if m == "toygens" or m.startswith("toygens.")]:
         del sys.modules[name]
-    fingerprint.clear_code_cache()
 
 
 UP = '''
@@ -106,7 +100,7 @@ import numpy as np
 from builder.section import Section
 from toygens.shade import black
 
-SECTION = Section(id="side", title="Independent", params={"fail": False}, inputs=("toy-data",), uses_backend=True)
+SECTION = Section(id="side", title="Independent", params={"fail": False}, inputs=("toy-data",), uses=("backend",))
 
 
 def run(ctx):

@@ -5,17 +5,23 @@ from pathlib import Path
 
 import pytest
 
-from builder import fingerprint
 from builder.cache import Store, atomic_write_bytes
-from builder.engine import BackendSpec, BuildConfig, Engine
+from builder.engine import BuildConfig, Engine, Resource
+from builder.project import Project
 from builder.registry import discover
+
+
+def toy_facts(root: Path, inputs="v1") -> Project:
+    """The toy project as the engine sees it: its sections are its science, one named input."""
+    return Project(root=root, sections="toygens", science=("toygens",), libraries=("numpy",),
+                   inputs={"toy-data": lambda: f"toy-data@{inputs}"})
 
 
 def make_engine(root: Path, seed=1, profile="cpu", force=(), device="cpu", dtype="float32", backend=None,
                 inputs="v1"):
     config = BuildConfig(profile=profile, device=device, dtype=dtype, seed=seed, cache_root=root / "cache",
-                         force=frozenset(force), backend=backend, input_checksums=lambda name: f"{name}@{inputs}")
-    return Engine(config, discover("toygens"))
+                         force=frozenset(force), resources={"backend": backend} if backend else {})
+    return Engine(toy_facts(root, inputs), config, discover("toygens"))
 
 
 def statuses(result):
@@ -27,7 +33,6 @@ def edit(root: Path, module: str, old: str, new: str):
     text = path.read_text()
     assert old in text
     path.write_text(text.replace(old, new))
-    fingerprint.clear_code_cache()
     # A real build is a fresh process; here the edited module must be imported anew.
     for name in [m for m in sys.modules if m.startswith("toygens")]:
         del sys.modules[name]
@@ -42,7 +47,7 @@ def test_second_build_is_all_hits(toy_project):
 
 
 def backend(model):
-    return BackendSpec(name="toy", identity={"name": "toy", "model": model})
+    return Resource("backend", {"name": "toy", "model": model})
 
 
 def one_change(root: Path, monkeypatch, component: str) -> tuple[Engine, str]:
@@ -52,7 +57,7 @@ def one_change(root: Path, monkeypatch, component: str) -> tuple[Engine, str]:
         return make_engine(root, backend=backend("a")), "side"
     if component == "params":  # the generator's source stays the same
         engine = make_engine(root, backend=backend("a"))
-        section = engine.generators["side"].section
+        section = engine.sections["side"].section
         monkeypatch.setattr(type(section), "resolve", lambda self, profile: {"fail": False, "shade": 2})
         return engine, "side"
     if component == "upstream":  # up re-runs to other bytes; down's own code is untouched
@@ -60,14 +65,14 @@ def one_change(root: Path, monkeypatch, component: str) -> tuple[Engine, str]:
         return make_engine(root, backend=backend("a")), "down"
     if component == "versions":
         engine = make_engine(root, backend=backend("a"))
-        monkeypatch.setattr(engine, "_versions", {**engine._versions, "torch": "99.0"})
+        engine.project.__dict__["versions"] = {**engine.project.versions, "numpy": "99.0"}  # its cached_property
         return engine, "side"
     changed = {"seed": dict(seed=2), "profile": dict(profile="spec"), "device": dict(device="mps"),
-               "dtype": dict(dtype="bfloat16"), "backend": dict(backend=backend("b")), "inputs": dict(inputs="v2")}
+               "dtype": dict(dtype="bfloat16"), "resources": dict(backend=backend("b")), "inputs": dict(inputs="v2")}
     return make_engine(root, **{"backend": backend("a"), **changed[component]}), "side"
 
 
-@pytest.mark.parametrize("component", ["code", "params", "seed", "profile", "device", "dtype", "backend", "inputs",
+@pytest.mark.parametrize("component", ["code", "params", "seed", "profile", "device", "dtype", "resources", "inputs",
                                        "upstream", "versions"])
 def test_each_key_component_alone_makes_a_miss_that_explain_names(toy_project, monkeypatch, component):
     make_engine(toy_project, backend=backend("a")).build()
@@ -79,11 +84,45 @@ def test_each_key_component_alone_makes_a_miss_that_explain_names(toy_project, m
 
 
 def test_the_code_fingerprint_follows_imports_into_the_science():
-    from builder.fingerprint import code_fingerprint
+    from project import PROJECT
 
-    modules = set(code_fingerprint("generators.b2_train_time"))
+    modules = set(PROJECT.code_fingerprint("generators.b2_train_time"))
     assert {"diffusion.ddpm", "diffusion.training", "diffusion.unet", "diffusion.rng", "diffusion.cuda_graphs",
-            "generators._partb", "diffusion.data", "builder.section"} <= modules
+            "generators._partb", "diffusion.data", "builder.figures", "builder.context"} <= modules
+
+
+def test_a_real_key_holds_the_science_and_the_writers_and_no_other_engine_code():
+    from project import PROJECT
+
+    for gid, mod in discover(PROJECT.sections).items():
+        engine_modules = {m for m in PROJECT.code_fingerprint(mod.module.__name__) if m.startswith("builder")}
+        assert engine_modules == {"builder.figures", "builder.context"}, gid
+    # The Part A backends' plug-ins are glue, and their model code joins keys through their identity.
+    assert not any(m.startswith("backends") for m in PROJECT.code_fingerprint("generators.a1_8_anagrams"))
+
+
+ENGINE_SIDE = {"__init__.py": "", "sched.py": "ORDER = 1\n", "writer.py": "SCALE = 1\n"}
+
+
+def test_keys_follow_the_science_not_the_engine(toy_project):
+    """An edit to engine code (scheduling, caching, the command line) changes no key; an edit to a
+    module that writes outputs changes every key."""
+    (toy_project / "toyengine").mkdir()
+    for name, text in ENGINE_SIDE.items():
+        (toy_project / "toyengine" / name).write_text(text)
+    edit(toy_project, "up", "import numpy as np", "import numpy as np\nimport toyengine.sched\nimport toyengine.writer")
+
+    def engine():
+        facts = toy_facts(toy_project)
+        facts = type(facts)(**{**facts.__dict__, "writers": ("toyengine.writer",), "engine_root": toy_project})
+        config = BuildConfig(profile="cpu", device="cpu", dtype="float32", seed=1, cache_root=toy_project / "cache")
+        return Engine(facts, config, discover("toygens"))
+
+    assert statuses(engine().build()) == {"up": "miss", "down": "miss", "side": "miss"}
+    (toy_project / "toyengine" / "sched.py").write_text("ORDER = 2\n")
+    assert set(statuses(engine().build()).values()) == {"hit"}
+    (toy_project / "toyengine" / "writer.py").write_text("SCALE = 2\n")
+    assert set(statuses(engine().build()).values()) == {"miss"}
 
 
 def test_comment_and_docstring_edits_do_not_invalidate(toy_project):
@@ -169,13 +208,13 @@ def test_failing_generator_keeps_nothing_and_spares_the_others(toy_project):
 
 def test_interrupted_generator_leaves_no_entry_or_temporary_file(toy_project, monkeypatch):
     engine = make_engine(toy_project)
-    gen = engine.generators["side"]
+    gen = engine.sections["side"]
 
     def interrupted(ctx):
         ctx.save_image("side_image", [[0.5]], caption="never finished")
         raise KeyboardInterrupt
 
-    engine.generators["side"] = type(gen)(gen.section, gen.module, interrupted)
+    engine.sections["side"] = type(gen)(gen.section, gen.module, interrupted)
     with pytest.raises(KeyboardInterrupt):
         engine.build(["side"])
     assert engine.store.entries_of("side") == []

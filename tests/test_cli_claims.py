@@ -10,6 +10,7 @@ import sys
 import pytest
 
 from builder import app, faults
+from project import PROJECT
 from tests.conftest import ROOT, build
 from tests.test_determinism import assert_same_site, record
 
@@ -104,8 +105,8 @@ def test_bf16_is_chosen_only_where_the_cpu_has_bf16_instructions(tmp_path, monke
     assert app.cpu_has_fast_bf16(tmp_path / "absent") is False
     for fast, dtype in ((True, "bfloat16"), (False, "float32")):
         monkeypatch.setattr(app, "cpu_has_fast_bf16", lambda: fast)
-        assert app.resolve(app.Settings(device="cpu")).dtype == dtype
-    assert app.resolve(app.Settings(device="cpu", dtype="float16")).dtype == "float16"
+        assert app.resolve(app.Settings(PROJECT, device="cpu")).dtype == dtype
+    assert app.resolve(app.Settings(PROJECT, device="cpu", dtype="float16")).dtype == "float16"
 
 
 @pytest.mark.skipif(shutil.which("npm") is None, reason="npm is not installed")

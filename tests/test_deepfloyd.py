@@ -10,7 +10,8 @@ from tests import tiny_if
 import pytest
 import torch
 
-from diffusion.backends import BackendUnavailable, load_backend, resolve_backend
+from diffusion.backends import DEFAULT_STAGE1, BackendUnavailable
+from diffusion.backends.deepfloyd import DeepFloydBackend
 from diffusion.sampling import StridedSchedule, dynamic_threshold, sample, strided_timesteps
 
 diffusers = pytest.importorskip("diffusers")
@@ -30,7 +31,7 @@ def tiny_root(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def backend(tiny_root):
-    return load_backend("deepfloyd", device="cpu", deepfloyd_dir=tiny_root)
+    return DeepFloydBackend.load(device="cpu", dtype=torch.float32, deepfloyd_dir=tiny_root)
 
 
 def _gen(seed=0):
@@ -81,7 +82,7 @@ def test_backend_attributes(backend):
     assert backend.alphas_cumprod.dtype == torch.float32
     assert torch.equal(backend.alphas_cumprod, backend.pipe.scheduler.alphas_cumprod)
     assert (backend.image_size, backend.channels) == (SIZE, 3)
-    assert backend.identity["backend"] == "deepfloyd" and backend.identity["model_id"] == "DeepFloyd/IF-I-XL-v1.0"
+    assert backend.identity["name"] == "deepfloyd" and backend.identity["model"] == "DeepFloyd/IF-I-XL-v1.0"
     assert backend.identity["text"] == "t5" and backend.identity["dtype"] == "float32"
     assert len(backend.identity["fingerprint"]) == 64
     x = torch.linspace(-1, 1, 5)
@@ -103,7 +104,7 @@ def test_embeddings_file_path(tiny_root, tmp_path):
     table = {p: torch.randn(1, 77, 32, generator=_gen(i)) for i, p in enumerate(["", *PROMPTS])}
     path = tmp_path / "embeds.pth"
     torch.save(table, path)
-    den = load_backend("deepfloyd", device="cpu", deepfloyd_dir=tiny_root, embeddings_path=path)
+    den = DeepFloydBackend.load(device="cpu", dtype=torch.float32, deepfloyd_dir=tiny_root, embeddings_path=path)
     assert den.pipe.text_encoder is None and den.pipe.tokenizer is None
     assert torch.equal(den.encode(PROMPTS[1]), table[PROMPTS[1]])
     assert den.encode(PROMPTS).shape == (2, 77, 32) and torch.equal(den.null_cond, table[""])
@@ -116,7 +117,7 @@ def test_embeddings_file_with_t5_xxl_width(tmp_path):
     # The real (1, 77, 4096) shape, through a UNet whose text projection is T5-XXL wide.
     tiny_if.build_stage1(text_dim=4096, sample_size=SIZE).save_pretrained(tmp_path / "IF-I-XL-v1.0")
     torch.save({"": torch.zeros(1, 77, 4096), "a photo of a dog": torch.ones(1, 77, 4096) / 64}, tmp_path / "e.pth")
-    den = load_backend("deepfloyd", device="cpu", deepfloyd_dir=tmp_path, embeddings_path=tmp_path / "e.pth")
+    den = DeepFloydBackend.load(device="cpu", dtype=torch.float32, deepfloyd_dir=tmp_path, embeddings_path=tmp_path / "e.pth")
     cond = den.encode("a photo of a dog")
     assert cond.shape == (1, 77, 4096)
     eps, var = den.predict(torch.zeros(2, 3, SIZE, SIZE), 990, den.cat_conds([den.null_cond, cond]))
@@ -125,9 +126,9 @@ def test_embeddings_file_with_t5_xxl_width(tmp_path):
 
 def test_saved_pipeline_dir_and_env_var(tiny_root, monkeypatch):
     stage1 = tiny_root / "DeepFloyd" / "IF-I-XL-v1.0"
-    direct = load_backend("deepfloyd", device="cpu", deepfloyd_dir=stage1)
+    direct = DeepFloydBackend.load(device="cpu", dtype=torch.float32, deepfloyd_dir=stage1)
     monkeypatch.setenv("DEEPFLOYD_DIR", str(tiny_root))
-    via_env = load_backend("deepfloyd", device="cpu")
+    via_env = DeepFloydBackend.load(device="cpu", dtype=torch.float32)
     assert direct.identity == via_env.identity  # same files, same identity
     x = torch.randn(1, 3, SIZE, SIZE, generator=_gen(0))
     assert torch.equal(direct.predict(x, 10, direct.null_cond)[0], via_env.predict(x, 10, via_env.null_cond)[0])
@@ -142,7 +143,7 @@ def _assert_helpful(message: str):
 
 def test_missing_weights_in_named_dir(tmp_path):
     with pytest.raises(BackendUnavailable) as info:
-        load_backend("deepfloyd", device="cpu", deepfloyd_dir=tmp_path)
+        DeepFloydBackend.load(device="cpu", dtype=torch.float32, deepfloyd_dir=tmp_path)
     _assert_helpful(str(info.value))
     assert str(tmp_path) in str(info.value)
     err = info.value  # no chained traceback behind the message
@@ -157,17 +158,28 @@ def test_missing_weights_hub_id_offline(tmp_path, monkeypatch):
     monkeypatch.setattr(hf_constants, "HF_HUB_OFFLINE", True)
     monkeypatch.setattr(hf_constants, "HF_HUB_CACHE", str(tmp_path))  # an empty cache
     with pytest.raises(BackendUnavailable) as info:
-        load_backend("deepfloyd", device="cpu")
+        DeepFloydBackend.load(device="cpu", dtype=torch.float32)
     _assert_helpful(str(info.value))
-    assert resolve_backend("auto", device="cuda") == "local"  # no weights: never auto-picked
+    assert _choose("auto", "cuda", None) == "local"  # no weights: never auto-picked
 
 
-def test_resolve_backend(tiny_root):
-    assert resolve_backend("auto", device="cpu", deepfloyd_dir=tiny_root) == "local"
-    assert resolve_backend("auto", device="cuda", deepfloyd_dir=tiny_root) == "deepfloyd"
-    assert resolve_backend("local") == "local" and resolve_backend("deepfloyd") == "deepfloyd"
-    with pytest.raises(ValueError):
-        resolve_backend("stable-diffusion")
+def _choose(name, device, deepfloyd_dir):
+    import argparse
+
+    import backends
+
+    args = argparse.Namespace(backend=name, deepfloyd_dir=deepfloyd_dir, deepfloyd_model=DEFAULT_STAGE1)
+    return backends.choose(args, device).name
+
+
+def test_auto_picks_deepfloyd_only_on_cuda_with_its_weights(tiny_root):
+    assert _choose("auto", "cpu", tiny_root) == "local"
+    assert _choose("auto", "cuda", tiny_root) == "deepfloyd"
+    assert _choose("local", "cuda", tiny_root) == "local" and _choose("deepfloyd", "cpu", None) == "deepfloyd"
+    from builder import BuildError
+
+    with pytest.raises(BuildError, match="unknown backend 'stable-diffusion'; choose auto or one of deepfloyd, local"):
+        _choose("stable-diffusion", "cpu", None)
 
 
 def test_stage2_upsample(backend):

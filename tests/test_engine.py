@@ -17,12 +17,13 @@ import torch
 
 from builder import BuildError, diagnose, engine as engine_module
 from builder.context import derive_seed
-from builder.engine import BackendSpec, _GpuMemory, build_order_from_graph, default_input_checksum
+from builder.engine import Resource, _GpuMemory, build_order_from_graph
+from builder.project import Project
 from tests.test_cache import backend, edit, make_engine
 
 SPY = '''    import toygens.shade as spy
     spy.SEEN = dict(id=ctx.section_id, profile=ctx.profile, seed=ctx.seed, device=ctx.device, dtype=ctx.dtype,
-                    scratch=ctx.scratch, backend_identity=ctx.backend_identity, backend=ctx.backend,
+                    scratch=ctx.scratch, backend_identity=ctx.resource_identity("backend"), backend=ctx.resource("backend"),
                     progress=ctx.progress_factory, n=getattr(ctx.params, "fail", None))
 '''
 
@@ -37,8 +38,8 @@ def by_id(result):
 
 def test_a_section_is_handed_its_settings_and_a_lazy_backend(toy_project):
     loaded = []
-    spec = BackendSpec(name="toy", identity={"name": "toy", "model": "m"},
-                       load=lambda ctx: loaded.append(ctx.section_id) or f"backend for {ctx.section_id}")
+    spec = Resource("backend", {"name": "toy", "model": "m"},
+                    load=lambda ctx: loaded.append(ctx.section_id) or f"backend for {ctx.section_id}")
     edit(toy_project, "side", "    if ctx.params.fail:", SPY + "    if ctx.params.fail:")
 
     def progress(**kw):
@@ -151,19 +152,21 @@ def test_the_size_of_a_sections_last_complete_run(toy_project):
 
 def test_memory_hints_name_the_settings_a_user_can_change(toy_project):
     engine = make_engine(toy_project, profile="spec", dtype="float32")
-    gen = engine.generators["up"]
-    hints = engine.memory_hints(gen, {"params": {"batch_size": 256, "eval_batch": 1, "n": 3, "batch": True},
-                                      "backend": None})
+    gen = engine.sections["up"]
+    hints = engine.memory_hints(gen, {"params": {"batch_size": 256, "eval_batch": 1, "n": 3, "batch": True}})
     assert engine.memory_hints(gen, {"params": {"batch_size": 2}})[1] == \
         "a smaller batch_size (now 2) in the 'spec' profile of toygens/up.py"
     assert hints == ["--dtype bfloat16 (half the activation memory)",
                      "a smaller batch_size (now 256) in the 'spec' profile of toygens/up.py",
                      "--profile cpu (smaller models and batches than the assignment's)"]
-    engine = make_engine(toy_project, profile="spec", dtype="bfloat16")
-    assert engine.memory_hints(gen, {"params": {}, "backend": {"name": "deepfloyd"}}) == [
-        "--embeddings FILE, so that T5 is never loaded onto the GPU",
-        "a smaller stage I with --deepfloyd-model DeepFloyd/IF-I-L-v1.0 (or -M)"]
-    assert engine.memory_hints(gen, {"params": {}, "backend": {"name": "local"}}) == []
+    # A section that uses a resource gets the resource's own hints, and not --profile cpu.
+    big = Resource("backend", {"name": "big"}, memory_hints=("a smaller model", "no text encoder"))
+    engine = make_engine(toy_project, profile="spec", dtype="bfloat16", backend=big)
+    assert engine.memory_hints(engine.sections["side"], {"params": {}}) == ["a smaller model", "no text encoder"]
+    assert engine.memory_hints(gen, {"params": {}}) == ["--profile cpu (smaller models and batches than the "
+                                                        "assignment's)"]
+    small = make_engine(toy_project, profile="spec", dtype="bfloat16", backend=Resource("backend", {"name": "s"}))
+    assert small.memory_hints(small.sections["side"], {"params": {}}) == []
     assert make_engine(toy_project, profile="cpu", dtype="bfloat16").memory_hints(gen, {"params": {}}) == []
 
 
@@ -208,7 +211,7 @@ def test_section_choice_and_its_messages(toy_project):
 
 
 def test_backend_dependencies_only_for_sections_that_use_it(toy_project):
-    spec = BackendSpec(name="toy", identity={"name": "toy"}, depends=("up", "up"))
+    spec = Resource("backend", {"name": "toy"}, depends=("up", "up"))
     engine = make_engine(toy_project, backend=spec)
     assert engine.depends("side") == ("up",) and engine.depends("up") == ()
     assert make_engine(toy_project).depends("side") == ()
@@ -232,8 +235,8 @@ def test_explain_hit_and_miss_lines(toy_project):
     assert any("seed" in line for line in other[1:])
 
 
-def test_declared_inputs_are_checksummed_by_content(tmp_path, monkeypatch):
-    monkeypatch.setattr(engine_module, "ROOT", tmp_path)
+def test_declared_inputs_are_checksummed_by_content(tmp_path):
+    facts = Project(root=tmp_path, inputs={"dataset": lambda: "published-hash"})
     (tmp_path / "one.txt").write_bytes(b"abc")
     folder = tmp_path / "many"
     (folder / "sub").mkdir(parents=True)
@@ -241,19 +244,25 @@ def test_declared_inputs_are_checksummed_by_content(tmp_path, monkeypatch):
     (folder / "sub" / "b.bin").write_bytes(b"2")
     from builder.fingerprint import hash_value, sha256_file
 
-    assert default_input_checksum("one.txt") == sha256_file(tmp_path / "one.txt")
-    assert default_input_checksum("many") == hash_value({"a.bin": sha256_file(folder / "a.bin"),
-                                                         "sub/b.bin": sha256_file(folder / "sub" / "b.bin")})
-    before = default_input_checksum("many")
+    assert facts.input_checksum("one.txt") == sha256_file(tmp_path / "one.txt")
+    assert facts.input_checksum("many") == hash_value({"a.bin": sha256_file(folder / "a.bin"),
+                                                       "sub/b.bin": sha256_file(folder / "sub" / "b.bin")})
+    before = facts.input_checksum("many")
     (folder / "sub" / "b.bin").write_bytes(b"3")
-    assert default_input_checksum("many") != before
-    from diffusion import data
-
-    assert default_input_checksum("mnist") == hash_value(data.checksums())
+    assert facts.input_checksum("many") != before
+    assert facts.input_checksum("dataset") == "published-hash"
     with pytest.raises(BuildError) as err:
-        default_input_checksum("absent")
-    assert str(err.value) == (f"a section declares the input 'absent', which is neither 'mnist' nor a file or "
+        facts.input_checksum("absent")
+    assert str(err.value) == (f"a section declares the input 'absent', which is neither 'dataset' or a file or "
                               f"folder under {tmp_path}.")
+
+
+def test_the_report_checksums_mnist_by_its_published_hashes():
+    from builder.fingerprint import hash_value
+    from diffusion import data
+    from project import PROJECT
+
+    assert PROJECT.input_checksum("mnist") == hash_value(data.checksums())
 
 
 def test_bytes_under_a_folder(tmp_path):
@@ -269,11 +278,11 @@ def test_key_components_name_every_input(toy_project):
     engine = make_engine(toy_project, seed=3, profile="smoke", dtype="bfloat16", backend=backend("m"), inputs="v9")
     peeked = engine.peek()
     side, down = peeked["side"][0], peeked["down"][0]
-    assert sorted(side) == ["backend", "code", "device", "dtype", "inputs", "params", "profile", "record_format",
+    assert sorted(side) == ["code", "device", "dtype", "inputs", "params", "profile", "record_format", "resources",
                             "seed", "upstream", "versions"]
-    assert side["inputs"] == {"toy-data": "toy-data@v9"} and side["backend"] == {"name": "toy", "model": "m"}
+    assert side["inputs"] == {"toy-data": "toy-data@v9"} and side["resources"] == {"backend": {"name": "toy", "model": "m"}}
     assert (side["profile"], side["dtype"], side["device"]) == ("smoke", "bfloat16", "cpu")
-    assert down["upstream"] == {"up": "not built"} and down["backend"] is None  # peeked before any build
+    assert down["upstream"] == {"up": "not built"} and down["resources"] == {}  # peeked before any build
     assert peeked["up"][0]["params"] == {"n": 2}  # the smoke profile's value
     engine.build()
     up_digest = make_engine(toy_project, seed=3, profile="smoke", dtype="bfloat16", backend=backend("m"),
@@ -289,7 +298,7 @@ def test_asking_for_one_section_builds_only_it_and_what_it_needs(toy_project):
 
 def test_a_failure_skips_every_section_downstream_of_it(toy_project):
     # side depends on down through the backend, so up -> down -> side is a chain of three
-    spec = BackendSpec(name="toy", identity={"name": "toy"}, depends=("down",))
+    spec = Resource("backend", {"name": "toy"}, depends=("down",))
     edit(toy_project, "up", "    values =", "    raise ValueError('broken')\n    values =")
     result = by_id(make_engine(toy_project, backend=spec).build())
     assert [(gid, r.status) for gid, r in result.items()] == [("up", "failed"), ("down", "skipped"),
@@ -358,7 +367,38 @@ def test_torchs_serialisation_error_on_a_nearly_full_disk_is_a_full_disk(toy_pro
 
 
 def test_a_section_that_does_not_declare_the_backend_cannot_load_it(toy_project):
-    edit(toy_project, "up", "    values =", "    ctx.backend\n    values =")
+    edit(toy_project, "up", "    values =", "    ctx.resource('backend')\n    values =")
     up = by_id(make_engine(toy_project, backend=backend("a")).build(["up"]))["up"]
-    assert (up.status, up.error) == ("failed", "section 'up' uses ctx.backend but does not declare uses_backend=True "
-                                               "in its Section.")
+    assert (up.status, up.error) == ("failed", "section 'up' asks for the resource 'backend', which this build does "
+                                               "not provide or its Section does not declare in uses=.")
+
+
+def test_a_declared_parameter_that_run_never_reads_fails_the_section(toy_project):
+    edit(toy_project, "up", '{"n": 3}', '{"n": 3, "width": 8, "unused": 1}')
+    edit(toy_project, "up", "    values =", "    getattr(ctx.params, 'width')\n    values =")
+    engine = make_engine(toy_project)
+    up = by_id(engine.build(["up"]))["up"]
+    assert up.status == "failed"
+    assert up.error == ("section 'up' declares the parameter(s) unused but never reads them, so they would change "
+                        "its cache key and nothing else; remove them from its Section (or from the profile that "
+                        "sets them), or use them.")
+    assert engine.store.entries_of("up") == []
+    with pytest.raises(AttributeError, match="no parameter 'nope'"):
+        from builder.context import Params
+
+        Params("up", {"n": 1}).nope
+
+
+def test_a_resource_gives_its_own_parameters_to_the_sections_that_use_it(toy_project):
+    edit(toy_project, "side", "    if ctx.params.fail:", "    assert ctx.params.prompt\n    if ctx.params.fail:")
+    seen = []
+    res = Resource("backend", {"name": "toy"},
+                   params=lambda gid, profile: seen.append((gid, profile)) or {"prompt": f"{profile} digit"})
+    engine = make_engine(toy_project, profile="smoke", backend=res)
+    peeked = engine.peek()
+    assert peeked["side"][0]["params"] == {"fail": False, "prompt": "smoke digit"}
+    assert peeked["up"][0]["params"] == {"n": 2} and set(seen) == {("side", "smoke")}
+    assert by_id(engine.build())["side"].status == "miss"
+    clash = Resource("backend", {"name": "toy"}, params=lambda gid, profile: {"fail": True})
+    with pytest.raises(BuildError, match="section 'side' declares fail, which the backend resource also sets"):
+        make_engine(toy_project, backend=clash).peek()

@@ -120,7 +120,7 @@ def test_killed_mid_training_resumes_to_the_same_model(smoke_build, cache_copy):
     assert leftovers(cache) == [] and leftovers(site) == []
     assert not (cache / "scratch" / sid).exists(), "resume state is removed once the section is cached"
     assert_store_intact(cache)
-    checkpoints = lambda r: {o["id"]: o["files"] for o in r["outputs"] if o["id"].startswith("checkpoint-")}
+    checkpoints = lambda r: {o["id"]: o["files"] for o in r["outputs"] if o["id"].startswith("model-")}
     assert checkpoints(record(cache, sid)) == checkpoints(record(smoke_build["cache"], sid)), \
         "the resumed training did not reach the same weights"
     assert_same_site(smoke_build["site"], site)
@@ -148,7 +148,7 @@ def test_a_build_sweeps_only_what_dead_builds_left(cache_copy):
     garbage = [cache / "tmp" / "tmpdead" / ("ab" * 32),  # a staging folder
                cache / "entries" / "a0_setup" / ".x.json.k2j3.tmp",  # atomic_write_bytes
                cache / "last" / ".a0_setup.json.9f8e.tmp",
-               scratch / "resume.pt.tmp4242"]  # the trainer's own atomic write
+               scratch / ".resume.pt.4242.tmp"]  # the trainer's own atomic write
     for path in garbage + [scratch / "resume.pt"]:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(b"x")
@@ -316,9 +316,10 @@ def broken(smoke_build, tmp_path):
 
     def build_site() -> str:
         cli = load_cli()
-        settings = app.Settings(profile="smoke", cache_dir=smoke_build["cache"], site_dir=tmp_path / "site",
-                                content_dir=content, templates_dir=templates)
-        settings.backend = cli.backend_spec(cli.parse_args(["--profile", "smoke"]), settings)
+        settings = app.Settings(cli.PROJECT, profile="smoke", cache_dir=smoke_build["cache"],
+                                site_dir=tmp_path / "site", content_dir=content, templates_dir=templates)
+        settings.resources["backend"] = cli.backends.resource(cli.parse_args(["--profile", "smoke"]), "cpu",
+                                                              cli.PROJECT)
         try:
             result, summary = app.build(settings, progress_bar=False)
         except BuildError as exc:

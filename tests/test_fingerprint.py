@@ -25,9 +25,15 @@ def test_sets_and_paths_have_one_spelling_and_other_objects_are_refused():
     assert str(err.value) == "cannot put Opaque into a cache key: <opaque>"
 
 
+LIBRARIES = ("torch", "diffusers", "transformers", "numpy", "pillow", "matplotlib")
+
+
 def test_library_versions_name_python_and_the_numerical_libraries(monkeypatch):
-    versions = library_versions()
-    assert list(versions) == ["python", "torch", "diffusers", "transformers", "numpy", "pillow", "matplotlib"]
+    from project import PROJECT
+
+    assert PROJECT.libraries == LIBRARIES
+    versions = library_versions(LIBRARIES)
+    assert list(versions) == ["python", *LIBRARIES]
     assert versions["python"] == f"{sys.version_info.major}.{sys.version_info.minor}"
     assert versions["torch"] == importlib.metadata.version("torch") and versions["pillow"] == \
         importlib.metadata.version("pillow")
@@ -38,7 +44,7 @@ def test_library_versions_name_python_and_the_numerical_libraries(monkeypatch):
         return "9.9"
 
     monkeypatch.setattr(importlib.metadata, "version", only_numpy)
-    assert library_versions() == {"python": versions["python"], "torch": "absent", "diffusers": "absent",
+    assert library_versions(LIBRARIES) == {"python": versions["python"], "torch": "absent", "diffusers": "absent",
                                   "transformers": "absent", "numpy": "9.9", "pillow": "absent",
                                   "matplotlib": "absent"}
 
@@ -60,10 +66,14 @@ def test_a_module_is_hashed_with_its_parent_packages_and_its_project_imports(toy
     sub.mkdir()
     (sub / "__init__.py").write_text("SCALE = 2\n")
     (sub / "leaf.py").write_text("from toygens.shade import black\nimport numpy\n\nVALUE = black()\n")
-    names = fingerprint.code_fingerprint("toygens.sub.leaf")
+    index = fingerprint.CodeIndex(toy_project, ("toygens",))
+    names = index.fingerprint("toygens.sub.leaf")
     assert sorted(names) == ["toygens", "toygens.shade", "toygens.sub", "toygens.sub.leaf"]
-    assert fingerprint.module_path("toygens.sub") == sub / "__init__.py"
-    assert fingerprint.module_path("toygens.nothing") is None and fingerprint.module_path("numpy") is None
+    assert index.module_path("toygens.sub") == sub / "__init__.py"
+    assert index.module_path("toygens.nothing") is None and index.module_path("numpy") is None
     (sub / "__init__.py").write_text("SCALE = 3\n")
-    fingerprint.clear_code_cache()
-    assert fingerprint.code_fingerprint("toygens.sub.leaf")["toygens.sub"] != names["toygens.sub"]
+    assert index.fingerprint("toygens.sub.leaf")["toygens.sub"] == names["toygens.sub"]  # parsed once per index
+    fresh = fingerprint.CodeIndex(toy_project, ("toygens",))
+    assert fresh.fingerprint("toygens.sub.leaf")["toygens.sub"] != names["toygens.sub"]
+    # A package that is not indexed is neither hashed nor followed.
+    assert fingerprint.CodeIndex(toy_project, ("other",)).fingerprint("toygens.sub.leaf") == {}

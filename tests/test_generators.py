@@ -11,7 +11,7 @@ TRAINING_SECTIONS = ("b0_classifier", "b1_train_denoiser", "b2_train_time", "b3_
 
 @pytest.fixture(scope="module")
 def generators():
-    return discover()
+    return discover("generators")
 
 
 @pytest.mark.parametrize("profile", PROFILES)

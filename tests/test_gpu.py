@@ -86,14 +86,14 @@ def test_smoke_build_on_cuda(tmp_path):
 
 def test_deepfloyd_loop_equals_ifpipeline_on_cuda(tmp_path, record_property):
     pytest.importorskip("diffusers")
-    from diffusion.backends import load_backend
+    from diffusion.backends.deepfloyd import DeepFloydBackend
     from diffusion.sampling import sample
     from tests import tiny_if
 
     tiny_if.save_tiny_if(tmp_path, sample_size=32)
     timesteps = [800, 600, 400, 200, 0]
     for dtype, tolerance in ((torch.float32, 1e-5), (torch.float16, None)):
-        den = load_backend("deepfloyd", device="cuda", dtype=dtype, deepfloyd_dir=tmp_path)
+        den = DeepFloydBackend.load(device="cuda", dtype=dtype, deepfloyd_dir=tmp_path)
         cond = den.encode(["an oil painting of an old man", "a photo of a dog"])
         uncond = den.null_cond.expand(2, -1, -1)
         expected = den.pipe(prompt_embeds=cond, negative_prompt_embeds=uncond, guidance_scale=7.0,

@@ -1,12 +1,9 @@
 """The local MNIST backend satisfies the same interface, with a tiny random ClassConditionalUNet."""
 from __future__ import annotations
 
-import hashlib
-
 import pytest
 import torch
 
-from diffusion.backends import BackendUnavailable, load_backend
 from diffusion.backends.local import LocalBackend, accepted_prompts
 from diffusion.ddpm import linear_schedule
 from diffusion.edits import hybrid, inpaint, sdedit, visual_anagram
@@ -15,18 +12,13 @@ from diffusion.unet import ClassConditionalUNet
 from tests.test_sampling import gen
 
 
+SCHEDULE = {"T": 300, "beta1": 1e-4, "beta2": 0.02}
+
+
 @pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory):
+def den():
     torch.manual_seed(0)
-    model = ClassConditionalUNet(1, 10, 8)
-    path = tmp_path_factory.mktemp("local") / "class_unet.pt"
-    torch.save({"state_dict": model.state_dict(), "config": {"num_hiddens": 8}}, path)
-    return path
-
-
-@pytest.fixture(scope="module")
-def den(checkpoint):
-    return load_backend("local", device="cpu", local_checkpoint=checkpoint)
+    return LocalBackend.from_model(ClassConditionalUNet(1, 10, 8), SCHEDULE, checkpoint_sha256="ab" * 32, device="cpu")
 
 
 def test_schedule_maps_ho_to_diffusers_indexing(den):
@@ -67,21 +59,12 @@ def test_prompts(den):
     assert "a handwritten 9" in accepted_prompts()
 
 
-def test_identity_and_checkpoint_hash(den, checkpoint):
-    sha = hashlib.sha256(checkpoint.read_bytes()).hexdigest()
-    assert den.identity["backend"] == "local" and den.identity["checkpoint_sha256"] == sha
-    assert den.identity["config"]["num_hiddens"] == 8 and den.identity["dtype"] == "float32"
-    with pytest.raises(ValueError, match="sha256"):
-        LocalBackend.from_checkpoint(checkpoint, checkpoint_hash="0" * 64)
-    blob = torch.load(checkpoint, weights_only=True)
-    bare = LocalBackend.from_checkpoint(blob["state_dict"], num_hiddens=8).identity["checkpoint_sha256"]
-    assert bare == LocalBackend.from_checkpoint(blob, num_hiddens=8).identity["checkpoint_sha256"]
-    with pytest.raises(BackendUnavailable):
-        load_backend("local", device="cpu")
-    # A training checkpoint ({"model", "config" of training settings, ...}) with the width given here.
-    torch.save({"model": blob["state_dict"], "config": {"epochs": 5}, "epoch": 5}, checkpoint.parent / "train.pt")
-    trained = load_backend("local", local_checkpoint=checkpoint.parent / "train.pt", local_config={"num_hiddens": 8})
-    assert trained.identity["config"]["num_hiddens"] == 8
+def test_identity_names_the_model_its_weights_and_schedule(den):
+    assert den.identity == {"name": "local", "model": "ClassConditionalUNet", "checkpoint_sha256": "ab" * 32,
+                            "config": {"in_channels": 1, "num_classes": 10, "num_hiddens": 8, **SCHEDULE},
+                            "T": 300, "dtype": "float32"}
+    shorter = LocalBackend.from_model(ClassConditionalUNet(1, 10, 8), {**SCHEDULE, "T": 100}, checkpoint_sha256="0")
+    assert shorter.num_train_timesteps == 100
 
 
 def test_data_space_is_unit_interval(den):

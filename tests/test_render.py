@@ -10,6 +10,9 @@ from PIL import Image
 
 from builder import BuildError
 from builder.render import render_site
+from project import PROJECT
+
+PAGES = PROJECT.pages
 
 FIXTURES = Path(__file__).parent / "fixtures"
 TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
@@ -65,11 +68,12 @@ def fixture_site(tmp_path):
 
     def section(sid, figures, params, backend=None):
         return {"id": sid, "title": sid.replace("_", " "), "key": "ab" * 32, "seed": 7, "profile": "cpu",
-                "device": "cpu", "dtype": "float32", "backend": backend, "params": params,
+                "device": "cpu", "dtype": "float32", "resources": {"backend": backend} if backend else {},
+                "params": params,
                 "figures": figures}
 
     manifest = {
-        "build": {"profile": "cpu", "seed": 180, "device": "cpu", "dtype": "float32", "backend": None,
+        "build": {"profile": "cpu", "seed": 180, "device": "cpu", "dtype": "float32", "resources": {},
                   "versions": {"torch": "x.y"}, "source_digest": "cd" * 32},
         "sections": {"toy_forward": section("toy_forward", [gallery], {"timesteps": [250, 500]}),
                      "toy_ddpm": section("toy_ddpm", [plot, gif, table], {"epochs": 2}),
@@ -79,7 +83,7 @@ def fixture_site(tmp_path):
     out = tmp_path / "site"
 
     def render(content=FIXTURES / "content", out=out, manifest=manifest):
-        return render_site(manifest, content, TEMPLATES, out, lambda sha: _write(tmp_path, sha, blobs[sha]))
+        return render_site(manifest, PAGES, content, TEMPLATES, out, lambda sha: _write(tmp_path, sha, blobs[sha]))
 
     render.manifest = manifest
     return render, out
@@ -443,10 +447,10 @@ def test_front_matter_is_read_with_its_line_numbers(tmp_path):
     from builder.render import read_content
 
     where = tmp_path / "fm" / "x.md"
-    [cf] = read_content(_front(tmp_path, "---\ntitle: Ratio: a / b\n\npage: part-b\n---\n\nbody\n---\nafter a rule\n"))
+    [cf] = read_content(_front(tmp_path, "---\ntitle: Ratio: a / b\n\npage: part-b\n---\n\nbody\n---\nafter a rule\n"), PAGES)
     assert cf.meta == {"title": "Ratio: a / b", "page": "part-b"} and cf.page == "part-b"
     assert cf.body == "\nbody\n---\nafter a rule\n" and cf.body_line == 6  # the line after the closing '---'
-    [cf] = read_content(_front(tmp_path, "---\ntitle: Home\n---\nhello\n"))
+    [cf] = read_content(_front(tmp_path, "---\ntitle: Home\n---\nhello\n"), PAGES)
     assert cf.page == "index" and cf.body_line == 4
     cases = {
         "---\ntitle: X\n\nno colon here\n---\n": f"{where}, line 4: the front matter line 'no colon here' is not "
@@ -465,7 +469,7 @@ def test_front_matter_is_read_with_its_line_numbers(tmp_path):
     }
     for text, message in cases.items():
         with pytest.raises(BuildError) as err:
-            read_content(_front(tmp_path, text))
+            read_content(_front(tmp_path, text), PAGES)
         assert str(err.value) == message, text
 
 
@@ -520,13 +524,13 @@ def test_a_broken_macros_file_names_its_line(fixture_site, tmp_path):
     macros = templates / "macros.html"
     macros.write_text("{% macro broken( %}\n" + macros.read_text())
     with pytest.raises(BuildError) as err:
-        render_module.render_site(render.manifest, FIXTURES / "content", templates, tmp_path / "out", lambda sha: None)
+        render_module.render_site(render.manifest, PAGES, FIXTURES / "content", templates, tmp_path / "out", lambda sha: None)
     assert str(err.value).startswith(f"{macros}, line 1: syntax error: ")
     assert str(err.value).endswith("Fix the template and build again; the figures are cached, so only the pages "
                                    "are rendered.")
     macros.write_text("{% set broken = 1 // 0 %}\n" + macros.read_text().split("\n", 1)[1])
     with pytest.raises(BuildError) as err:  # fails while the macros module is set up, not in a macro
-        render_module.render_site(render.manifest, FIXTURES / "content", templates, tmp_path / "out", lambda sha: None)
+        render_module.render_site(render.manifest, PAGES, FIXTURES / "content", templates, tmp_path / "out", lambda sha: None)
     assert re.match(rf"{re.escape(str(macros))}, line \d+: ZeroDivisionError: integer division or modulo by zero\. ",
                     str(err.value)), str(err.value)
 
@@ -593,12 +597,12 @@ def test_an_included_template_with_a_syntax_error_names_its_own_line(fixture_sit
     shutil.copytree(TEMPLATES, templates)
     (templates / "part.html").write_text("fine\n{% if %}\n")
     with pytest.raises(BuildError) as err:
-        render_module.render_site(render.manifest, _content(tmp_path, "{% include 'part.html' %}\n"), templates,
+        render_module.render_site(render.manifest, PAGES, _content(tmp_path, "{% include 'part.html' %}\n"), templates,
                                   tmp_path / "out", lambda sha: None)
     assert str(err.value).startswith(f"{templates / 'part.html'}, line 2: syntax error: Expected an expression")
     (templates / "page.html").write_text((templates / "page.html").read_text().replace("<main", "{{ 1 // 0 }}<main", 1))
     with pytest.raises(BuildError) as err:
-        render_module.render_site(render.manifest, _content(tmp_path, "plain text\n"), templates, tmp_path / "out2",
+        render_module.render_site(render.manifest, PAGES, _content(tmp_path, "plain text\n"), templates, tmp_path / "out2",
                                   lambda sha: None)
     assert re.match(rf"{re.escape(str(templates / 'page.html'))}, line \d+: ZeroDivisionError: integer division or "
                     rf"modulo by zero\. Fix the template", str(err.value)), str(err.value)
@@ -665,7 +669,7 @@ def test_a_build_error_inside_a_figure_keeps_its_own_message(fixture_site, tmp_p
         raise BuildError("the cached object for this figure is missing; run the build again")
 
     with pytest.raises(BuildError) as err:  # the hybrid's macro asks for its image size
-        render_module.render_site(render.manifest, _content(tmp_path, "{{ figure('toy_hybrid') }}\n"), TEMPLATES,
+        render_module.render_site(render.manifest, PAGES, _content(tmp_path, "{{ figure('toy_hybrid') }}\n"), TEMPLATES,
                                   tmp_path / "out", gone)
     assert str(err.value) == "the cached object for this figure is missing; run the build again"
 

@@ -5,17 +5,18 @@ import torch
 from builder.engine import BuildConfig, Engine
 from builder.registry import discover
 import generators._partb as partb
+from project import PROJECT
 
 
 def engine(cache):
     config = BuildConfig(profile="smoke", device="cpu", dtype="float32", seed=3, cache_root=cache)
-    return Engine(config, discover())
+    return Engine(PROJECT, config, discover(PROJECT.sections))
 
 
 def final_weights(eng, result):
     entry = {r.id: r.entry for r in result.results}["b1_train_denoiser"]
     return torch.load(eng.store.object_path(
-        next(o for o in entry.outputs if o["id"] == "checkpoint-final")["files"][0]["sha"]), weights_only=True)
+        next(o for o in entry.outputs if o["id"] == "model-final")["files"][0]["sha"]), weights_only=True)["state_dict"]
 
 
 def test_interrupted_training_resumes_to_the_same_weights(tmp_path, monkeypatch):

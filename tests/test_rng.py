@@ -156,16 +156,19 @@ def test_streams_on_another_device_give_the_same_numbers_as_on_the_cpu(cuda_rule
 
 def test_a_whole_smoke_build_with_every_stream_on_another_device(cuda_rules, monkeypatch, tmp_path):
     from builder.context import Context, derive_seed
+    import backends
+    import build
     from builder.engine import BuildConfig, Engine
     from builder.registry import discover
-    from generators._backends import BackendOptions, backend_spec
+    from project import PROJECT
 
     def elsewhere(self, name="default", device=None):
         return ElsewhereGenerator(derive_seed(self.seed, name))
 
     monkeypatch.setattr(Context, "generator", elsewhere)
+    args = build.parse_args(["--backend", "local"])
     config = BuildConfig(profile="smoke", device="cpu", dtype="float32", seed=1, cache_root=tmp_path,
-                         backend=backend_spec(BackendOptions(name="local"), "cpu"))
-    result = Engine(config, discover()).build()
+                         resources={"backend": backends.resource(args, "cpu", PROJECT)})
+    result = Engine(PROJECT, config, discover(PROJECT.sections)).build()
     failed = {r.id: r.error for r in result.results if r.status not in ("miss", "hit")}
     assert not failed, failed

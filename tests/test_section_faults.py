@@ -132,15 +132,30 @@ def test_memory_hints_follow_the_settings(tmp_path):
 
     from builder.engine import BuildConfig, Engine
 
-    gen = SimpleNamespace(module=SimpleNamespace(__name__="generators.a1_5_sampling"))
-    engine = Engine(BuildConfig(profile="spec", device="cuda", dtype="float32", seed=0, cache_root=tmp_path),
-                    {})
-    hints = engine.memory_hints(gen, {"params": {"batch_size": 500, "num_samples": 1000}, "backend": None})
+    import argparse
+
+    from backends import deepfloyd
+    from builder.engine import Resource
+    from builder.registry import SectionModule
+    from builder.section import Section
+    from project import PROJECT
+
+    mod = SectionModule(Section("a1_5_sampling", "t", uses=("backend",)),
+                        SimpleNamespace(__name__="generators.a1_5_sampling"), None)
+    engine = Engine(PROJECT, BuildConfig(profile="spec", device="cuda", dtype="float32", seed=0, cache_root=tmp_path),
+                    {"a1_5_sampling": mod})
+    hints = engine.memory_hints(mod, {"params": {"batch_size": 500, "num_samples": 1000}})
     assert hints == ["--dtype bfloat16 (half the activation memory)",
                      "a smaller batch_size (now 500) in the 'spec' profile of generators/a1_5_sampling.py",
                      "--profile cpu (smaller models and batches than the assignment's)"]
-    deepfloyd = engine.memory_hints(gen, {"params": {}, "backend": {"name": "deepfloyd"}})
-    assert any("--embeddings FILE" in h for h in deepfloyd) and any("IF-I-L-v1.0" in h for h in deepfloyd)
+    engine.config.resources["backend"] = Resource("backend", {"name": "deepfloyd"},
+                                                  memory_hints=deepfloyd.MEMORY_HINTS)
+    hints = engine.memory_hints(mod, {"params": {}})
+    assert any("--embeddings FILE" in h for h in hints) and any("IF-I-L-v1.0" in h for h in hints)
+    assert argparse  # the hints name options the deepfloyd plug-in really adds:
+    parser = argparse.ArgumentParser()
+    deepfloyd.BACKEND.add_options(parser.add_argument_group())
+    assert {"--embeddings", "--deepfloyd-model"} <= {o for a in parser._actions for o in a.option_strings}
 
 
 def _mount_tmpfs(folder: Path, size: str) -> bool:

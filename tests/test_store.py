@@ -76,7 +76,7 @@ def test_sweep_removes_what_dead_builds_left_and_nothing_else(tmp_path):
     keep.write_bytes(b"{}")
     scratch = root / "scratch" / "s" / "key"
     scratch.mkdir(parents=True)
-    (scratch / "resume.pt.tmp123").write_bytes(b"1")  # the trainer's own temporary checkpoint
+    (scratch / ".resume.pt.123.tmp").write_bytes(b"1")  # the trainer's own temporary checkpoint
     (scratch / "resume.pt").write_bytes(b"1")
     outside = tmp_path / "outside"
     outside.mkdir()

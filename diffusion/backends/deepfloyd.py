@@ -26,7 +26,6 @@ from . import DEEPFLOYD_DIR_ENV, DEFAULT_STAGE1, DEFAULT_STAGE2, BackendUnavaila
 
 LICENCE_URL = "https://huggingface.co/DeepFloyd/IF-I-XL-v1.0"
 STAGE1_CLASS = "IFPipeline"
-STAGE2_CLASS = "IFSuperResolutionPipeline"
 
 
 def unavailable_message(model_ids: Sequence[str], searched: str, reason: str = "") -> str:
@@ -106,7 +105,8 @@ def find_source(model_id: str, class_name: str, deepfloyd_dir: str | os.PathLike
     return None
 
 
-def _searched(model_id: str, deepfloyd_dir) -> str:
+def searched(deepfloyd_dir) -> str:
+    """Where weights were looked for, for messages."""
     root = deepfloyd_dir if deepfloyd_dir is not None else os.environ.get(DEEPFLOYD_DIR_ENV) or None
     return f"the directory {root}" if root is not None else "the local Hugging Face cache"
 
@@ -125,7 +125,7 @@ def load_pipeline(model_id: str, *, stage: int = 1, deepfloyd_dir=None, allow_do
     cls = IFPipeline if stage == 1 else IFSuperResolutionPipeline
     source = find_source(model_id, cls.__name__, deepfloyd_dir, allow_download=allow_download)
     if source is None:
-        raise BackendUnavailable(unavailable_message([model_id], _searched(model_id, deepfloyd_dir)))
+        raise BackendUnavailable(unavailable_message([model_id], searched(deepfloyd_dir)))
     kwargs = dict(dtype=dtype, local_files_only=not allow_download, safety_checker=None,
                   feature_extractor=None, watermarker=None, requires_safety_checker=False)
     if not text_encoder:
@@ -202,8 +202,8 @@ class DeepFloydBackend(Denoiser):
         self._stage2_args = dict(model_id=stage2_id, deepfloyd_dir=deepfloyd_dir, allow_download=allow_download)
         folder = Path(source.location) if source is not None and Path(source.location).is_dir() else None
         self.identity = {
-            "backend": "deepfloyd",
-            "model_id": model_id,
+            "name": "deepfloyd",
+            "model": model_id,
             "revision": source.revision if source else None,
             "fingerprint": fingerprint(folder) if folder else None,
             "dtype": str(self.dtype).removeprefix("torch."),
@@ -213,13 +213,12 @@ class DeepFloydBackend(Denoiser):
         }
 
     @classmethod
-    def load(cls, model_id: str = DEFAULT_STAGE1, *, device=None, dtype: torch.dtype | None = None,
+    def load(cls, model_id: str = DEFAULT_STAGE1, *, dtype: torch.dtype, device=None,
              deepfloyd_dir=None, embeddings_path=None, allow_download: bool = False,
              stage2_id: str = DEFAULT_STAGE2) -> "DeepFloydBackend":
         """Load stage I from disk (see :func:`find_source`). With ``embeddings_path`` T5 is not loaded
         and prompts must be in the file; without it prompts are encoded by the pipeline's T5."""
         device = torch.device(device) if device is not None else torch.device("cpu")
-        dtype = dtype or (torch.float16 if device.type == "cuda" else torch.float32)
         embeddings = sha = None
         if embeddings_path is not None:
             embeddings, sha = load_embeddings(embeddings_path)

@@ -19,9 +19,6 @@ as unconditional.
 """
 from __future__ import annotations
 
-import hashlib
-import os
-from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import torch
@@ -31,7 +28,6 @@ from ..denoiser import Cond, Denoiser
 
 NUM_CLASSES = 10
 NULL_PROMPTS = ("", "a high quality photo")
-DEFAULTS = dict(num_hiddens=64, num_classes=NUM_CLASSES, in_channels=1, T=300, beta1=1e-4, beta2=0.02)
 
 
 def class_prompt(digit: int) -> str:
@@ -55,28 +51,6 @@ def prompt_to_class(prompt: str) -> int | None:
                      + ", ".join(repr(p) for p in accepted_prompts()))
 
 
-def alpha_bars_from(schedule: Any) -> Tensor:
-    """abar_0..abar_T from ``diffusion.ddpm.linear_schedule``'s result: a tensor, or a mapping /
-    object with one of the fields ``alpha_bars``, ``alphas_cumprod``, ``alpha_bar``, ``abar``."""
-    if isinstance(schedule, Tensor):
-        return schedule
-    for key in ("alpha_bars", "alphas_cumprod", "alpha_bar", "abar"):
-        value = schedule.get(key) if isinstance(schedule, Mapping) else getattr(schedule, key, None)
-        if value is not None:
-            return torch.as_tensor(value)
-    raise TypeError(f"cannot find the cumulative alphas in {type(schedule).__name__}")
-
-
-def state_dict_sha256(state_dict: Mapping[str, Tensor]) -> str:
-    """A content hash of a state dict (names, dtypes, shapes, values), for when no file is given."""
-    digest = hashlib.sha256()
-    for name in sorted(state_dict):
-        tensor = state_dict[name].detach().cpu().contiguous()
-        digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)}".encode())
-        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())  # 1-d: 0-d tensors cannot be viewed
-    return digest.hexdigest()
-
-
 class LocalBackend(Denoiser):
     """A class-conditioned UNet ``model(x, c_onehot, t_normalised)`` with its Ho-indexed schedule."""
 
@@ -95,7 +69,7 @@ class LocalBackend(Denoiser):
         self.channels = channels
         self.thresholding = None
         self.identity = {
-            "backend": "local",
+            "name": "local",
             "model": type(model).__name__,
             "checkpoint_sha256": checkpoint_sha256,
             "config": dict(config or {}),
@@ -104,40 +78,15 @@ class LocalBackend(Denoiser):
         }
 
     @classmethod
-    def from_checkpoint(cls, checkpoint: str | os.PathLike | Mapping[str, Any], *, checkpoint_hash: str | None = None,
-                        device=None, dtype: torch.dtype = torch.float32, unet_cls=None, schedule: Any = None,
-                        **overrides) -> "LocalBackend":
-        """Build from a ``torch.save``'d checkpoint (path) or the loaded object.
+    def from_model(cls, model: nn.Module, schedule: Mapping[str, Any], *, checkpoint_sha256: str, device=None,
+                   dtype: torch.dtype = torch.float32) -> "LocalBackend":
+        """The backend of a trained class-conditioned UNet and the linear schedule it was trained on
+        (``{"T", "beta1", "beta2"}``, as Part B saves it with the model)."""
+        from ..ddpm import linear_schedule
 
-        Accepted layouts: a bare state dict, or ``{"state_dict" | "model": state_dict, "config": {...}}``
-        with config keys ``num_hiddens, num_classes, in_channels, T, beta1, beta2`` (defaults: the
-        course's 64, 10, 1, 300, 1e-4, 0.02; ``overrides`` win). A path is hashed by its bytes and
-        checked against ``checkpoint_hash`` when one is given. ``unet_cls`` defaults to
-        ``diffusion.unet.ClassConditionalUNet`` and ``schedule`` (abar_0..abar_T or what
-        ``linear_schedule`` returns) to ``diffusion.ddpm.linear_schedule(T, beta1, beta2)``.
-        """
-        if isinstance(checkpoint, (str, os.PathLike)):
-            data = Path(checkpoint).read_bytes()
-            sha = hashlib.sha256(data).hexdigest()
-            if checkpoint_hash is not None and checkpoint_hash != sha:
-                raise ValueError(f"checkpoint {checkpoint} has sha256 {sha}, expected {checkpoint_hash}")
-            blob = torch.load(checkpoint, map_location="cpu", weights_only=True)
-        else:
-            blob = checkpoint
-            sha = None
-        state_dict = blob.get("state_dict", blob.get("model", blob))
-        config = {**DEFAULTS, **dict(blob.get("config", {}) if state_dict is not blob else {}), **overrides}
-        sha = sha or checkpoint_hash or state_dict_sha256(state_dict)
-        if unet_cls is None:
-            from ..unet import ClassConditionalUNet as unet_cls
-        model = unet_cls(config["in_channels"], config["num_classes"], config["num_hiddens"])
-        model.load_state_dict(state_dict)
-        if schedule is None:
-            from ..ddpm import linear_schedule
-
-            schedule = linear_schedule(config["T"], config["beta1"], config["beta2"])
-        return cls(model, alpha_bars_from(schedule), checkpoint_sha256=sha, device=device, dtype=dtype,
-                   channels=config["in_channels"], config=config)
+        alpha_bars = linear_schedule(schedule["T"], schedule["beta1"], schedule["beta2"]).alpha_bars
+        return cls(model, alpha_bars, checkpoint_sha256=checkpoint_sha256, device=device, dtype=dtype,
+                   channels=model.config["in_channels"], config={**model.config, **schedule})
 
     def encode(self, prompt: str | Sequence[str]) -> Cond:
         """One-hot class vectors, (1, 10) per prompt; the null prompts give the zero vector."""

@@ -1,0 +1,88 @@
+"""What the engine is told about the project it builds.
+
+The engine is generic: which package holds the sections, which code is science (and so joins a
+section's key), which engine modules turn a section's arrays into bytes, which libraries' versions
+matter, what a named input's checksum is, and which pages the report has all come from one
+``Project`` that the project's own module (``project.py`` at the repository root) hands over.
+Tests build small projects of their own instead of patching module globals.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Any, Callable
+
+from . import BuildError
+from .fingerprint import CodeIndex, hash_value, library_versions, sha256_file
+
+
+@dataclass(frozen=True)
+class Page:
+    """One page of the site: ``name`` is what content front matter says (``page: part-a``)."""
+
+    name: str
+    file: str
+    title: str
+    short: str
+
+
+@dataclass(frozen=True)
+class Project:
+    """A project's facts, as the engine needs them.
+
+    ``science`` are the packages whose code decides a section's outputs: a section's key hashes its
+    module and every module of these packages that it imports, transitively. ``writers`` are engine
+    modules that turn a section's values into stored bytes (a change there changes outputs, so they
+    join every key); the rest of the engine (scheduling, caching, the command line) never does.
+    ``inputs`` maps an input name to a function returning its checksum; any other declared input is
+    a file or folder under ``root``.
+    """
+
+    root: Path
+    sections: str = "generators"
+    science: tuple[str, ...] = ("generators",)
+    writers: tuple[str, ...] = ("builder.figures", "builder.context")
+    libraries: tuple[str, ...] = ()
+    inputs: dict[str, Callable[[], Any]] = field(default_factory=dict)
+    pages: tuple[Page, ...] = (Page("index", "index.html", "Overview", "Overview"),)
+    seed: int = 0
+    engine_root: Path = Path(__file__).resolve().parent.parent  # where the writers' package lives
+
+    @cached_property
+    def code(self) -> CodeIndex:
+        return CodeIndex(self.root, self.science)
+
+    @cached_property
+    def engine_code(self) -> CodeIndex:
+        """The writers live in the engine, next to the project; they are hashed one by one."""
+        return CodeIndex(self.engine_root, tuple(sorted({w.split(".")[0] for w in self.writers})))
+
+    @cached_property
+    def versions(self) -> dict[str, str]:
+        return library_versions(self.libraries)
+
+    def code_fingerprint(self, module: str) -> dict[str, str]:
+        """A section module's code as its key sees it: its science, transitively, and the writers."""
+        code = self.code.fingerprint(module)
+        code.update({writer: self.engine_code.module_hash(writer) for writer in self.writers})
+        return dict(sorted(code.items()))
+
+    def input_checksum(self, name: str) -> str:
+        if name in self.inputs:
+            return self.inputs[name]()
+        path = self.root / name
+        if path.is_file():
+            return sha256_file(path)
+        if path.is_dir():
+            return hash_value({p.relative_to(path).as_posix(): sha256_file(p)
+                               for p in sorted(path.rglob("*")) if p.is_file()})
+        named = "".join(f"{n!r} or " for n in sorted(self.inputs))
+        raise BuildError(f"a section declares the input {name!r}, which is neither {named}a file or folder "
+                         f"under {self.root}.")
+
+    def page(self, name: str) -> Page:
+        for page in self.pages:
+            if page.name == name:
+                return page
+        raise KeyError(name)

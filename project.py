@@ -1,0 +1,35 @@
+"""This report's facts, handed to the generic engine in ``builder/``.
+
+The engine knows nothing about diffusion; what it must know about this project is here: where the
+sections live, which code is science (so it joins the keys), which libraries' versions matter,
+the MNIST checksum, the pages and the project seed.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from builder.project import Page, Project
+
+
+def _mnist_checksum() -> str:
+    from builder.fingerprint import hash_value
+    from diffusion import data  # the published hashes; verified when the data are read
+
+    return hash_value(data.checksums())
+
+
+PROJECT = Project(
+    root=Path(__file__).resolve().parent,
+    sections="generators",
+    science=("generators", "diffusion"),
+    writers=("builder.figures", "builder.context"),
+    libraries=("torch", "diffusers", "transformers", "numpy", "pillow", "matplotlib"),
+    inputs={"mnist": _mnist_checksum},
+    pages=(
+        Page("index", "index.html", "Overview", "Overview"),
+        Page("part-a", "part-a.html", "Part A: the power of diffusion models", "Part A"),
+        Page("part-b", "part-b.html", "Part B: diffusion models from scratch", "Part B"),
+        Page("appendix", "appendix.html", "Appendix: methods and benchmarks", "Appendix"),
+    ),
+    seed=180,
+)

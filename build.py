@@ -55,6 +55,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="where cached outputs live (default: .cache/)")
     p.add_argument("--site-dir", type=Path, default=PROJECT.root / "site",
                    help="where the website is written (default: site/)")
+    p.add_argument("--report", type=Path, metavar="FILE",
+                   help="also write the build's result as JSON (each section's status, seconds and error; the "
+                        "site's summary), for scripts and benchmarks")
     p.add_argument("--no-progress", action="store_true", help="no progress bars (also when not on a terminal)")
     p.add_argument("--debug", action="store_true", default=bool(os.environ.get(DEBUG_ENV)),
                    help=f"print the full traceback of a failed section under its one-paragraph error "
@@ -91,6 +94,8 @@ def main(argv=None) -> int:
               file=sys.stderr)
         return 130
     print(app.summary_table(result))
+    if args.report:
+        app.write_report(args.report, result, summary)
     for res in result.results:
         if res.status == "failed":
             print(f"error: section {res.id} failed: {res.error}", file=sys.stderr)

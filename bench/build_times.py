@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -51,16 +50,19 @@ def run_build(repo: Path, cache: Path, site: Path, sections: list[str], profile:
     from diffusion.data import DEFAULT_ROOT
 
     env = {**os.environ, "MNIST_ROOT": str(DEFAULT_ROOT)}
-    command = [sys.executable, "build.py", "--no-progress", "--cache-dir", str(cache), "--site-dir", str(site)]
+    report = cache.parent / "report.json"
+    command = [sys.executable, "build.py", "--no-progress", "--cache-dir", str(cache), "--site-dir", str(site),
+               "--report", str(report)]
     start = time.perf_counter()
     proc = subprocess.run(command + (["--profile", profile] if profile else []), cwd=repo, env=env,
                           capture_output=True, text=True)
     seconds = time.perf_counter() - start
     if proc.returncode != 0:
         raise SystemExit(f"the build failed (exit {proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
-    ran = [m.group(1) for m in re.finditer(r"^(\S+)\s+miss\s", proc.stdout, re.M) if m.group(1) in sections]
-    pages = re.search(r"(\d+) written", proc.stdout)
-    return {"seconds": round(seconds, 1), "sections_run": ran, "files_written": int(pages.group(1)) if pages else None}
+    result = json.loads(report.read_text())
+    ran = [s["id"] for s in result["sections"] if s["status"] == "miss" and s["id"] in sections]
+    return {"seconds": round(seconds, 1), "sections_run": ran,
+            "files_written": result["site"]["changed"] if result["site"] else None}
 
 
 def section_seconds(cache: Path) -> dict[str, float]:

@@ -190,6 +190,22 @@ def _build(engine: Engine, settings: Settings, progress_bar: bool, out) -> tuple
     return result, summary
 
 
+def report(result: BuildResult, summary: dict | None) -> dict[str, Any]:
+    """The build's result for scripts: what ``summary_table`` shows people, as data."""
+    return {"ok": result.ok and not (summary or {}).get("error"), "executed": result.executed,
+            "sections": [{"id": r.id, "status": r.status, "seconds": round(r.seconds, 2), "error": r.error,
+                          "peak_gpu_bytes": r.peak_gpu_bytes} for r in result.results],
+            "site": summary}
+
+
+def write_report(path: Path, result: BuildResult, summary: dict | None) -> None:
+    import json
+
+    from .cache import atomic_write_bytes
+
+    atomic_write_bytes(Path(path), (json.dumps(report(result, summary), indent=1, sort_keys=True) + "\n").encode())
+
+
 def summary_table(result: BuildResult) -> str:
     gpu = any(r.peak_gpu_bytes is not None for r in result.results)
     rows = [("section", "cache", "seconds") + (("GPU peak MB",) if gpu else ())]

@@ -28,13 +28,27 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip)
 
 
-def build(*args, cache, site, check=True):
+def build(*args, cache, site, check=True, env=None):
+    """``python build.py`` in a subprocess; ``proc.report`` is its --report JSON (None if it wrote none)."""
+    import json
+    import tempfile
+
+    fd, report = tempfile.mkstemp(suffix=".json", prefix="build-report-")
+    os.close(fd)
+    os.unlink(report)
     cmd = [sys.executable, str(ROOT / "build.py"), "--no-progress", "--cache-dir", str(cache),
-           "--site-dir", str(site), *args]
-    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=900)
+           "--site-dir", str(site), "--report", report, *args]
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=900, env=env)
+    proc.report = json.loads(Path(report).read_text()) if Path(report).is_file() else None
+    Path(report).unlink(missing_ok=True)
     if check and proc.returncode != 0:
         raise AssertionError(f"build.py {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
     return proc
+
+
+def statuses(proc) -> dict[str, str]:
+    """Each section's cache status, from the build's --report."""
+    return {s["id"]: s["status"] for s in proc.report["sections"]}
 
 
 @pytest.fixture(scope="session")

@@ -11,15 +11,8 @@ import pytest
 
 from builder import app, faults
 from project import PROJECT
-from tests.conftest import ROOT, build
+from tests.conftest import ROOT, build, statuses
 from tests.test_determinism import assert_same_site, record
-
-STATUS = re.compile(r"^(\S+)\s+(hit|miss|forced|failed|skipped)\s", re.M)
-
-
-def statuses(proc) -> dict[str, str]:
-    return dict(STATUS.findall(proc.stdout))
-
 
 @pytest.fixture
 def cache_copy(smoke_build, tmp_path):

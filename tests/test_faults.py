@@ -13,7 +13,6 @@ import re
 import shutil
 import signal
 import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
@@ -21,23 +20,14 @@ import pytest
 
 from builder import BuildError, app, faults
 from builder.cache import Store
-from tests.conftest import ROOT
+from tests.conftest import ROOT, build, statuses
 from tests.test_determinism import assert_same_site, assert_store_intact, record, site_files
-
-STATUS = re.compile(r"^(\S+)\s+(hit|miss|forced|failed|skipped)\s+[\d.]+$", re.M)
-
 
 def run_build(cache: Path, site: Path, crash_at: str | None = None) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if k != faults.ENV}
     if crash_at:
         env[faults.ENV] = crash_at
-    cmd = [sys.executable, str(ROOT / "build.py"), "--no-progress", "--profile", "smoke",
-           "--cache-dir", str(cache), "--site-dir", str(site)]
-    return subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env=env, timeout=600)
-
-
-def statuses(proc: subprocess.CompletedProcess) -> dict[str, str]:
-    return dict(STATUS.findall(proc.stdout))
+    return build("--profile", "smoke", cache=cache, site=site, check=False, env=env)
 
 
 def killed(proc: subprocess.CompletedProcess):

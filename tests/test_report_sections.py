@@ -5,11 +5,10 @@ import re
 import shutil
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT, build
+from tests.conftest import ROOT, build, statuses
 
 PART_A = ["a0_samples", "a1_forward", "a1_blur", "a1_one_step", "a1_4_trajectory", "a1_4_comparison",
           "a1_5_samples", "a1_6_cfg", "a1_7_sdedit", "a1_7_1_edits", "a1_7_2_inpaint", "a1_7_3_text",
@@ -114,7 +113,7 @@ def test_deepfloyd_build_runs_end_to_end_on_a_tiny_offline_if(smoke_build, tmp_p
     shutil.copytree(smoke_build["cache"], cache)
     proc = build("--profile", "smoke", "--backend", "deepfloyd", "--deepfloyd-dir", str(tmp_path / "weights"),
                  "--upsample", cache=cache, site=site)
-    status = dict(re.findall(r"^(\S+)\s+(hit|miss)\s", proc.stdout, re.M))
+    status = statuses(proc)
     assert {s for sid, s in status.items() if re.match(r"a\d", sid)} == {"miss"}, proc.stdout
     assert {s for sid, s in status.items() if re.match(r"b\d", sid)} == {"hit"}, proc.stdout
     manifest = json.loads((site / "manifest.json").read_text())

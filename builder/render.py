@@ -1,8 +1,13 @@
-"""content/*.md + templates/ + the build manifest -> site/.
+"""content/*.md + templates/ + the build manifest -> site/, in passes.
 
-Each content file is first rendered by Jinja (so prose can name the figures and parameters of
-the build), then by Python-Markdown with math protected by arithmatex; math becomes MathML at
-build time and figures are placed by id, so the site needs no script or network to show them.
+1. read: the content files and their front matter, in reading order;
+2. references: each content file's Jinja runs once with a ``figure()`` that only records where
+   each figure is shown first (page, heading), so the landing page's teaser can link anywhere;
+3. render: Jinja (so prose can name the figures and parameters of the build), then
+   Python-Markdown with math protected by arithmatex, math to MathML, the page template;
+4. write: every file once, atomically, only where its bytes changed.
+
+Figures are placed by id and math is MathML, so the site needs no script or network to show them.
 """
 from __future__ import annotations
 
@@ -111,6 +116,9 @@ def _render_math(fragment: str, where: str) -> str:
 
 @dataclass
 class Site:
+    """What the passes share: the figures by id (each file with the ``path`` it has in the site),
+    where each figure is first shown, and the figures numbered so far on each page."""
+
     manifest: dict[str, Any]
     pages: dict[str, Page]
     figures: dict[str, tuple[str, dict[str, Any]]] = field(default_factory=dict)  # id -> (section, record)
@@ -120,10 +128,12 @@ class Site:
     def __post_init__(self):
         for sid, sec in self.manifest["sections"].items():
             for fig in sec["figures"]:
-                self.figures[fig["id"]] = (sid, fig)
+                files = [{**f, "path": figure_filename(fig, f)} for f in fig.get("files", [])]
+                self.figures[fig["id"]] = (sid, {**fig, "files": files})
 
 
 def figure_filename(fig: dict[str, Any], file: dict[str, Any]) -> str:
+    """The one rule for a figure file's place in the site; templates read it as ``file.path``."""
     role = "" if file["role"] in ("image", "animation") else f"-{file['role']}"
     return f"figures/{fig['id']}{role}.{file['ext']}"
 
@@ -138,6 +148,30 @@ def render_site(manifest: dict[str, Any], pages: tuple[Page, ...], content_dir: 
     site = Site(manifest, {page.name: page for page in pages})
     content = read_content(content_dir, pages)
     templates_dir = Path(templates_dir)
+    env, macros = _environment(templates_dir, object_path)
+
+    for cf in content:
+        _reference_pass(cf, site, env, templates_dir)
+    used: set[str] = set()
+    warnings: list[str] = []
+    rendered: dict[str, list[dict[str, Any]]] = {p.name: [] for p in pages}
+    for cf in content:
+        rendered[cf.page].append(_render_content(cf, site, env, macros, used, warnings, templates_dir))
+    unused = sorted(set(site.figures) - used)
+    warnings += [f"figure {fid!r} (section {site.figures[fid][0]}) is produced but no content file shows it"
+                 for fid in unused]
+
+    written = _site_files(site, rendered, used, env, templates_dir, object_path)
+    changed, removed = _write(written, Path(out_dir))
+    sizes = {"pages": 0, "figures": 0, "static": 0, "other": 0}
+    for rel, data in written.items():
+        kind = "pages" if rel.endswith(".html") else Path(rel).parts[0]  # figures/..., static/... or a file
+        sizes[kind if kind in sizes else "other"] += len(data)
+    return {"files": len(written), "changed": changed, "removed": removed,
+            "bytes": sum(len(d) for d in written.values()), "sizes": sizes, "warnings": warnings}
+
+
+def _environment(templates_dir: Path, object_path: Callable[[str], Path]):
     env = Environment(loader=FileSystemLoader(str(templates_dir)), autoescape=select_autoescape(["html"]),
                       undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True)
     env.filters["tojson_sorted"] = lambda v: Markup(canonical_json(v))
@@ -147,29 +181,24 @@ def render_site(manifest: dict[str, Any], pages: tuple[Page, ...], content_dir: 
         macros = env.get_template("macros.html").module
     except Exception as exc:
         raise BuildError(template_failure(exc, templates_dir)) from None
+    return env, macros
 
-    used: set[str] = set()
-    warnings: list[str] = []
-    rendered: dict[str, list[dict[str, Any]]] = {p.name: [] for p in pages}
-    # The landing page is rendered last, so that its teaser knows where each figure is shown.
-    for cf in sorted(content, key=lambda c: c.page == pages[0].name):
-        rendered[cf.page].append(_render_content(cf, site, env, macros, used, warnings, templates_dir))
 
-    unused = sorted(set(site.figures) - used)
-    warnings += [f"figure {fid!r} (section {site.figures[fid][0]}) is produced but no content file shows it"
-                 for fid in unused]
-
+def _site_files(site: Site, rendered: dict[str, list[dict[str, Any]]], used: set[str], env: Environment,
+                templates_dir: Path, object_path: Callable[[str], Path]) -> dict[str, bytes]:
+    """Every file of the site, by its path: the figures shown, static files, the pages, the manifest."""
     written: dict[str, bytes] = {}
     for fid in sorted(used):
         _sid, fig = site.figures[fid]
-        for f in fig.get("files", []):
-            written[figure_filename(fig, f)] = object_path(f["sha"]).read_bytes()
-    static = Path(templates_dir) / "static"
+        for f in fig["files"]:
+            written[f["path"]] = object_path(f["sha"]).read_bytes()
+    static = templates_dir / "static"
     for path in sorted(static.rglob("*")) if static.is_dir() else []:
         if path.is_file():
             written[f"static/{path.relative_to(static).as_posix()}"] = path.read_bytes()
 
     # A page without content (e.g. the appendix of a toy project) is neither written nor linked.
+    pages = list(site.pages.values())
     shown = [p for p in pages if rendered[p.name] or p is pages[0]]
     nav = [{"page": p.name, "href": p.file, "title": p.title, "short": p.short,
             "sections": [{"id": s["id"], "title": s["title"]} for s in rendered[p.name]]} for p in shown]
@@ -177,14 +206,17 @@ def render_site(manifest: dict[str, Any], pages: tuple[Page, ...], content_dir: 
         page_tpl = env.get_template("page.html")
         for page in shown:
             text = page_tpl.render(page=page.name, page_title=page.title, sections=rendered[page.name], nav=nav,
-                                   build=manifest["build"])
+                                   build=site.manifest["build"])
             written[page.file] = text.encode("utf-8")
     except Exception as exc:
         raise BuildError(template_failure(exc, templates_dir)) from None
-    written["manifest.json"] = (json.dumps(manifest, indent=1, sort_keys=True) + "\n").encode()
+    written["manifest.json"] = (json.dumps(site.manifest, indent=1, sort_keys=True) + "\n").encode()
     written[".nojekyll"] = b""
+    return written
 
-    out_dir = Path(out_dir)
+
+def _write(written: dict[str, bytes], out_dir: Path) -> tuple[int, int]:
+    """Write the files that changed, atomically, and remove the ones no longer in the site."""
     changed = 0
     target = out_dir
     try:
@@ -201,12 +233,7 @@ def render_site(manifest: dict[str, Any], pages: tuple[Page, ...], content_dir: 
         removed = _remove_stale(out_dir, set(written))
     except OSError as exc:
         raise BuildError(write_failure(exc, out_dir, target)) from None
-    sizes = {"pages": 0, "figures": 0, "static": 0, "other": 0}
-    for rel, data in written.items():
-        kind = "pages" if rel.endswith(".html") else Path(rel).parts[0]  # figures/..., static/... or a file
-        sizes[kind if kind in sizes else "other"] += len(data)
-    return {"files": len(written), "changed": changed, "removed": removed,
-            "bytes": sum(len(d) for d in written.values()), "sizes": sizes, "warnings": warnings}
+    return changed, removed
 
 
 _WRITE_HINTS = {
@@ -288,32 +315,101 @@ def _remove_stale(out_dir: Path, keep: set[str]) -> int:
     return removed
 
 
-def _render_content(cf: ContentFile, site: Site, env: Environment, macros, used: set[str],
-                    warnings: list[str], templates_dir: Path) -> dict[str, Any]:
-    slots: list[Markup] = []
-    where = str(cf.path)
+class _Scope:
+    """The functions a content file calls: ``figure``, ``teaser``, ``section``, ``param``, ``has_figure``."""
 
-    def lookup(fig_id: str) -> tuple[str, dict[str, Any]]:
-        if fig_id not in site.figures:
-            known = ", ".join(sorted(site.figures)) or "none"
-            raise _ContentError(where, f"the figure {fig_id!r} is not produced by any section in this build. "
-                                       f"Fix the id or add the figure to a generator; produced ids: {known}.")
-        used.add(fig_id)
-        return site.figures[fig_id]
+    def __init__(self, cf: ContentFile, site: Site):
+        self.cf, self.site, self.where = cf, site, str(cf.path)
 
-    def place(html_text: Markup) -> Markup:
-        slots.append(html_text)
-        return Markup("\n\n" + _SLOT.format(len(slots) - 1) + "\n\n")
+    def lookup(self, fig_id: str) -> tuple[str, dict[str, Any]]:
+        if fig_id not in self.site.figures:
+            known = ", ".join(sorted(self.site.figures)) or "none"
+            raise _ContentError(self.where, f"the figure {fig_id!r} is not produced by any section in this build. "
+                                            f"Fix the id or add the figure to a generator; produced ids: {known}.")
+        return self.site.figures[fig_id]
 
-    def figure(fig_id: str) -> Markup:
-        sid, fig = lookup(fig_id)
-        section = site.manifest["sections"][sid]
-        site.numbers[cf.page] = number = site.numbers.get(cf.page, 0) + 1
-        page = site.pages[cf.page]
-        site.shown.setdefault(fig_id, {"href": f"{page.file}#fig-{fig_id}", "where": f"{page.short}, {cf.meta['title']}"})
-        return place(macros.figure(fig, section, number))
+    def section(self, sid: str) -> dict[str, Any]:
+        sections = self.site.manifest["sections"]
+        if sid not in sections:
+            raise _ContentError(self.where, f"the section {sid!r} is not in this build. Fix the id; sections: "
+                                            f"{', '.join(sorted(sections))}.")
+        return sections[sid]
 
-    def teaser(items) -> Markup:
+    def param(self, sid: str, name: str):
+        params = self.section(sid)["params"]
+        if name not in params:
+            raise _ContentError(self.where, f"section {sid!r} has no parameter {name!r}. Fix the name; it has: "
+                                            f"{', '.join(sorted(params))}.")
+        return params[name]
+
+    def has_figure(self, fig_id: str) -> bool:
+        return fig_id in self.site.figures
+
+    def figure(self, fig_id: str) -> Markup:
+        raise NotImplementedError
+
+    def teaser(self, items) -> Markup:
+        raise NotImplementedError
+
+    def render(self, env: Environment, templates_dir: Path) -> str:
+        """The content file's body through Jinja, with these functions; errors name the file's line."""
+        where, offset = self.where, self.cf.body_line - 1
+        content_env = env.overlay(undefined=StrictUndefined)
+        try:
+            # Compiled under the file's own name (from_string would call it "<template>"), so that Jinja's
+            # syntax errors and rewritten tracebacks say which line of the body failed.
+            code = content_env.compile(self.cf.body, name=self.cf.path.name, filename=where)
+            template = content_env.template_class.from_code(content_env, code, content_env.make_globals(None))
+            return template.render(figure=self.figure, param=self.param, section=self.section,
+                                   has_figure=self.has_figure, teaser=self.teaser, build=self.site.manifest["build"])
+        except TemplateSyntaxError as exc:
+            if exc.filename != where:  # an included template: its own line numbers
+                raise BuildError(template_failure(exc, templates_dir)) from None
+            raise BuildError(f"{where}, line {exc.lineno + offset}: syntax error: "
+                             f"{(exc.message or '').rstrip('.')}. Fix that line (Jinja syntax: {{{{ ... }}}} and "
+                             f"{{% ... %}}).") from None
+        except Exception as exc:
+            raise BuildError(_content_failure(exc, where, offset, templates_dir)) from None
+
+
+class _References(_Scope):
+    """The reference pass: records the page and heading where each figure is first shown."""
+
+    def figure(self, fig_id: str) -> Markup:
+        self.lookup(fig_id)
+        page = self.site.pages[self.cf.page]
+        self.site.shown.setdefault(fig_id, {"href": f"{page.file}#fig-{fig_id}",
+                                            "where": f"{page.short}, {self.cf.meta['title']}"})
+        return Markup("")
+
+    def teaser(self, items) -> Markup:
+        return Markup("")
+
+
+def _reference_pass(cf: ContentFile, site: Site, env: Environment, templates_dir: Path) -> None:
+    _References(cf, site).render(env, templates_dir)
+
+
+class _Placed(_Scope):
+    """The render pass: figures and teasers become HTML, kept out of Markdown's way in slots."""
+
+    def __init__(self, cf: ContentFile, site: Site, macros, used: set[str], warnings: list[str]):
+        super().__init__(cf, site)
+        self.macros, self.used, self.warnings = macros, used, warnings
+        self.slots: list[Markup] = []
+
+    def place(self, html_text: Markup) -> Markup:
+        self.slots.append(html_text)
+        return Markup("\n\n" + _SLOT.format(len(self.slots) - 1) + "\n\n")
+
+    def figure(self, fig_id: str) -> Markup:
+        sid, fig = self.lookup(fig_id)
+        self.used.add(fig_id)
+        page = self.cf.page
+        self.site.numbers[page] = number = self.site.numbers.get(page, 0) + 1
+        return self.place(self.macros.figure(fig, self.site.manifest["sections"][sid], number))
+
+    def teaser(self, items) -> Markup:
         """Small linked thumbnails of figures shown elsewhere, for the landing page.
 
         ``items`` holds figure ids or dicts {id, label, row, items}: ``row`` picks a gallery row
@@ -326,58 +422,29 @@ def _render_content(cf: ContentFile, site: Site, env: Environment, macros, used:
         for spec in items:
             spec = {"id": spec} if isinstance(spec, str) else dict(spec)
             fid = spec["id"]
-            if fid not in site.figures:
+            if fid not in self.site.figures:
                 continue
-            if fid not in site.shown:
-                warnings.append(f"{where}: the teaser names {fid!r}, which no report page shows; left out")
+            if fid not in self.site.shown:
+                self.warnings.append(f"{self.where}: the teaser names {fid!r}, which no report page shows; left out")
                 continue
-            _sid, fig = site.figures[fid]
-            card = _teaser_card(fig, spec, site.shown[fid])
+            _sid, fig = self.site.figures[fid]
+            card = _teaser_card(fig, spec, self.site.shown[fid])
             if card["images"]:
                 cards.append(card)
-        return place(macros.teaser(cards)) if cards else Markup("")
+        return self.place(self.macros.teaser(cards)) if cards else Markup("")
 
-    def section_info(sid: str) -> dict[str, Any]:
-        if sid not in site.manifest["sections"]:
-            raise _ContentError(where, f"the section {sid!r} is not in this build. Fix the id; sections: "
-                                       f"{', '.join(sorted(site.manifest['sections']))}.")
-        return site.manifest["sections"][sid]
 
-    def param(sid: str, name: str):
-        params = section_info(sid)["params"]
-        if name not in params:
-            raise _ContentError(where, f"section {sid!r} has no parameter {name!r}. Fix the name; it has: "
-                                       f"{', '.join(sorted(params))}.")
-        return params[name]
-
-    def has_figure(fig_id: str) -> bool:
-        return fig_id in site.figures
-
-    content_env = env.overlay(undefined=StrictUndefined)
-    offset = cf.body_line - 1
-    try:
-        # Compiled under the file's own name (from_string would call it "<template>"), so that Jinja's
-        # syntax errors and rewritten tracebacks say which line of the body failed.
-        code = content_env.compile(cf.body, name=cf.path.name, filename=where)
-        template = content_env.template_class.from_code(content_env, code, content_env.make_globals(None))
-        text = template.render(figure=figure, param=param, section=section_info, has_figure=has_figure,
-                               teaser=teaser, build=site.manifest["build"])
-    except TemplateSyntaxError as exc:
-        if exc.filename != where:  # an included template: its own line numbers
-            raise BuildError(template_failure(exc, templates_dir)) from None
-        raise BuildError(f"{where}, line {exc.lineno + offset}: syntax error: {(exc.message or '').rstrip('.')}. "
-                         f"Fix that line (Jinja syntax: {{{{ ... }}}} and {{% ... %}}).") from None
-    except Exception as exc:
-        raise BuildError(_content_failure(exc, where, offset, templates_dir)) from None
-
+def _render_content(cf: ContentFile, site: Site, env: Environment, macros, used: set[str],
+                    warnings: list[str], templates_dir: Path) -> dict[str, Any]:
+    scope = _Placed(cf, site, macros, used, warnings)
+    text = scope.render(env, templates_dir)
     md = markdown.Markdown(extensions=["pymdownx.arithmatex", "toc", "tables", "attr_list", "md_in_html",
                                        "footnotes", "sane_lists"],
                            extension_configs={"pymdownx.arithmatex": {"generic": True},
                                               "toc": {"toc_depth": "3-4", "slugify": _slug_with(cf.anchor),
                                                       "anchorlink": True, "anchorlink_class": "anchor"}})
-    body = md.convert(text)
-    body = _render_math(body, where)
-    body = _SLOT_RE.sub(lambda m: str(slots[int(m.group(1))]), body)
+    body = _render_math(md.convert(text), scope.where)
+    body = _SLOT_RE.sub(lambda m: str(scope.slots[int(m.group(1))]), body)
     return {"id": cf.anchor, "title": cf.meta["title"], "html": Markup(body), "toc": md.toc_tokens,
             "meta": cf.meta}
 
@@ -410,14 +477,14 @@ def _teaser_card(fig: dict[str, Any], spec: dict[str, Any], shown: dict[str, str
         role = "animation" if fig["kind"] == "gif" else "image"
         for f in fig["files"]:
             if f["role"] == role:
-                images.append({"src": figure_filename(fig, f), "alt": fig["alt"], "scale": 1.0})
+                images.append({"src": f["path"], "alt": fig["alt"], "scale": 1.0})
     elif fig["kind"] == "gallery" and fig.get("rows"):
         row = fig["rows"][min(int(spec.get("row", 0)), len(fig["rows"]) - 1)]
         picked = [row["items"][i] for i in spec.get("items", range(min(4, len(row["items"]))))
                   if 0 <= i < len(row["items"])]
         widest = max((it.get("width", 0) for it in picked), default=0)
         for it in picked:
-            images.append({"src": figure_filename(fig, fig["files"][it["file"]]), "alt": it.get("alt") or fig["alt"],
+            images.append({"src": fig["files"][it["file"]]["path"], "alt": it.get("alt") or fig["alt"],
                            "scale": it["width"] / widest if widest and it.get("width") else 1.0})
     return {"id": fig["id"], "kind": fig["kind"], "display": (fig.get("meta") or {}).get("display", ""),
             "label": spec.get("label") or fig["caption"].split(":")[0], "href": shown["href"],

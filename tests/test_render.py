@@ -397,14 +397,14 @@ def test_teaser_cards_of_each_kind():
 
     shown = {"href": "part-a.html#fig-f", "where": "Part A, Edits"}
 
-    def f(role, sha):
-        return {"sha": sha, "ext": "png", "role": role}
+    def f(role, sha):  # a file record as the render pass has it: with its path in the site
+        return {"sha": sha, "ext": "png", "role": role, "path": f"figures/f-{role}.png"}
 
     base = {"id": "f", "alt": "the alt", "caption": "Label: then the rest"}
     for kind, role in (("image", "image"), ("grid", "image"), ("plot", "image"), ("gif", "animation")):
         card = _teaser_card({**base, "kind": kind, "files": [f("other", "1"), f(role, "2")]}, {}, shown)
         assert card == {"id": "f", "kind": kind, "display": "", "label": "Label", "href": shown["href"],
-                        "where": shown["where"], "images": [{"src": card["images"][0]["src"], "alt": "the alt",
+                        "where": shown["where"], "images": [{"src": f"figures/f-{role}.png", "alt": "the alt",
                                                              "scale": 1.0}]}
         assert len(card["images"]) == 1
     assert _teaser_card({**base, "kind": "table", "files": [f("image", "1")]}, {}, shown)["images"] == []

@@ -1,9 +1,9 @@
 #!/usr/bin/env python
 """Regenerate the "Fun with Diffusion Models" report website.
 
-Every figure is produced by a generator under generators/, cached by a content hash of its code,
+Every figure is produced by a section module under sections/, cached by a content hash of its code,
 parameters, seed, inputs and upstream results, and placed into the pages written from content/
-and templates/. A rebuild with nothing changed runs no generator.
+and templates/. A rebuild with nothing changed runs no section.
 """
 from __future__ import annotations
 

@@ -20,8 +20,8 @@ def _mnist_checksum() -> str:
 
 PROJECT = Project(
     root=Path(__file__).resolve().parent,
-    sections="generators",
-    science=("generators", "diffusion"),
+    sections="sections",
+    science=("sections", "diffusion"),
     writers=("builder.figures", "builder.context"),
     libraries=("torch", "diffusers", "transformers", "numpy", "pillow", "matplotlib"),
     inputs={"mnist": _mnist_checksum},

@@ -1,4 +1,4 @@
-"""The site engine: finds generators, caches their outputs by content hash, renders the site.
+"""The site engine: finds section modules, caches their outputs by content hash, renders the site.
 
 It knows nothing about diffusion, and no module here imports torch at import time, so the
 site can be rendered and tested on a machine without it.

@@ -121,7 +121,7 @@ def manifest_of(engine: Engine, entries: dict[str, Any]) -> dict[str, Any]:
 
 
 def build(settings: Settings, progress_bar: bool = True, out=sys.stdout) -> tuple[BuildResult, dict | None]:
-    """Run the generators that need it, then render the site if every section is available.
+    """Run the sections that need it, then render the site if every section is available.
 
     The cache stays locked from the first lookup to the last page, so that a second build on the
     same cache fails at once (see ``Store.lock``) instead of sweeping or replacing files under this one.

@@ -1,4 +1,4 @@
-"""A content-addressed store of generator outputs with verified reads and atomic writes.
+"""A content-addressed store of section outputs with verified reads and atomic writes.
 
 Layout under the cache root (git-ignored):
   objects/ab/abcdef...     every output file, named by the sha256 of its bytes

@@ -1,7 +1,7 @@
 """What a generator is handed: its parameters, seed, device, and the ``save_*`` helpers.
 
-Everything a generator saves goes into a private staging folder first; the engine moves it into
-the content-addressed store only when ``run`` returns, so a failing or interrupted generator
+Everything a section saves goes into a private staging folder first; the engine moves it into
+the content-addressed store only when ``run`` returns, so a failing or interrupted section
 leaves nothing behind.
 """
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Runs the generators that need running and assembles the build manifest.
+"""Runs the sections that need running and assembles the build manifest.
 
 A section's cache key hashes everything that decides its outputs (see ``key_components``);
 downstream keys use the *output digest* of their upstream sections, so a re-run that

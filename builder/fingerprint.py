@@ -1,6 +1,6 @@
 """Content hashes for cache keys: code, parameters and files.
 
-Code is hashed by its syntax tree without docstrings, so reformatting a generator or editing a
+Code is hashed by its syntax tree without docstrings, so reformatting a section or editing a
 comment does not re-run it, while any change to what the code does does.
 """
 from __future__ import annotations

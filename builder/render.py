@@ -325,7 +325,7 @@ class _Scope:
         if fig_id not in self.site.figures:
             known = ", ".join(sorted(self.site.figures)) or "none"
             raise _ContentError(self.where, f"the figure {fig_id!r} is not produced by any section in this build. "
-                                            f"Fix the id or add the figure to a generator; produced ids: {known}.")
+                                            f"Fix the id or add the figure to a section; produced ids: {known}.")
         return self.site.figures[fig_id]
 
     def section(self, sid: str) -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""What a generator declares about itself."""
+"""What a section module declares about itself."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -9,7 +9,7 @@ PROFILES = ("smoke", "cpu", "spec")
 
 @dataclass(frozen=True)
 class Section:
-    """One report section's generator.
+    """One report section: what its ``run(ctx)`` computes from.
 
     ``params`` holds the values shared by every profile and ``profiles`` the per-profile
     overrides; ``resolve(profile)`` merges them. ``depends`` names other sections whose

@@ -1,4 +1,4 @@
 """The science of the report: schedules, models, training, sampling and edits.
 
-Nothing in this package knows about the website; generators call into it.
+Nothing in this package knows about the website; the report's sections call into it.
 """

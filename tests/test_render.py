@@ -546,7 +546,7 @@ def test_content_helpers_and_their_messages(fixture_site, tmp_path):
         "{{ section('toy_nope') }}": f"{where}, line 5: the section 'toy_nope' is not in this build. Fix the id; "
                                      f"sections: toy_ddpm, toy_edits, toy_forward.",
         "\n{{ figure('nope') }}": f"{where}, line 6: the figure 'nope' is not produced by any section in this build. "
-                                  f"Fix the id or add the figure to a generator; produced ids: toy_anagram, "
+                                  f"Fix the id or add the figure to a section; produced ids: toy_anagram, "
                                   f"toy_gallery, toy_gif, toy_hybrid, toy_plot, toy_table.",
         "a\n{{ figure('x' }}": f"{where}, line 6: syntax error: unexpected '}}', expected ')'. Fix that line (Jinja "
                                f"syntax: {{{{ ... }}}} and {{% ... %}}).",

@@ -4,7 +4,7 @@ import torch
 
 from builder.engine import BuildConfig, Engine
 from builder.registry import discover
-import generators._partb as partb
+import sections._partb as partb
 from project import PROJECT
 
 
@@ -53,7 +53,7 @@ def test_nan_loss_names_the_section_and_step(tmp_path, monkeypatch):
     def nan_loss(model, x, generator, sigma):
         return model(x).sum() * float("nan")
 
-    monkeypatch.setattr("generators.b1_train_denoiser.denoiser_loss", nan_loss)
+    monkeypatch.setattr("sections.b1_train_denoiser.denoiser_loss", nan_loss)
     result = engine(tmp_path).build(["b1_train_denoiser"])
     res = result.results[-1]
     assert res.status == "failed"

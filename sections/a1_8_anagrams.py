@@ -4,7 +4,7 @@ import torch
 from builder.section import Section
 from diffusion.edits import visual_anagram
 from diffusion.views import FlipVertical, Identity
-from generators._parta import (BACKEND, GUIDANCE, INPUTS, STRIDED, STRIDED_SMOKE, backend_label, denoiser, item,
+from sections._parta import (BACKEND, GUIDANCE, INPUTS, STRIDED, STRIDED_SMOKE, backend_label, denoiser, item,
                                provenance, timesteps)
 
 SECTION = Section(

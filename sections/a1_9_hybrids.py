@@ -3,7 +3,7 @@ import torch
 
 from builder.section import Section
 from diffusion.edits import hybrid, hybrid_blur_params
-from generators._parta import (BACKEND, GUIDANCE, INPUTS, STRIDED, STRIDED_SMOKE, backend_label, denoiser, item,
+from sections._parta import (BACKEND, GUIDANCE, INPUTS, STRIDED, STRIDED_SMOKE, backend_label, denoiser, item,
                                provenance, timesteps)
 
 SECTION = Section(

@@ -66,7 +66,12 @@ def test_a_module_is_hashed_with_its_parent_packages_and_its_project_imports(toy
     sub.mkdir()
     (sub / "__init__.py").write_text("SCALE = 2\n")
     (sub / "leaf.py").write_text("from toygens.shade import black\nimport numpy\n\nVALUE = black()\n")
+    (sub / "plain.py").write_text("WIDTH = 3\n")
+    (sub / "rel.py").write_text("from ..shade import black\nfrom . import plain\n")
     index = fingerprint.CodeIndex(toy_project, ("toygens",))
+    # Relative imports resolve from the module's package: '..' is toygens, '.' is toygens.sub.
+    assert sorted(index.fingerprint("toygens.sub.rel")) == ["toygens", "toygens.shade", "toygens.sub",
+                                                             "toygens.sub.plain", "toygens.sub.rel"]
     names = index.fingerprint("toygens.sub.leaf")
     assert sorted(names) == ["toygens", "toygens.shade", "toygens.sub", "toygens.sub.leaf"]
     assert index.module_path("toygens.sub") == sub / "__init__.py"

@@ -270,7 +270,7 @@ class TrainState:
 def fit(model, loss_fn: Callable, data, *, epochs: int, batch_size: int, lr: float, lr_decay=False,
         seed: int = 0, device="cpu", autocast_dtype=None, channels_last: bool = True,
         epoch_fraction: float = 1.0, snapshot_epochs=(), checkpoint_dir=None,
-        on_epoch_end: Callable | None = None, progress: Callable | None = None, graph=None) -> History:
+        progress: Callable | None = None, graph=None) -> History:
     """Train `model` with Adam on `data`, a tuple of tensors sharing their first dimension.
 
     loss_fn(model, *batch, generator) -> scalar loss; `generator` is the trainer's seeded
@@ -280,9 +280,8 @@ def fit(model, loss_fn: Callable, data, *, epochs: int, batch_size: int, lr: flo
     ExponentialLR(gamma = 0.1 ** (1 / epochs)) stepped after every epoch; a float is the gamma.
 
     `snapshot_epochs` keeps CPU copies of the weights after those epochs in History.snapshots
-    (also kept in the checkpoint, so a resumed run still has them). on_epoch_end(epoch, model)
-    runs after an epoch's checkpoint is written, and only for epochs trained in this call;
-    progress(1) runs after every optimizer step.
+    (also kept in the checkpoint, so a resumed run still has them). progress(1) runs after every
+    optimizer step (and only for steps trained in this call).
 
     `graph`: None replays the step as a CUDA graph on CUDA and runs it eagerly elsewhere; False
     always runs eagerly; a callable is used in place of `cuda_graphs.capture` (tests).
@@ -371,8 +370,6 @@ def fit(model, loss_fn: Callable, data, *, epochs: int, batch_size: int, lr: flo
                           "optimizer": optimizer.state_dict(),
                           "scheduler": scheduler.state_dict() if scheduler is not None else None,
                           "rng": _rng_state(shuffle_gen, noise_gen), "history": vars(history)}, ckpt_path)
-        if on_epoch_end is not None:
-            on_epoch_end(epoch, model)
     return history
 
 

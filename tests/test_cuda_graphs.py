@@ -17,7 +17,7 @@ from diffusion import cuda_graphs, ddpm, training
 from diffusion.training import fit
 from diffusion.unet import ClassConditionalUNet, TimeConditionalUNet
 
-from tests.test_training import SCHEDULE, SETTINGS, loss_fn, tiny_data, tiny_model
+from tests.test_training import SCHEDULE, SETTINGS, interrupt_after, loss_fn, tiny_data, tiny_model
 
 # SETTINGS: 200 images in batches of 64, so three full batches (the graph) and one of 8 (eager) per epoch.
 
@@ -90,11 +90,9 @@ def test_a_replay_that_disagrees_with_eager_is_not_used(eager):
 
 
 def test_resume_with_the_graph_step_is_exact(eager, tmp_path):
-    def stop(epoch, model):
-        raise KeyboardInterrupt
-
     with pytest.raises(KeyboardInterrupt):
-        fit(tiny_model(), loss_fn, tiny_data(), graph=record, checkpoint_dir=tmp_path, on_epoch_end=stop, **SETTINGS)
+        fit(tiny_model(), loss_fn, tiny_data(), graph=record, checkpoint_dir=tmp_path,
+            progress=interrupt_after(1, 4), **SETTINGS)
     model = ClassConditionalUNet(1, 10, 4)
     history = fit(model, loss_fn, tiny_data(), graph=record, checkpoint_dir=tmp_path, **SETTINGS)
     assert history.step == "cuda-graph"
@@ -118,11 +116,9 @@ def test_a_learning_rate_tensor_is_updated_in_place_and_survives_resume(monkeypa
     assert straight.lrs == pytest.approx([1e-3, 1e-3 * 0.1 ** 0.5])
     assert made[0].item() == pytest.approx(1e-3 * 0.1)  # decayed twice, in place
 
-    def stop(epoch, model):
-        raise KeyboardInterrupt
-
     with pytest.raises(KeyboardInterrupt):
-        fit(tiny_model(), loss_fn, tiny_data(), graph=record, checkpoint_dir=tmp_path, on_epoch_end=stop, **SETTINGS)
+        fit(tiny_model(), loss_fn, tiny_data(), graph=record, checkpoint_dir=tmp_path,
+            progress=interrupt_after(1, 4), **SETTINGS)
     resumed_model = ClassConditionalUNet(1, 10, 4)
     resumed = fit(resumed_model, loss_fn, tiny_data(), graph=record, checkpoint_dir=tmp_path, **SETTINGS)
     assert torch.is_tensor(made[-1]) and made[-1].item() == pytest.approx(1e-3 * 0.1)

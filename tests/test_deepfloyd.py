@@ -84,7 +84,6 @@ def test_backend_attributes(backend):
     assert (backend.image_size, backend.channels) == (SIZE, 3)
     assert backend.identity["name"] == "deepfloyd" and backend.identity["model"] == "DeepFloyd/IF-I-XL-v1.0"
     assert backend.identity["text"] == "t5" and backend.identity["dtype"] == "float32"
-    assert len(backend.identity["fingerprint"]) == 64
     x = torch.linspace(-1, 1, 5)
     assert torch.allclose(backend.from_unit(backend.to_unit(x)), x)
 
@@ -189,3 +188,26 @@ def test_stage2_upsample(backend):
     again = backend.upsample(images, cond, _gen(5), num_inference_steps=2)
     assert up.shape == (2, 3, 2 * SIZE, 2 * SIZE)  # the tiny stage II upsamples 2x; the real one 4x
     assert torch.equal(up, again)
+
+
+def test_the_plugin_identity_fingerprints_the_weights_once(tiny_root, tmp_path):
+    import argparse
+    import shutil
+
+    import backends
+    from project import PROJECT
+
+    def identity(folder):
+        args = argparse.Namespace(backend="deepfloyd", deepfloyd_dir=folder, deepfloyd_model=DEFAULT_STAGE1,
+                                  embeddings=None, upsample=False, allow_download=False)
+        return backends.resource(args, "cpu", PROJECT).identity
+
+    first = identity(tiny_root)
+    assert len(first["fingerprint"]) == 64 and first["dtype"] == "float32" and first["text"] == "t5"
+    assert identity(tiny_root) == first
+    copy = tmp_path / "copy"
+    shutil.copytree(tiny_root, copy)
+    assert identity(copy) == first  # the same files elsewhere are the same model
+    config = next((copy / "DeepFloyd" / "IF-I-XL-v1.0" / "unet").glob("config.json"))
+    config.write_text(config.read_text().replace("{", '{"edited": 1, ', 1))
+    assert identity(copy)["fingerprint"] != first["fingerprint"]

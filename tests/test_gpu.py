@@ -17,6 +17,7 @@ from diffusion import cuda_graphs, ddpm
 from diffusion.training import fit
 from diffusion.unet import ClassConditionalUNet, TimeConditionalUNet
 from tests.conftest import build
+from tests.test_training import interrupt_after
 
 pytestmark = pytest.mark.gpu
 
@@ -47,11 +48,8 @@ def test_training_step_is_one_cuda_graph_and_resumes_exactly(tmp_path, record_pr
     assert straight.step == "cuda-graph", straight.step_note
     record_property("graph_vs_eager_first_step", straight.step_note)
 
-    def stop(epoch, model):
-        raise KeyboardInterrupt
-
     with pytest.raises(KeyboardInterrupt):
-        fit(_model(), _loss, _data(), checkpoint_dir=tmp_path, on_epoch_end=stop, **SETTINGS)
+        fit(_model(), _loss, _data(), checkpoint_dir=tmp_path, progress=interrupt_after(1, 5), **SETTINGS)
     resumed_model = ClassConditionalUNet(1, 10, 16)
     resumed = fit(resumed_model, _loss, _data(), checkpoint_dir=tmp_path, **SETTINGS)
     assert resumed.step == "cuda-graph"

@@ -1,4 +1,6 @@
 """Interrupting a training section and building again resumes it, to the same weights."""
+import math
+
 import pytest
 import torch
 
@@ -6,6 +8,7 @@ from builder.engine import BuildConfig, Engine
 from builder.registry import discover
 import sections._partb as partb
 from project import PROJECT
+from tests.test_training import interrupt_after
 
 
 def engine(cache):
@@ -24,20 +27,24 @@ def test_interrupted_training_resumes_to_the_same_weights(tmp_path, monkeypatch)
     expected = final_weights(straight, straight.build(["b1_train_denoiser"]))
 
     real_fit = partb.fit
-    epochs_seen = []
+    p = straight.sections["b1_train_denoiser"].section.resolve("smoke")
+    per_epoch = math.ceil(p["train_images"] * p["epoch_fraction"] / p["batch_size"])
 
-    def interrupted_fit(*args, **kwargs):
-        def stop_after_first(epoch, model):
-            epochs_seen.append(epoch)
-            raise KeyboardInterrupt  # as if Ctrl-C arrived after epoch 1 was checkpointed
+    def interrupted_fit(*args, progress, **kwargs):
+        stop = interrupt_after(1, per_epoch)  # as if Ctrl-C arrived after epoch 1 was checkpointed
 
-        return real_fit(*args, **kwargs, on_epoch_end=stop_after_first)
+        def both(n=1):
+            progress(n)
+            stop(n)
+
+        return real_fit(*args, **kwargs, progress=both)
 
     monkeypatch.setattr(partb, "fit", interrupted_fit)
     first = engine(tmp_path / "resumed")
     with pytest.raises(KeyboardInterrupt):
         first.build(["b1_train_denoiser"])
-    assert epochs_seen == [1]
+    [resume] = (tmp_path / "resumed" / "scratch").rglob("resume.pt")
+    assert torch.load(resume, weights_only=False)["epoch"] == 1
     assert first.store.entries_of("b1_train_denoiser") == [], "an interrupted section must leave no entry"
 
     monkeypatch.setattr(partb, "fit", real_fit)

@@ -28,21 +28,31 @@ def tiny_model():
     return ClassConditionalUNet(1, 10, 4)
 
 
+def interrupt_after(epochs: int, steps_per_epoch: int):
+    """A progress callback that interrupts training at the first step after ``epochs`` epochs, whose
+    checkpoint is on disk by then, as a Ctrl-C there would."""
+    done = 0
+
+    def progress(n=1):
+        nonlocal done
+        done += n
+        if done == epochs * steps_per_epoch + 1:
+            raise KeyboardInterrupt
+
+    return progress
+
+
 def test_resume_after_interrupt_is_bitwise_identical(tmp_path):
     straight_model = tiny_model()
     straight = fit(straight_model, loss_fn, tiny_data(), **SETTINGS)
 
-    def interrupt(epoch, model):
-        raise KeyboardInterrupt
-
     with pytest.raises(KeyboardInterrupt):
-        fit(tiny_model(), loss_fn, tiny_data(), checkpoint_dir=tmp_path, on_epoch_end=interrupt, **SETTINGS)
-    seen = []
+        fit(tiny_model(), loss_fn, tiny_data(), checkpoint_dir=tmp_path, progress=interrupt_after(1, 4), **SETTINGS)
+    steps = []
     resumed_model = ClassConditionalUNet(1, 10, 4)  # different init: everything must come from the checkpoint
-    resumed = fit(resumed_model, loss_fn, tiny_data(), checkpoint_dir=tmp_path,
-                  on_epoch_end=lambda e, m: seen.append(e), **SETTINGS)
+    resumed = fit(resumed_model, loss_fn, tiny_data(), checkpoint_dir=tmp_path, progress=steps.append, **SETTINGS)
 
-    assert seen == [2]
+    assert len(steps) == 4, "only epoch 2 runs again"
     assert resumed.losses == straight.losses and len(straight.losses) == 2 * math.ceil(200 / 64)
     for (k, a), b in zip(straight_model.state_dict().items(), resumed_model.state_dict().values()):
         assert torch.equal(a, b), k
@@ -55,7 +65,7 @@ def test_resume_after_interrupt_is_bitwise_identical(tmp_path):
 def test_finished_checkpoint_returns_without_training(tmp_path):
     first = fit(tiny_model(), loss_fn, tiny_data(), checkpoint_dir=tmp_path, **SETTINGS)
     again = fit(ClassConditionalUNet(1, 10, 4), loss_fn, tiny_data(), checkpoint_dir=tmp_path,
-                on_epoch_end=lambda e, m: pytest.fail("no epoch should run"), **SETTINGS)
+                progress=lambda n: pytest.fail("no step should run"), **SETTINGS)
     assert again.losses == first.losses
 
 
@@ -93,7 +103,8 @@ def test_invalid_hyperparameters_raise_before_any_work(bad):
     def never(*args, **kwargs):
         pytest.fail("the loss must not run")
 
-    with pytest.raises(ValueError):
+    [name] = bad
+    with pytest.raises(ValueError, match=rf"^{name} must be "):  # the message names the setting
         fit(tiny_model(), never, tiny_data(), **{**SETTINGS, **bad})
 
 
@@ -116,11 +127,8 @@ def test_bf16_autocast_trains_and_resumes_exactly(tmp_path):
     straight_model = tiny_model()
     straight = fit(straight_model, loss_fn, tiny_data(32), **settings)
 
-    def interrupt(epoch, model):
-        raise KeyboardInterrupt
-
     with pytest.raises(KeyboardInterrupt):
-        fit(tiny_model(), loss_fn, tiny_data(32), checkpoint_dir=tmp_path, on_epoch_end=interrupt, **settings)
+        fit(tiny_model(), loss_fn, tiny_data(32), checkpoint_dir=tmp_path, progress=interrupt_after(1, 2), **settings)
     resumed_model = ClassConditionalUNet(1, 10, 4)
     resumed = fit(resumed_model, loss_fn, tiny_data(32), checkpoint_dir=tmp_path, **settings)
     assert resumed.losses == straight.losses and all(math.isfinite(v) for v in straight.losses)

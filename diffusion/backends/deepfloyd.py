@@ -200,12 +200,12 @@ class DeepFloydBackend(Denoiser):
         self._encoded: dict[str, Tensor] = {}
         self._stage2 = None
         self._stage2_args = dict(model_id=stage2_id, deepfloyd_dir=deepfloyd_dir, allow_download=allow_download)
-        folder = Path(source.location) if source is not None and Path(source.location).is_dir() else None
+        # What made the predictions; the build's key uses the plug-in's identity (backends/deepfloyd.py),
+        # which also fingerprints the weights' folder.
         self.identity = {
             "name": "deepfloyd",
             "model": model_id,
             "revision": source.revision if source else None,
-            "fingerprint": fingerprint(folder) if folder else None,
             "dtype": str(self.dtype).removeprefix("torch."),
             "text": {"embeddings_sha256": embeddings_sha256} if embeddings is not None else "t5",
             "scheduler": {k: cfg.get(k) for k in ("num_train_timesteps", "beta_schedule", "variance_type",

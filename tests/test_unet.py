@@ -53,6 +53,9 @@ def test_skip_and_bottleneck_channel_plan():
 
 
 def test_class_signal_changes_the_output():
+    # A fixed initialisation: with D = 4, about one random init in five leaves the bottleneck so
+    # flat that the class modulation moves the output by less than allclose's tolerance.
+    torch.manual_seed(1)
     model = ClassConditionalUNet(1, 10, D).eval()
     x, c, t = inputs()
     with torch.no_grad():
@@ -63,6 +66,7 @@ def test_class_signal_changes_the_output():
 
 
 def test_time_enters_as_a_normalised_float():
+    torch.manual_seed(1)
     model = TimeConditionalUNet(1, D).eval()
     x, _, _ = inputs(2)
     with torch.no_grad():

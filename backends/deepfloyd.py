@@ -92,7 +92,8 @@ def _resource(args, device: str, project) -> Resource:
 
         text = {"embeddings_sha256": sha256_file(Path(args.embeddings))}
     dtype = dtype_for(device)
-    identity = {"name": "deepfloyd", "domain": "photos", "model": args.deepfloyd_model, "revision": source.revision,
+    identity = {"name": "deepfloyd", "domain": "photos", "label": f"DeepFloyd IF stage I ({args.deepfloyd_model})",
+                "model": args.deepfloyd_model, "revision": source.revision,
                 "fingerprint": deepfloyd.fingerprint(folder) if folder.is_dir() else None,
                 "dtype": dtype, "text": text, "stage2": DEFAULT_STAGE2 if args.upsample else None,
                 "code": model_code(project, "diffusion.backends.deepfloyd")}

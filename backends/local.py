@@ -50,7 +50,7 @@ def _load(ctx):
 
 
 def _resource(args, device, project) -> Resource:
-    identity = {"name": "local", "domain": "digits",
+    identity = {"name": "local", "domain": "digits", "label": "the local class-conditioned MNIST UNet",
                 "model": f"class-conditioned MNIST UNet trained by {MODEL_SECTION}", "dtype": "float32",
                 "code": model_code(project, "diffusion.backends.local")}
     return Resource(RESOURCE, identity, depends=(MODEL_SECTION,), load=_load,

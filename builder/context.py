@@ -1,4 +1,4 @@
-"""What a generator is handed: its parameters, seed, device, and the ``save_*`` helpers.
+"""What a section's ``run(ctx)`` is handed: its parameters, seed, device, resources, the ``save_*`` helpers.
 
 Everything a section saves goes into a private staging folder first; the engine moves it into
 the content-addressed store only when ``run`` returns, so a failing or interrupted section
@@ -234,6 +234,7 @@ class Upstream:
     entry: Entry
     store: Store
     device: str
+    _models: dict[str, dict[str, Any]] = field(default_factory=dict, repr=False)  # model files read so far
 
     @property
     def params(self) -> dict[str, Any]:
@@ -255,9 +256,12 @@ class Upstream:
         return self.store.object_path(self._output(out_id)["files"][0]["sha"])
 
     def _model_file(self, name: str) -> dict[str, Any]:
-        import torch
+        """The saved model file, read once (``model`` and ``model_meta`` both need it)."""
+        if name not in self._models:
+            import torch
 
-        return torch.load(self.path(f"model-{name}"), map_location="cpu", weights_only=True)
+            self._models[name] = torch.load(self.path(f"model-{name}"), map_location="cpu", weights_only=True)
+        return self._models[name]
 
     def model(self, name: str):
         """The model ``name`` that the upstream section saved, rebuilt from its own config, on this

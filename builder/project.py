@@ -80,9 +80,3 @@ class Project:
         named = "".join(f"{n!r} or " for n in sorted(self.inputs))
         raise BuildError(f"a section declares the input {name!r}, which is neither {named}a file or folder "
                          f"under {self.root}.")
-
-    def page(self, name: str) -> Page:
-        for page in self.pages:
-            if page.name == name:
-                return page
-        raise KeyError(name)

@@ -16,6 +16,7 @@ import html
 import json
 import os
 import re
+from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -315,7 +316,7 @@ def _remove_stale(out_dir: Path, keep: set[str]) -> int:
     return removed
 
 
-class _Scope:
+class _Scope(ABC):
     """The functions a content file calls: ``figure``, ``teaser``, ``section``, ``param``, ``has_figure``."""
 
     def __init__(self, cf: ContentFile, site: Site):
@@ -345,11 +346,13 @@ class _Scope:
     def has_figure(self, fig_id: str) -> bool:
         return fig_id in self.site.figures
 
+    @abstractmethod
     def figure(self, fig_id: str) -> Markup:
-        raise NotImplementedError
+        """Place a figure (or, in the reference pass, note where it is shown)."""
 
+    @abstractmethod
     def teaser(self, items) -> Markup:
-        raise NotImplementedError
+        """Thumbnails of figures shown elsewhere (nothing in the reference pass)."""
 
     def render(self, env: Environment, templates_dir: Path) -> str:
         """The content file's body through Jinja, with these functions; errors name the file's line."""

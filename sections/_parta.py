@@ -40,10 +40,8 @@ def denoiser(ctx):
 
 
 def backend_label(ctx) -> str:
-    ident = ctx.resource_identity(BACKEND)
-    if ident["name"] == "deepfloyd":
-        return f"DeepFloyd IF stage I ({ident['model']})"
-    return "the local class-conditioned MNIST UNet"
+    """How captions name the backend's model (each plug-in says it in its identity)."""
+    return ctx.resource_identity(BACKEND)["label"]
 
 
 def _load_png(den, name: str) -> torch.Tensor:

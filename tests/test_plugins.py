@@ -28,7 +28,8 @@ def _toy_resource(args, device, project) -> Resource:
                                        device=ctx.device)
 
     params = {**local.PARAMS, "a1_8_anagrams": {"pairs": [["a handwritten 0", "a handwritten 6"]]}}
-    return Resource(RESOURCE, {"name": "toy", "domain": "digits", "model": f"random UNet, D = {args.toy_width}"},
+    identity = {"name": "toy", "domain": "digits", "label": "a toy UNet", "model": f"random UNet, D = {args.toy_width}"}
+    return Resource(RESOURCE, identity,
                     load=load, params=lambda section, profile: params.get(section, {}))
 
 
@@ -67,6 +68,7 @@ def test_a_registered_backend_is_offered_and_runs_every_part_a_section(toy_regis
     assert anagram.record["components"]["params"]["pairs"] == [["a handwritten 0", "a handwritten 6"]]
     figure = next(o for o in anagram.outputs if o["id"] == "a1_8_anagram1")
     assert figure["meta"]["backend"] == "toy" and figure["meta"]["model"] == "random UNet, D = 6"
+    assert figure["caption"].endswith("; a toy UNet.")  # captions name the plug-in's model, whatever it is
 
 
 def test_an_unregistered_backend_is_refused_with_the_choices(capsys):

@@ -55,6 +55,15 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="where cached outputs live (default: .cache/)")
     p.add_argument("--site-dir", type=Path, default=PROJECT.root / "site",
                    help="where the website is written (default: site/)")
+    p.add_argument("--frozen-dir", type=Path, default=PROJECT.root / "frozen",
+                   help="the committed freezes, one folder per profile, looked up after the cache "
+                        "(default: frozen/)")
+    p.add_argument("--freeze", action="store_true",
+                   help="after a complete build, write its results into FROZEN_DIR/<profile>/ (replacing what "
+                        "was there), so that any machine renders them without recomputing")
+    p.add_argument("--strict", action="store_true",
+                   help="fail instead of showing a stale frozen result (one an earlier version of its section "
+                        "computed, which this machine cannot recompute cheaply); for publishing")
     p.add_argument("--report", type=Path, metavar="FILE",
                    help="also write the build's result as JSON (each section's status, seconds and error; the "
                         "site's summary), for scripts and benchmarks")
@@ -68,7 +77,8 @@ def parse_args(argv=None) -> argparse.Namespace:
 def main(argv=None) -> int:
     args = parse_args(argv)
     settings = app.Settings(PROJECT, profile=args.profile, device=args.device, dtype=args.dtype, seed=args.seed,
-                            only=args.only, force=args.force, cache_dir=args.cache_dir, site_dir=args.site_dir)
+                            only=args.only, force=args.force, cache_dir=args.cache_dir, site_dir=args.site_dir,
+                            frozen_dir=args.frozen_dir, strict=args.strict, freeze=args.freeze)
     try:
         if not args.clean:
             config = app.resolve(settings)  # a bad --device, --profile or --dtype is reported before anything uses it
@@ -103,6 +113,10 @@ def main(argv=None) -> int:
                 print(res.traceback, file=sys.stderr)
         elif res.status == "skipped":
             print(f"skipped: section {res.id}, because {res.error}", file=sys.stderr)
+        elif res.status == "stale":
+            print(f"stale: section {res.id} shows a frozen result computed by an earlier version of it "
+                  f"({'; '.join(res.stale)}); the pages mark it. --explain {res.id} says how to refresh it.",
+                  file=sys.stderr)
     if summary and "error" in summary:
         print(f"error: the site was not written: {summary['error']}", file=sys.stderr)
         return 1

@@ -11,7 +11,7 @@ from jinja2 import TemplateError
 
 from . import BuildError
 from .cache import Store
-from .engine import BuildConfig, BuildResult, Engine, Resource
+from .engine import BuildConfig, BuildResult, Engine, Resource, SectionResult
 from .fingerprint import hash_value
 from .project import Project
 from .registry import discover
@@ -34,6 +34,9 @@ class Settings:
     site_dir: Path | None = None
     content_dir: Path | None = None
     templates_dir: Path | None = None
+    frozen_dir: Path | None = None  # committed freezes, one folder per profile (frozen/<profile>/)
+    strict: bool = False  # fail on a stale frozen result instead of showing it marked
+    freeze: bool = False  # after a complete build, write its results into frozen/<profile>/
     resources: dict[str, Resource] = field(default_factory=dict)
 
     def __post_init__(self):
@@ -43,6 +46,7 @@ class Settings:
         self.site_dir = Path(self.site_dir or root / "site")
         self.content_dir = Path(self.content_dir or root / "content")
         self.templates_dir = Path(self.templates_dir or root / "templates")
+        self.frozen_dir = Path(self.frozen_dir or root / "frozen")
 
 
 def default_device() -> str:
@@ -81,9 +85,11 @@ def resolve(settings: Settings) -> BuildConfig:
         raise BuildError(f"unknown dtype {dtype!r}; use auto, float32, bfloat16 or float16.")
     if settings.seed < 0:
         raise BuildError(f"--seed must be a non-negative integer, got {settings.seed}.")
+    layer = Path(settings.frozen_dir) / profile
     return BuildConfig(profile=profile, device=device, dtype=dtype, seed=settings.seed,
                        cache_root=Path(settings.cache_dir), resources=dict(settings.resources),
-                       force=frozenset(settings.force or ()))
+                       force=frozenset(settings.force or ()), frozen=(layer,) if layer.is_dir() else (),
+                       strict=settings.strict)
 
 
 def make_engine(settings: Settings) -> Engine:
@@ -97,7 +103,8 @@ def make_engine(settings: Settings) -> Engine:
     return engine
 
 
-def manifest_of(engine: Engine, entries: dict[str, Any]) -> dict[str, Any]:
+def manifest_of(engine: Engine, entries: dict[str, Any], results: dict[str, SectionResult] | None = None
+                ) -> dict[str, Any]:
     config = engine.config
     sections = {}
     for gid, entry in entries.items():
@@ -110,8 +117,18 @@ def manifest_of(engine: Engine, entries: dict[str, Any]) -> dict[str, Any]:
             # No wall time (the cache record and the summary table keep it): the site must be
             # byte-identical whenever the figures are, however busy the machine was.
             "figures": [o for o in record["outputs"] if o.get("publish")],
+            "data": {o["id"].removeprefix("data-"): o["files"][0]["sha"] for o in record["outputs"]
+                     if o["kind"] == "data"},
         }
+        if "machine" in record:
+            sections[gid]["machine"] = {k: record["machine"][k] for k in ("device", "name", "torch", "cuda")}
+        res = (results or {}).get(gid)
+        if res is not None and res.status == "stale":
+            sections[gid]["stale"] = {"changes": res.stale, "refresh": engine.refresh_command(entry)}
+        if res is not None and res.stale_upstream:
+            sections[gid]["stale_upstream"] = list(res.stale_upstream)
     build = {
+        "stale": sorted(gid for gid, s in sections.items() if "stale" in s),
         "profile": config.profile, "seed": config.seed, "device": config.device.split(":")[0],
         "dtype": config.dtype, "versions": engine.project.versions,
         "resources": {name: res.identity for name, res in sorted(config.resources.items())},
@@ -178,7 +195,12 @@ def _build(engine: Engine, settings: Settings, progress_bar: bool, out) -> tuple
             print(f"site not rendered: {', '.join(missing)} have no cached result for this configuration; "
                   f"run without --only to build them.", file=out)
             return result, None
-    manifest = manifest_of(engine, entries)
+    manifest = manifest_of(engine, entries, {r.id: r for r in result.results})
+    if settings.freeze:
+        try:
+            print(freeze_build(engine, settings, entries, manifest), file=out)
+        except BuildError as exc:
+            return result, {"error": str(exc)}
     try:
         summary = render_site(manifest, settings.project.pages, settings.content_dir, settings.templates_dir,
                               settings.site_dir, engine.store.object_path)
@@ -188,6 +210,24 @@ def _build(engine: Engine, settings: Settings, progress_bar: bool, out) -> tuple
     except TemplateError as exc:  # render_site names most template errors itself; this is the fallback
         return result, {"error": template_failure(exc, settings.templates_dir)}
     return result, summary
+
+
+def freeze_build(engine: Engine, settings: Settings, entries: dict[str, Any], manifest: dict[str, Any]) -> str:
+    """Write this build's results into ``frozen/<profile>/`` (see ``builder.freeze``); returns what was done."""
+    from . import freeze
+
+    stale = manifest["build"]["stale"]
+    if stale:
+        raise BuildError(f"--freeze refuses to freeze stale results ({', '.join(stale)}): the freeze would "
+                         f"pass off an earlier version's output as current. Recompute them first (on a machine "
+                         f"that can: see --explain) and freeze again.")
+    config = engine.config
+    about = {key: manifest["build"][key] for key in ("profile", "seed", "device", "dtype", "versions", "resources")}
+    about["machine"] = freeze.machine(config.device)
+    target = Path(settings.frozen_dir) / config.profile
+    summary = freeze.write(engine.store, entries, target, about)
+    return (f"froze {len(summary['sections'])} sections ({summary['objects']} files, {summary['bytes'] / 2**20:.1f} MiB) "
+            f"into {target}")
 
 
 def report(result: BuildResult, summary: dict | None) -> dict[str, Any]:

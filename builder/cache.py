@@ -9,6 +9,11 @@ Layout under the cache root (git-ignored):
                            a killed build, and is swept (with stray temporary files) under the lock
   lock                     held (flock) by the build using this cache; holds that process's id
 
+Below the local cache a store can have read-only layers with the same ``objects/`` and
+``entries/`` layout: the committed freeze (``frozen/<edition>/``, see ``builder.freeze``). A
+lookup tries the local cache first and then each layer; an object is read from wherever it is,
+and written only to the local cache.
+
 A record is written only after all its objects are in place, and it is trusted only while
 every object it names exists with the recorded hash, so an interrupted or corrupted entry is
 simply a miss.
@@ -24,7 +29,7 @@ import tempfile
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Sequence
 
 from . import BuildError
 from .faults import crash_point
@@ -59,10 +64,11 @@ def atomic_write_text(path: Path, text: str) -> None:
 
 @dataclass
 class Entry:
-    """A verified cache record."""
+    """A verified cache record, and the layer it came from (``None``: the local cache)."""
 
     key: str
     record: dict[str, Any]
+    layer: Path | None = None
 
     @property
     def outputs(self) -> list[dict[str, Any]]:
@@ -79,25 +85,46 @@ def output_digest(outputs: list[dict[str, Any]]) -> str:
 
 
 class Store:
-    def __init__(self, root: Path):
+    def __init__(self, root: Path, layers: Sequence[Path] = ()):
         self.root = Path(root)
+        self.layers = [Path(layer) for layer in layers]  # read-only, looked up after the local cache
         self._lock_depth = 0
 
     # -- objects -------------------------------------------------------------------------
-    def object_path(self, sha: str) -> Path:
-        return self.root / "objects" / sha[:2] / sha
+    def local_object_path(self, sha: str, root: Path | None = None) -> Path:
+        """Where an object is (or would be) stored in the local cache, or in the layer ``root``."""
+        return (root or self.root) / "objects" / sha[:2] / sha
 
-    def verify_object(self, sha: str) -> bool:
-        path = self.object_path(sha)
+    def object_path(self, sha: str) -> Path:
+        """Where to read an object: the local cache, else the first layer that holds it."""
+        local = self.local_object_path(sha)
+        if local.is_file():
+            return local
+        for layer in self.layers:
+            path = self.local_object_path(sha, layer)
+            if path.is_file():
+                return path
+        return local
+
+    def verify_object(self, sha: str, root: Path | None = None) -> bool:
+        path = self.local_object_path(sha, root)
         return path.is_file() and sha256_file(path) == sha
 
     # -- records -------------------------------------------------------------------------
-    def _entry_path(self, section: str, key: str) -> Path:
-        return self.root / "entries" / section / f"{key}.json"
+    def _entry_path(self, section: str, key: str, root: Path | None = None) -> Path:
+        return (root or self.root) / "entries" / section / f"{key}.json"
 
     def lookup(self, section: str, key: str) -> Entry | None:
-        """The record for ``key`` if it exists and every object it names is intact."""
-        path = self._entry_path(section, key)
+        """The record for ``key`` if it exists, in the local cache or else a layer, with every object
+        it names intact in that same place (a layer's record never leans on the local cache's files)."""
+        for root in [None, *self.layers]:
+            entry = self._lookup_in(section, key, root)
+            if entry is not None:
+                return entry
+        return None
+
+    def _lookup_in(self, section: str, key: str, root: Path | None) -> Entry | None:
+        path = self._entry_path(section, key, root)
         try:
             record = json.loads(path.read_text(encoding="utf-8"))
         except (FileNotFoundError, json.JSONDecodeError):
@@ -105,9 +132,21 @@ class Store:
         if record.get("key") != key:
             return None
         for sha in referenced_objects(record["outputs"]):
-            if not self.verify_object(sha):
+            if not self.verify_object(sha, root):
                 return None
-        return Entry(key, record)
+        return Entry(key, record, root)
+
+    def layer_entries(self, section: str) -> list[Entry]:
+        """Every record the read-only layers hold for ``section``, whatever its key, verified: the
+        candidates for a lookup under the environment they were made in, and for a stale result."""
+        entries = []
+        for layer in self.layers:
+            folder = layer / "entries" / section
+            for path in sorted(folder.glob("*.json")) if folder.is_dir() else []:
+                entry = self._lookup_in(section, path.stem, layer)
+                if entry is not None:
+                    entries.append(entry)
+        return entries
 
     def commit(self, section: str, key: str, record: dict[str, Any]) -> Entry:
         """Write the record last: the entry exists only once all its objects do."""

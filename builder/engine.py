@@ -19,6 +19,7 @@ from .cache import Entry, Store, diff_components
 from .context import RECORD_FORMAT, Context, Params, derive_seed
 from .faults import crash_point
 from .fingerprint import hash_value
+from .freeze import machine
 from .project import Project
 from .registry import SectionModule
 
@@ -41,6 +42,17 @@ class Resource:
     memory_hints: tuple[str, ...] = ()  # settings that make it smaller on a GPU, as a user would change them
 
 
+# Key components that say where a result was computed rather than what decided it. A frozen
+# result made elsewhere (a GPU, another torch build) is a hit when its key matches with these taken
+# from its own record: that is what lets a CPU machine render results it could not compute.
+ENVIRONMENT = ("device", "dtype", "versions")
+
+# A frozen result whose key no longer matches is recomputed here when it was computed on this kind
+# of device, or when it took at most this long where it was computed; otherwise (a GPU training on
+# a laptop) the build shows the frozen result, marked as stale.
+CHEAP_ELSEWHERE_SECONDS = 10.0
+
+
 @dataclass
 class BuildConfig:
     profile: str
@@ -50,17 +62,21 @@ class BuildConfig:
     cache_root: Path
     resources: dict[str, Resource] = field(default_factory=dict)
     force: frozenset[str] = frozenset()
+    frozen: tuple[Path, ...] = ()  # read-only layers of the store: this profile's committed freeze
+    strict: bool = False  # a stale frozen result fails its section instead of being shown marked
 
 
 @dataclass
 class SectionResult:
     id: str
-    status: str  # hit, miss, forced, failed, skipped
+    status: str  # hit, frozen (a hit in a frozen layer), miss, forced, stale, failed, skipped
     seconds: float
     entry: Entry | None = None
     error: str | None = None
     peak_gpu_bytes: int | None = None  # on CUDA: the most GPU memory the section's tensors held
     traceback: str | None = None  # of a failure, for --debug
+    stale: list[str] | None = None  # a stale frozen result: what changed since it was computed
+    stale_upstream: tuple[str, ...] = ()  # stale results this one was computed from, directly or not
 
 
 @dataclass
@@ -69,7 +85,7 @@ class BuildResult:
 
     @property
     def ok(self) -> bool:
-        return all(r.status in ("hit", "miss", "forced") for r in self.results)
+        return all(r.status in ("hit", "frozen", "miss", "forced", "stale") for r in self.results)
 
     @property
     def executed(self) -> list[str]:
@@ -81,7 +97,7 @@ class Engine:
         self.project = project
         self.config = config
         self.sections = sections
-        self.store = Store(config.cache_root)
+        self.store = Store(config.cache_root, config.frozen)
 
     # -- keys ------------------------------------------------------------------------------
     def resources(self, gid: str) -> dict[str, Resource]:
@@ -150,14 +166,59 @@ class Engine:
         for gid in self.order(wanted):
             upstream = {dep: out[dep][1] for dep in self.depends(gid)}
             components = self.key_components(gid, upstream)
-            out[gid] = (components, self.store.lookup(gid, hash_value(components)))
+            entry = self.find(gid, components)
+            if entry is None and not self._refreshable(gid, self._stale_candidate(gid)):
+                entry = self._stale_candidate(gid)  # what the build would show, marked
+            out[gid] = (components, entry)
         return out
 
-    def explain(self, gid: str) -> list[str]:
-        components, entry = self.peek([gid])[gid]
-        key = hash_value(components)
+    def find(self, gid: str, components: dict[str, Any]) -> Entry | None:
+        """The valid result for these key components: in the local cache or a frozen layer, or a frozen
+        result computed in another environment (see ``ENVIRONMENT``) with everything else equal."""
+        entry = self.store.lookup(gid, hash_value(components))
         if entry is not None:
-            return [f"{gid}: HIT (key {key[:16]}); the cached outputs are intact and will be reused."]
+            return entry
+        for frozen in self.store.layer_entries(gid):
+            if hash_value(_in_environment(components, frozen)) == frozen.key:
+                return frozen
+        return None
+
+    def _stale_candidate(self, gid: str) -> Entry | None:
+        """The frozen result of an earlier version of the section, if a layer has one."""
+        candidates = self.store.layer_entries(gid)
+        return candidates[-1] if candidates else None
+
+    def _refreshable(self, gid: str, frozen: Entry | None) -> bool:
+        """Whether a stale frozen result is recomputed here rather than shown (see CHEAP_ELSEWHERE_SECONDS)."""
+        if frozen is None or gid in self.config.force:
+            return True
+        record = frozen.record
+        here = self.config.device.split(":")[0]
+        return record["components"]["device"] == here or record.get("wall_seconds", 1e9) <= CHEAP_ELSEWHERE_SECONDS
+
+    def stale_changes(self, frozen: Entry, components: dict[str, Any]) -> list[str]:
+        """What changed since a frozen result was computed, in --explain's words (its environment aside)."""
+        return diff_components(frozen.record["components"], _in_environment(components, frozen))
+
+    def refresh_command(self, frozen: Entry) -> str:
+        where = "a CUDA GPU" if frozen.record["components"]["device"] == "cuda" else \
+            f"a {frozen.record['components']['device']} machine"
+        return f"python build.py --profile {self.config.profile} --freeze (on {where})"
+
+    def explain(self, gid: str) -> list[str]:
+        components, _ = self.peek([gid])[gid]
+        key = hash_value(components)
+        entry = self.find(gid, components)
+        if entry is not None:
+            where = "the cached outputs are" if entry.layer is None else f"the frozen outputs in {entry.layer} are"
+            return [f"{gid}: HIT (key {key[:16]}); {where} intact and will be reused."]
+        frozen = self._stale_candidate(gid)
+        if frozen is not None:
+            changes = self.stale_changes(frozen, components)
+            verdict = "it will be recomputed here" if self._refreshable(gid, frozen) else \
+                f"this machine shows it marked as stale; refresh it with {self.refresh_command(frozen)}"
+            return [f"{gid}: STALE frozen result (key {frozen.key[:16]}); {verdict}. Changed since it was computed:"] \
+                + [f"  {line}" for line in changes]
         lines = [f"{gid}: MISS (key {key[:16]}) because:"]
         last = self.store.last_components(gid)
         stored = self.store.entries_of(gid)
@@ -177,6 +238,7 @@ class Engine:
         result = BuildResult()
         entries: dict[str, Entry | None] = {}
         failed: set[str] = set()
+        stale_from: dict[str, tuple[str, ...]] = {}  # section -> the stale results it rests on
         for gid in self.order(wanted):
             deps = self.depends(gid)
             if any(dep in failed for dep in deps):
@@ -186,6 +248,8 @@ class Engine:
                 res = self._build_one(gid, {dep: entries[dep] for dep in deps}, progress)
                 if res.status == "failed":
                     failed.add(gid)
+                res.stale_upstream = tuple(sorted({s for dep in deps for s in stale_from.get(dep, ())}))
+                stale_from[gid] = res.stale_upstream + ((gid,) if res.status == "stale" else ())
             entries[gid] = res.entry
             result.results.append(res)
             if on_section:
@@ -197,10 +261,13 @@ class Engine:
         key = hash_value(components)
         forced = gid in self.config.force
         if not forced:
-            entry = self.store.lookup(gid, key)
+            entry = self.find(gid, components)
             if entry is not None:
                 self.store.remember_components(gid, components)
-                return SectionResult(gid, "hit", 0.0, entry)
+                return SectionResult(gid, "hit" if entry.layer is None else "frozen", 0.0, entry)
+            frozen = self._stale_candidate(gid)
+            if not self._refreshable(gid, frozen):
+                return self._stale(gid, frozen, components)
         mod = self.sections[gid]
         start = time.perf_counter()
         try:
@@ -211,6 +278,16 @@ class Engine:
             failed = self._failure(mod, components, exc, time.perf_counter() - start)
         diagnose.release_gpu_memory()  # the exception and the tensors its traceback held are gone now
         return failed
+
+    def _stale(self, gid: str, frozen: Entry, components: dict[str, Any]) -> SectionResult:
+        changes = self.stale_changes(frozen, components)
+        if self.config.strict:
+            return SectionResult(gid, "failed", 0.0, error=(
+                f"the frozen result of {gid} was computed by an earlier version of the section, and --strict "
+                f"refuses stale results. Changed since: {'; '.join(changes)}. This machine cannot recompute it "
+                f"cheaply; refresh the freeze with {self.refresh_command(frozen)}, or build without --strict to "
+                f"show the old result marked as stale."))
+        return SectionResult(gid, "stale", 0.0, frozen, stale=changes)
 
     def _run(self, mod: SectionModule, components: dict[str, Any], key: str, upstream: dict[str, Entry],
              progress, start: float) -> SectionResult:
@@ -239,12 +316,12 @@ class Engine:
                     # Always replace: an existing object may be one that failed verification.
                     staged = staging / f["sha"]
                     if staged.is_file():  # two outputs with the same bytes share one staged file
-                        target = self.store.object_path(f["sha"])
+                        target = self.store.local_object_path(f["sha"])
                         target.parent.mkdir(parents=True, exist_ok=True)
                         os.replace(staged, target)
             entry = self.store.commit(gid, key, {
                 "section": gid, "title": mod.section.title, "components": components,
-                "outputs": ctx.outputs, "wall_seconds": round(seconds, 2),
+                "outputs": ctx.outputs, "wall_seconds": round(seconds, 2), "machine": machine(self.config.device),
                 **({"peak_gpu_bytes": peak} if peak is not None else {}),
             })
         self.store.remember_components(gid, components)
@@ -294,6 +371,11 @@ class Engine:
             paths = [self.store.object_path(f["sha"]) for o in record.get("outputs", []) for f in o["files"]]
             sizes.append(sum(p.stat().st_size for p in paths if p.is_file()))
         return max(sizes) if sizes else None
+
+
+def _in_environment(components: dict[str, Any], entry: Entry) -> dict[str, Any]:
+    """These key components as they would read in the environment ``entry`` was computed in."""
+    return {**components, **{name: entry.record["components"].get(name) for name in ENVIRONMENT}}
 
 
 def _bytes_under(folder: Path) -> int:

@@ -737,3 +737,24 @@ def test_a_stale_file_that_cannot_be_removed_is_one_paragraph(fixture_site, monk
         render()
     assert str(err.value).startswith(f"cannot write the site into {out}: writing {out} failed (EACCES, Permission "
                                      f"denied). This user may not write there")
+
+
+def test_a_stale_result_is_marked_on_its_figures_and_on_every_page(fixture_site):
+    render, out = fixture_site
+    render()
+    assert "stale" not in (out / "part-b.html").read_text().lower(), "nothing is marked while all is current"
+    manifest = render.manifest
+    manifest["build"]["stale"] = ["toy_ddpm"]
+    manifest["sections"]["toy_ddpm"]["stale"] = {"changes": ["code.diffusion.ddpm: 1234 -> 5678"],
+                                                 "refresh": "python build.py --profile cpu --freeze (on a CUDA GPU)"}
+    manifest["sections"]["toy_edits"]["stale_upstream"] = ["toy_ddpm"]
+    render()
+    for page in ("index.html", "part-a.html", "part-b.html"):
+        assert 'class="stale-banner"' in (out / page).read_text() and "<code>toy_ddpm</code>" in (out / page).read_text()
+    part_b = (out / "part-b.html").read_text()
+    plot = part_b[part_b.index('id="fig-toy_plot"'):]
+    plot = plot[:plot.index("</figure>")]
+    assert "Stale result." in plot and "code.diffusion.ddpm: 1234 -&gt; 5678" in plot and "--freeze (on a CUDA GPU)" in plot
+    anagram = (out / "part-a.html").read_text()
+    anagram = anagram[anagram.index('id="fig-toy_anagram"'):]
+    assert "Computed from a stale result" in anagram[:anagram.index('id="fig-toy_hybrid"')]

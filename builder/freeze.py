@@ -1,0 +1,98 @@
+"""The freeze: a build's results, committed, as a read-only layer of the content-addressed store.
+
+Quarto calls this ``_freeze``; here it is the store's own layout (``entries/<section>/<key>.json``
+and ``objects/ab/<sha>``) under ``frozen/<profile>/``, plus ``freeze.json``, which says what was
+frozen, where and with what. A build looks results up in its local cache and then in the freeze of
+its profile (see ``Store.lookup`` and ``Engine.find``), so a machine that cannot compute a profile
+(a CPU and the GPU-sized ``spec``) still renders its pages. Git stores a blob once, so a figure
+that is also under ``site/`` costs the repository nothing twice.
+"""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shutil
+import tempfile
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from .cache import Entry, Store, atomic_write_text, referenced_objects
+
+FREEZE_FILE = "freeze.json"
+
+
+def machine(device: str) -> dict[str, Any]:
+    """The machine a result is computed on, in the words a reader needs: device kind and name, torch
+    and CUDA versions, CPU cores."""
+    import torch
+
+    kind = device.split(":")[0]
+    if kind == "cuda":
+        name = torch.cuda.get_device_name(device)
+    else:
+        name = _cpu_name()
+    return {"device": kind, "name": name, "cores": os.cpu_count(), "torch": torch.__version__,
+            "cuda": torch.version.cuda, "python": platform.python_version()}
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "CPU"
+
+
+def read(folder: Path) -> dict[str, Any] | None:
+    """A freeze's ``freeze.json``, or None where there is no freeze."""
+    try:
+        return json.loads((Path(folder) / FREEZE_FILE).read_text(encoding="utf-8"))
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+
+
+def write(store: Store, entries: dict[str, Entry], target: Path, about: dict[str, Any]) -> dict[str, Any]:
+    """Replace the freeze at ``target`` with ``entries`` (one record per section) and their objects.
+
+    The new freeze is assembled beside the old one and swapped in by two renames, so an interrupted
+    freeze leaves the old one whole; objects are read before the swap, so freezing a build whose
+    results came from this very freeze works too.
+    """
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp"))
+    os.chmod(staging, 0o755)  # mkdtemp's 0700 would outlive the rename
+    try:
+        files = total = 0
+        sections = {}
+        for gid, entry in sorted(entries.items()):
+            record = dict(entry.record)
+            record.setdefault("machine", about["machine"])
+            for sha in referenced_objects(record["outputs"]):
+                dest = store.local_object_path(sha, staging)
+                if not dest.exists():
+                    dest.parent.mkdir(parents=True, exist_ok=True)
+                    shutil.copyfile(store.object_path(sha), dest)
+                    files += 1
+                    total += dest.stat().st_size
+            path = staging / "entries" / gid / f"{entry.key}.json"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps(record, indent=1, sort_keys=True) + "\n", encoding="utf-8")
+            sections[gid] = {"key": entry.key, "wall_seconds": record.get("wall_seconds"),
+                             "machine": record["machine"]}
+        summary = {**about, "date": datetime.now(timezone.utc).strftime("%Y-%m-%d"), "objects": files,
+                   "bytes": total, "sections": sections}
+        atomic_write_text(staging / FREEZE_FILE, json.dumps(summary, indent=1, sort_keys=True) + "\n")
+        old = target.with_name(f".{target.name}.old.tmp")
+        shutil.rmtree(old, ignore_errors=True)
+        if target.exists():
+            os.replace(target, old)
+        os.replace(staging, target)
+        shutil.rmtree(old, ignore_errors=True)
+        return summary
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)

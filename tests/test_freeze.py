@@ -1,0 +1,144 @@
+"""The freeze: committed results as a read-only layer of the store, used by any machine whose keys
+match, recomputed where that is cheap, shown marked as stale where not, refused under --strict."""
+import json
+import shutil
+
+import pytest
+
+from builder import engine as engine_module
+from builder import freeze
+from builder.engine import BuildConfig, Engine
+from tests.test_cache import backend, edit, statuses, toy_facts
+from builder.registry import discover
+
+
+def engine_for(root, frozen=(), cache="cache", device="cpu", dtype="float32", strict=False, force=()):
+    config = BuildConfig(profile="cpu", device=device, dtype=dtype, seed=1, cache_root=root / cache,
+                         resources={"backend": backend("a")}, frozen=tuple(frozen), strict=strict,
+                         force=frozenset(force))
+    return Engine(toy_facts(root), config, discover("toygens"))
+
+
+def freeze_of(root, **kwargs):
+    """Build the toy project and freeze it into root/frozen; returns the freeze's folder."""
+    eng = engine_for(root, cache="freezer-cache", **kwargs)
+    result = eng.build()
+    assert result.ok
+    target = root / "frozen"
+    freeze.write(eng.store, {r.id: r.entry for r in result.results}, target,
+                 {"profile": "cpu", "machine": {"device": kwargs.get("device", "cpu"), "name": "toy"}})
+    return target
+
+
+def outputs(result):
+    return {r.id: r.entry.outputs for r in result.results}
+
+
+def test_a_fresh_cache_takes_every_result_from_the_freeze(toy_project):
+    frozen = freeze_of(toy_project)
+    made = engine_for(toy_project, cache="freezer-cache").build()
+    result = engine_for(toy_project, frozen=[frozen]).build()
+    assert statuses(result) == {"up": "frozen", "down": "frozen", "side": "frozen"}
+    assert result.executed == [] and outputs(result) == outputs(made)
+    assert not (toy_project / "cache" / "objects").exists(), "a frozen hit copies nothing into the cache"
+    summary = freeze.read(frozen)
+    assert set(summary["sections"]) == {"up", "down", "side"} and summary["objects"] == 3 + 1  # images + json
+
+
+def test_a_frozen_result_from_another_environment_is_a_hit(toy_project):
+    """A CPU machine renders what a GPU froze: device, dtype and library versions say where a result was
+    computed, not what decided it."""
+    frozen = freeze_of(toy_project, device="mps", dtype="bfloat16")
+    result = engine_for(toy_project, frozen=[frozen]).build()
+    assert set(statuses(result).values()) == {"frozen"}
+    assert {r.entry.record["components"]["device"] for r in result.results} == {"mps"}
+
+
+def test_a_cheap_stale_section_is_recomputed_and_reads_its_upstream_from_the_freeze(toy_project):
+    frozen = freeze_of(toy_project)
+    edit(toy_project, "down", "np.array([values])", "np.array([values]) * 0.5")
+    result = engine_for(toy_project, frozen=[frozen]).build()
+    assert statuses(result) == {"up": "frozen", "down": "miss", "side": "frozen"}
+    assert all(r.stale is None and r.stale_upstream == () for r in result.results)
+
+
+def test_an_expensive_stale_section_is_shown_marked_with_what_changed(toy_project, monkeypatch):
+    frozen = freeze_of(toy_project, device="mps")
+    monkeypatch.setattr(engine_module, "CHEAP_ELSEWHERE_SECONDS", -1.0)  # every frozen run counts as expensive here
+    edit(toy_project, "up", "round(6)", "round(5)")
+    result = engine_for(toy_project, frozen=[frozen]).build()
+    by_id = {r.id: r for r in result.results}
+    assert statuses(result) == {"up": "stale", "down": "frozen", "side": "frozen"}
+    assert result.ok and result.executed == []
+    assert by_id["up"].stale == [line for line in by_id["up"].stale if line.startswith("code.toygens.up:")] != []
+    assert by_id["down"].stale_upstream == ("up",) and by_id["side"].stale_upstream == ()
+    explained = engine_for(toy_project, frozen=[frozen]).explain("up")
+    assert "STALE" in explained[0] and "--freeze" in explained[0] and explained[1].startswith("  code.toygens.up:")
+
+
+def test_strict_turns_a_stale_result_into_an_error(toy_project, monkeypatch):
+    frozen = freeze_of(toy_project, device="mps")
+    monkeypatch.setattr(engine_module, "CHEAP_ELSEWHERE_SECONDS", -1.0)
+    edit(toy_project, "up", "round(6)", "round(5)")
+    result = engine_for(toy_project, frozen=[frozen], strict=True).build()
+    assert statuses(result) == {"up": "failed", "down": "skipped", "side": "frozen"}
+    error = next(r.error for r in result.results if r.id == "up")
+    assert "--strict" in error and "code.toygens.up" in error and "python build.py --profile cpu --freeze" in error
+
+
+def test_on_the_device_that_froze_it_a_stale_section_is_recomputed(toy_project, monkeypatch):
+    frozen = freeze_of(toy_project)
+    monkeypatch.setattr(engine_module, "CHEAP_ELSEWHERE_SECONDS", -1.0)
+    edit(toy_project, "up", "round(6)", "round(5)")
+    result = engine_for(toy_project, frozen=[frozen]).build()
+    assert statuses(result)["up"] == "miss" and statuses(result)["down"] == "miss"
+
+
+def test_a_tampered_frozen_object_is_not_trusted(toy_project):
+    frozen = freeze_of(toy_project)
+    record = json.loads(next((frozen / "entries" / "up").glob("*.json")).read_text())
+    image = next(o for o in record["outputs"] if o["id"] == "up_image")["files"][0]["sha"]
+    (frozen / "objects" / image[:2] / image).write_bytes(b"not the image")
+    result = engine_for(toy_project, frozen=[frozen]).build()
+    assert statuses(result)["up"] == "miss", "a freeze whose file does not match its hash is no hit"
+
+
+def test_a_new_freeze_replaces_the_old_one_whole(toy_project):
+    frozen = freeze_of(toy_project)
+    old_keys = {p.stem for p in (frozen / "entries" / "up").glob("*.json")}
+    edit(toy_project, "up", "round(6)", "round(5)")
+    shutil.rmtree(toy_project / "freezer-cache")
+    eng = engine_for(toy_project, frozen=[frozen])
+    result = eng.build()
+    freeze.write(eng.store, {r.id: r.entry for r in result.results}, frozen, {"machine": {}})
+    new_keys = {p.stem for p in (frozen / "entries" / "up").glob("*.json")}
+    assert len(new_keys) == 1 and new_keys != old_keys
+    assert not list(frozen.parent.glob(".frozen.*")), "no staging folder is left behind"
+    assert set(statuses(engine_for(toy_project, frozen=[frozen], cache="other").build()).values()) == {"frozen"}
+
+
+@pytest.mark.parametrize("kwargs", [{}, {"device": "mps"}])
+def test_freezing_writes_the_machine_into_each_record(toy_project, kwargs):
+    frozen = freeze_of(toy_project, **kwargs)
+    record = json.loads(next((frozen / "entries" / "side").glob("*.json")).read_text())
+    assert record["machine"]["device"] == kwargs.get("device", "cpu")
+
+
+def site_bytes(site):
+    return {p.relative_to(site).as_posix(): p.read_bytes() for p in sorted(site.rglob("*")) if p.is_file()}
+
+
+def test_a_clone_with_only_the_freeze_writes_the_same_site(smoke_build, tmp_path):
+    """What a fresh clone does with the committed freeze: no cache, nothing computed, the same bytes."""
+    from tests.conftest import build, statuses as report_statuses
+
+    frozen = tmp_path / "frozen"
+    froze = build("--profile", "smoke", "--freeze", "--frozen-dir", str(frozen), cache=smoke_build["cache"],
+                  site=tmp_path / "site-a")
+    assert "froze 20 sections" in froze.stdout and (frozen / "smoke" / "freeze.json").is_file()
+    clone = build("--profile", "smoke", "--frozen-dir", str(frozen), cache=tmp_path / "empty-cache",
+                  site=tmp_path / "site-b")
+    assert set(report_statuses(clone).values()) == {"frozen"} and clone.report["executed"] == []
+    assert site_bytes(tmp_path / "site-b") == site_bytes(smoke_build["site"])
+    about = freeze.read(frozen / "smoke")
+    assert about["profile"] == "smoke" and about["machine"]["device"] == "cpu" and about["versions"]["torch"]

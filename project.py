@@ -32,4 +32,5 @@ PROJECT = Project(
         Page("appendix", "appendix.html", "Appendix: methods and benchmarks", "Appendix"),
     ),
     seed=180,
+    editions=("spec", "cpu"),
 )

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import os
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +15,7 @@ from .engine import BuildConfig, BuildResult, Engine, Resource, SectionResult
 from .fingerprint import hash_value
 from .project import Project
 from .registry import discover
-from .render import render_site, template_failure
+from .render import Edition, render_editions, template_failure
 from .section import PROFILES
 
 
@@ -201,15 +201,54 @@ def _build(engine: Engine, settings: Settings, progress_bar: bool, out) -> tuple
             print(freeze_build(engine, settings, entries, manifest), file=out)
         except BuildError as exc:
             return result, {"error": str(exc)}
+    editions = {engine.config.profile: Edition(engine.config.profile, manifest, engine.store.object_path)}
+    for name in other_editions(engine, settings):
+        other, other_manifest, other_engine = _frozen_edition(engine, settings, name)
+        result.results += [replace(r, id=f"{name}/{r.id}") for r in other.results]
+        if other_manifest is None:
+            return result, None
+        editions[name] = Edition(name, other_manifest, other_engine.store.object_path)
+    from . import freeze
+
+    for name, edition in editions.items():
+        edition.freeze = freeze.read(Path(settings.frozen_dir) / name)
+    ordered = [editions[name] for name in settings.project.editions if name in editions] or list(editions.values())
+    for edition in ordered[1:]:
+        edition.folder = f"{edition.name}/"
     try:
-        summary = render_site(manifest, settings.project.pages, settings.content_dir, settings.templates_dir,
-                              settings.site_dir, engine.store.object_path)
+        summary = render_editions(ordered, settings.project.pages, settings.content_dir, settings.templates_dir,
+                                  settings.site_dir)
     except BuildError as exc:
         # The figures are safely cached; only the pages could not be written.
         return result, {"error": str(exc)}
     except TemplateError as exc:  # render_site names most template errors itself; this is the fallback
         return result, {"error": template_failure(exc, settings.templates_dir)}
     return result, summary
+
+
+def other_editions(engine: Engine, settings: Settings) -> list[str]:
+    """The project's other editions that this build renders from their freezes: only a build of one of
+    the editions (not the smoke profile of tests) publishes the others beside it."""
+    editions = settings.project.editions
+    if engine.config.profile not in editions:
+        return []
+    from . import freeze
+
+    return [name for name in editions
+            if name != engine.config.profile and freeze.read(Path(settings.frozen_dir) / name) is not None]
+
+
+def _frozen_edition(engine: Engine, settings: Settings, name: str):
+    """Build another edition from its freeze, in this machine's environment: its results are frozen hits,
+    recomputed where cheap or shown marked as stale (see ``Engine``), like any build's."""
+    layer = Path(settings.frozen_dir) / name
+    config = replace(engine.config, profile=name, frozen=(layer,), force=frozenset())
+    other = Engine(engine.project, config, engine.sections, store=engine.store.with_layers([layer]))
+    result = other.build(None)
+    if not result.ok:
+        return result, None, other
+    entries = {r.id: r.entry for r in result.results}
+    return result, manifest_of(other, entries, {r.id: r for r in result.results}), other
 
 
 def freeze_build(engine: Engine, settings: Settings, entries: dict[str, Any], manifest: dict[str, Any]) -> str:

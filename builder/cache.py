@@ -90,6 +90,13 @@ class Store:
         self.layers = [Path(layer) for layer in layers]  # read-only, looked up after the local cache
         self._lock_depth = 0
 
+    def with_layers(self, layers: Sequence[Path]) -> "Store":
+        """The same local cache over other read-only layers (another edition's freeze), sharing this
+        store's lock: made while the lock is held, it holds it too."""
+        other = Store(self.root, layers)
+        other._lock_depth = self._lock_depth
+        return other
+
     # -- objects -------------------------------------------------------------------------
     def local_object_path(self, sha: str, root: Path | None = None) -> Path:
         """Where an object is (or would be) stored in the local cache, or in the layer ``root``."""
@@ -131,8 +138,11 @@ class Store:
             return None
         if record.get("key") != key:
             return None
+        # A freeze may leave out large models (see builder.freeze); it says which, and a section that
+        # needs one of them cannot run on top of it (see Engine).
+        omitted = set(record.get("omitted", ())) if root is not None else set()
         for sha in referenced_objects(record["outputs"]):
-            if not self.verify_object(sha, root):
+            if sha not in omitted and not self.verify_object(sha, root):
                 return None
         return Entry(key, record, root)
 

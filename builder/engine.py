@@ -93,11 +93,12 @@ class BuildResult:
 
 
 class Engine:
-    def __init__(self, project: Project, config: BuildConfig, sections: dict[str, SectionModule]):
+    def __init__(self, project: Project, config: BuildConfig, sections: dict[str, SectionModule],
+                 store: Store | None = None):
         self.project = project
         self.config = config
         self.sections = sections
-        self.store = Store(config.cache_root, config.frozen)
+        self.store = store or Store(config.cache_root, config.frozen)
 
     # -- keys ------------------------------------------------------------------------------
     def resources(self, gid: str) -> dict[str, Resource]:
@@ -275,19 +276,36 @@ class Engine:
         except (KeyboardInterrupt, SystemExit):
             raise
         except Exception as exc:  # noqa: BLE001 - one section's failure must not stop the others
-            failed = self._failure(mod, components, exc, time.perf_counter() - start)
+            failed = self._missing_model(gid, components, upstream, exc) or \
+                self._failure(mod, components, exc, time.perf_counter() - start)
         diagnose.release_gpu_memory()  # the exception and the tensors its traceback held are gone now
         return failed
 
-    def _stale(self, gid: str, frozen: Entry, components: dict[str, Any]) -> SectionResult:
+    def _missing_model(self, gid: str, components: dict[str, Any], upstream: dict[str, Entry],
+                       exc: Exception) -> SectionResult | None:
+        """A section that needed a model its frozen upstream left out (see builder.freeze): show its own
+        frozen result marked as stale where there is one, else fail saying which section to recompute."""
+        missing = Path(getattr(exc, "filename", None) or "").name
+        owners = sorted(dep for dep, e in upstream.items() if e is not None and missing in e.record.get("omitted", ()))
+        if not isinstance(exc, FileNotFoundError) or not owners:
+            return None
+        reason = (f"it reads an output of {', '.join(owners)} that the freeze leaves out; recompute "
+                  f"{'it' if len(owners) == 1 else 'them'} first with python build.py --force {' '.join(owners)}")
+        frozen = self._stale_candidate(gid)
+        if frozen is not None:
+            return self._stale(gid, frozen, components, reason)
+        return SectionResult(gid, "failed", 0.0, error=f"section {gid} cannot run here: {reason}.")
+
+    def _stale(self, gid: str, frozen: Entry, components: dict[str, Any], blocked: str | None = None) -> SectionResult:
         changes = self.stale_changes(frozen, components)
+        why = blocked or "this machine cannot recompute it cheaply"
         if self.config.strict:
             return SectionResult(gid, "failed", 0.0, error=(
                 f"the frozen result of {gid} was computed by an earlier version of the section, and --strict "
-                f"refuses stale results. Changed since: {'; '.join(changes)}. This machine cannot recompute it "
-                f"cheaply; refresh the freeze with {self.refresh_command(frozen)}, or build without --strict to "
+                f"refuses stale results. Changed since: {'; '.join(changes)}. It is not recomputed because {why}; "
+                f"refresh the freeze with {self.refresh_command(frozen)}, or build without --strict to "
                 f"show the old result marked as stale."))
-        return SectionResult(gid, "stale", 0.0, frozen, stale=changes)
+        return SectionResult(gid, "stale", 0.0, frozen, stale=changes + ([f"not recomputed: {blocked}"] if blocked else []))
 
     def _run(self, mod: SectionModule, components: dict[str, Any], key: str, upstream: dict[str, Entry],
              progress, start: float) -> SectionResult:

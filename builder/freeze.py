@@ -21,6 +21,15 @@ from typing import Any
 from .cache import Entry, Store, atomic_write_text, referenced_objects
 
 FREEZE_FILE = "freeze.json"
+# A saved model is frozen only when it is a final model this small: enough for the cheap sections that
+# read it (Part A reads the final class-conditioned UNet) to re-run on any machine, without committing
+# every epoch's snapshot (the spec edition's models come to 136 MiB, over what one device call returns).
+MODEL_LIMIT_BYTES = 8 * 2**20
+
+
+def keeps(output: dict[str, Any], size: int) -> bool:
+    """Whether a freeze keeps this output's files: everything but large or intermediate models."""
+    return output.get("kind") != "model" or (output["id"] == "model-final" and size <= MODEL_LIMIT_BYTES)
 
 
 def machine(device: str) -> dict[str, Any]:
@@ -30,7 +39,10 @@ def machine(device: str) -> dict[str, Any]:
 
     kind = device.split(":")[0]
     if kind == "cuda":
-        name = torch.cuda.get_device_name(device)
+        try:
+            name = torch.cuda.get_device_name(device)
+        except (AssertionError, RuntimeError):  # a test's pretend CUDA device on a CPU-only torch
+            name = "CUDA GPU"
     else:
         name = _cpu_name()
     return {"device": kind, "name": name, "cores": os.cpu_count(), "torch": torch.__version__,
@@ -72,9 +84,16 @@ def write(store: Store, entries: dict[str, Entry], target: Path, about: dict[str
         for gid, entry in sorted(entries.items()):
             record = dict(entry.record)
             record.setdefault("machine", about["machine"])
+            kept, every = set(), set()
+            for output in record["outputs"]:
+                for f in output["files"]:
+                    every.add(f["sha"])
+                    if keeps(output, store.object_path(f["sha"]).stat().st_size):
+                        kept.add(f["sha"])  # an object two outputs share stays if either keeps it
+            record["omitted"] = sorted(every - kept)
             for sha in referenced_objects(record["outputs"]):
                 dest = store.local_object_path(sha, staging)
-                if not dest.exists():
+                if sha not in record["omitted"] and not dest.exists():
                     dest.parent.mkdir(parents=True, exist_ok=True)
                     shutil.copyfile(store.object_path(sha), dest)
                     files += 1

@@ -47,6 +47,9 @@ class Project:
     inputs: dict[str, Callable[[], Any]] = field(default_factory=dict)
     pages: tuple[Page, ...] = (Page("index", "index.html", "Overview", "Overview"),)
     seed: int = 0
+    # Profiles published side by side, the one readers land on first; a build of one of them also
+    # renders the others that have a committed freeze (frozen/<profile>/).
+    editions: tuple[str, ...] = ()
     engine_root: Path = Path(__file__).resolve().parent.parent  # where the writers' package lives
 
     @cached_property

@@ -122,6 +122,7 @@ class Site:
 
     manifest: dict[str, Any]
     pages: dict[str, Page]
+    object_path: Callable[[str], Path] | None = None  # where a section's data outputs are read from
     figures: dict[str, tuple[str, dict[str, Any]]] = field(default_factory=dict)  # id -> (section, record)
     shown: dict[str, dict[str, str]] = field(default_factory=dict)  # id -> where the report shows it first
     numbers: dict[str, int] = field(default_factory=dict)  # page -> figures numbered so far
@@ -139,18 +140,80 @@ def figure_filename(fig: dict[str, Any], file: dict[str, Any]) -> str:
     return f"figures/{fig['id']}{role}.{file['ext']}"
 
 
+@dataclass
+class Edition:
+    """One edition of the report: the same pages computed with one profile, in ``folder`` of the site
+    ("" for the edition readers land on)."""
+
+    name: str
+    manifest: dict[str, Any]
+    object_path: Callable[[str], Path]
+    folder: str = ""
+    freeze: dict[str, Any] | None = None  # the freeze.json it was rendered from, if any (times, date)
+
+    def href(self, page_file: str, seen_from: "Edition") -> str:
+        """The link to ``page_file`` of this edition from a page of ``seen_from``."""
+        return ("../" if seen_from.folder else "") + self.folder + page_file
+
+
 def render_site(manifest: dict[str, Any], pages: tuple[Page, ...], content_dir: Path, templates_dir: Path,
                 out_dir: Path, object_path: Callable[[str], Path]) -> dict[str, Any]:
-    """Write the whole site into ``out_dir``; returns a summary (pages, files, bytes).
+    """Write the whole site, one edition, into ``out_dir``; see ``render_editions``."""
+    return render_editions([Edition(manifest["build"]["profile"], manifest, object_path)], pages, content_dir,
+                           templates_dir, out_dir)
+
+
+def render_editions(editions: list[Edition], pages: tuple[Page, ...], content_dir: Path, templates_dir: Path,
+                    out_dir: Path) -> dict[str, Any]:
+    """Write the whole site into ``out_dir``: every edition in its folder, each page linking to the same
+    page of the others, and a comparison page (``compare.html``, where the templates have one) when there
+    are several; returns a summary (pages, files, bytes).
 
     Every file is written atomically and only when its bytes change, so an interrupted render
     leaves no half-written file and a warm rebuild touches nothing.
     """
-    site = Site(manifest, {page.name: page for page in pages})
     content = read_content(content_dir, pages)
     templates_dir = Path(templates_dir)
-    env, macros = _environment(templates_dir, object_path)
+    written: dict[str, bytes] = {}
+    warnings: list[str] = []
+    for edition in editions:
+        files, notes = _edition_files(edition, editions, pages, content, templates_dir)
+        written.update({edition.folder + rel: data for rel, data in files.items()})
+        warnings += [f"{edition.name} edition: {note}" if len(editions) > 1 else note for note in notes]
+    if len(editions) > 1 and (templates_dir / "compare.html").is_file():
+        env, _macros = _environment(templates_dir, editions[0].object_path)
+        try:
+            written["compare.html"] = env.get_template("compare.html").render(
+                editions=[_edition_view(e, editions[0]) for e in editions], pages=pages).encode("utf-8")
+        except Exception as exc:
+            raise BuildError(template_failure(exc, templates_dir)) from None
+    changed, removed = _write(written, Path(out_dir))
+    sizes = {"pages": 0, "figures": 0, "static": 0, "other": 0}
+    folders = [e.folder for e in editions if e.folder]
+    for rel, data in written.items():
+        inner = next((rel[len(f):] for f in folders if rel.startswith(f)), rel)
+        kind = "pages" if inner.endswith(".html") else Path(inner).parts[0]  # figures/..., static/... or a file
+        sizes[kind if kind in sizes else "other"] += len(data)
+    return {"files": len(written), "changed": changed, "removed": removed,
+            "bytes": sum(len(d) for d in written.values()), "sizes": sizes, "warnings": warnings}
 
+
+def _edition_view(edition: Edition, seen_from: Edition) -> dict[str, Any]:
+    """What a template needs to show an edition and link to it from ``seen_from``'s pages."""
+    sections = edition.manifest["sections"]
+    figures = {fig["id"]: {**fig, "files": [{**f, "path": edition.href(figure_filename(fig, f), seen_from)}
+                                            for f in fig.get("files", [])]}
+               for sec in sections.values() for fig in sec["figures"]}
+    machines = sorted({sec["machine"]["name"] for sec in sections.values() if sec.get("machine")})
+    return {"name": edition.name, "build": edition.manifest["build"], "sections": sections, "figures": figures,
+            "machines": machines, "freeze": edition.freeze, "href": lambda page_file: edition.href(page_file, seen_from),
+            "current": edition is seen_from}
+
+
+def _edition_files(edition: Edition, editions: list[Edition], pages: tuple[Page, ...], content: list[ContentFile],
+                   templates_dir: Path) -> tuple[dict[str, bytes], list[str]]:
+    site = Site(edition.manifest, {page.name: page for page in pages}, edition.object_path)
+    env, macros = _environment(templates_dir, edition.object_path)
     for cf in content:
         _reference_pass(cf, site, env, templates_dir)
     used: set[str] = set()
@@ -161,21 +224,19 @@ def render_site(manifest: dict[str, Any], pages: tuple[Page, ...], content_dir: 
     unused = sorted(set(site.figures) - used)
     warnings += [f"figure {fid!r} (section {site.figures[fid][0]}) is produced but no content file shows it"
                  for fid in unused]
-
-    written = _site_files(site, rendered, used, env, templates_dir, object_path)
-    changed, removed = _write(written, Path(out_dir))
-    sizes = {"pages": 0, "figures": 0, "static": 0, "other": 0}
-    for rel, data in written.items():
-        kind = "pages" if rel.endswith(".html") else Path(rel).parts[0]  # figures/..., static/... or a file
-        sizes[kind if kind in sizes else "other"] += len(data)
-    return {"files": len(written), "changed": changed, "removed": removed,
-            "bytes": sum(len(d) for d in written.values()), "sizes": sizes, "warnings": warnings}
+    views = [_edition_view(e, edition) for e in editions]
+    compare = "../compare.html" if edition.folder else "compare.html"
+    extra = {"edition": views[editions.index(edition)], "editions": views,
+             "compare_href": compare if len(editions) > 1 and (templates_dir / "compare.html").is_file() else None}
+    return _site_files(site, rendered, used, env, templates_dir, edition.object_path, extra), warnings
 
 
 def _environment(templates_dir: Path, object_path: Callable[[str], Path]):
     env = Environment(loader=FileSystemLoader(str(templates_dir)), autoescape=select_autoescape(["html"]),
                       undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True)
     env.filters["tojson_sorted"] = lambda v: Markup(canonical_json(v))
+    env.filters["pct"] = lambda v, digits=0: f"{100 * v:.{digits}f}%"
+    env.filters["num"] = table_number
     env.filters["tojson_attr"] = lambda v: json.dumps(v, ensure_ascii=False, separators=(",", ":"))
     env.globals["image_size"] = lambda fig, index: png_size(object_path(fig["files"][index]["sha"]))
     try:
@@ -186,7 +247,7 @@ def _environment(templates_dir: Path, object_path: Callable[[str], Path]):
 
 
 def _site_files(site: Site, rendered: dict[str, list[dict[str, Any]]], used: set[str], env: Environment,
-                templates_dir: Path, object_path: Callable[[str], Path]) -> dict[str, bytes]:
+                templates_dir: Path, object_path: Callable[[str], Path], extra: dict[str, Any]) -> dict[str, bytes]:
     """Every file of the site, by its path: the figures shown, static files, the pages, the manifest."""
     written: dict[str, bytes] = {}
     for fid in sorted(used):
@@ -206,8 +267,8 @@ def _site_files(site: Site, rendered: dict[str, list[dict[str, Any]]], used: set
     try:
         page_tpl = env.get_template("page.html")
         for page in shown:
-            text = page_tpl.render(page=page.name, page_title=page.title, sections=rendered[page.name], nav=nav,
-                                   build=site.manifest["build"])
+            text = page_tpl.render(page=page.name, page_file=page.file, page_title=page.title,
+                                   sections=rendered[page.name], nav=nav, build=site.manifest["build"], **extra)
             written[page.file] = text.encode("utf-8")
     except Exception as exc:
         raise BuildError(template_failure(exc, templates_dir)) from None
@@ -321,6 +382,7 @@ class _Scope(ABC):
 
     def __init__(self, cf: ContentFile, site: Site):
         self.cf, self.site, self.where = cf, site, str(cf.path)
+        self._data_cache: dict[str, dict[str, Any]] = {}
 
     def lookup(self, fig_id: str) -> tuple[str, dict[str, Any]]:
         if fig_id not in self.site.figures:
@@ -346,6 +408,35 @@ class _Scope(ABC):
     def has_figure(self, fig_id: str) -> bool:
         return fig_id in self.site.figures
 
+    def data(self, sid: str, name: str):
+        """A section's data output (its ``ctx.save_json(name, ...)``): the numbers that prose states."""
+        saved = self.section(sid).get("data", {})
+        if name not in saved:
+            raise _ContentError(self.where, f"section {sid!r} saved no data named {name!r}. Fix the name; it "
+                                            f"saved: {', '.join(sorted(saved)) or 'none'}.")
+        if sid not in self._data_cache:
+            self._data_cache[sid] = {}
+        if name not in self._data_cache[sid]:
+            self._data_cache[sid][name] = json.loads(self.site.object_path(saved[name]).read_text(encoding="utf-8"))
+        return self._data_cache[sid][name]
+
+    def table(self, fig_id: str) -> list[dict[str, str]]:
+        """A table figure's rows as {column: cell}, the cells as the reader sees them (``| num`` reads one)."""
+        _sid, fig = self.lookup(fig_id)
+        if fig["kind"] != "table":
+            raise _ContentError(self.where, f"the figure {fig_id!r} is a {fig['kind']}, not a table.")
+        return [dict(zip(fig["table"]["columns"], row)) for row in fig["table"]["rows"]]
+
+    def check(self, holds: bool, claim: str, **values) -> str:
+        """A result the prose states, checked against this build's data: a false one fails the build,
+        naming the content line, the claim and the values it was checked with."""
+        if not holds:
+            shown = ", ".join(f"{k} = {_short_value(v)}" for k, v in values.items())
+            raise _ContentError(self.where, f"the claim \u201c{claim}\u201d is false for this build"
+                                            f"{f' ({shown})' if shown else ''}. Reword it or let the data choose "
+                                            f"the sentence ({{% if %}}).")
+        return ""
+
     @abstractmethod
     def figure(self, fig_id: str) -> Markup:
         """Place a figure (or, in the reference pass, note where it is shown)."""
@@ -364,7 +455,8 @@ class _Scope(ABC):
             code = content_env.compile(self.cf.body, name=self.cf.path.name, filename=where)
             template = content_env.template_class.from_code(content_env, code, content_env.make_globals(None))
             return template.render(figure=self.figure, param=self.param, section=self.section,
-                                   has_figure=self.has_figure, teaser=self.teaser, build=self.site.manifest["build"])
+                                   has_figure=self.has_figure, teaser=self.teaser, build=self.site.manifest["build"],
+                                   data=self.data, table=self.table, check=self.check)
         except TemplateSyntaxError as exc:
             if exc.filename != where:  # an included template: its own line numbers
                 raise BuildError(template_failure(exc, templates_dir)) from None
@@ -492,6 +584,28 @@ def _teaser_card(fig: dict[str, Any], spec: dict[str, Any], shown: dict[str, str
     return {"id": fig["id"], "kind": fig["kind"], "display": (fig.get("meta") or {}).get("display", ""),
             "label": spec.get("label") or fig["caption"].split(":")[0], "href": shown["href"],
             "where": shown["where"], "images": images}
+
+
+def table_number(cell: Any) -> float:
+    """The number a table cell shows: "18.25" -> 18.25, "97.5%" -> 0.975, "123 ± 4" -> 123, "∞" -> inf."""
+    if isinstance(cell, (int, float)):
+        return float(cell)
+    text = str(cell).strip().replace(",", "")
+    if text.startswith("∞"):
+        return float("inf")
+    match = re.match(r"[-+]?\d+(?:\.\d+)?", text)
+    if match is None:
+        raise ValueError(f"the table cell {cell!r} does not start with a number")
+    value = float(match.group())
+    return value / 100 if text[match.end():].lstrip().startswith("%") else value
+
+
+def _short_value(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_short_value(v) for v in value) + "]"
+    return str(value)
 
 
 def _slug_with(prefix: str):

@@ -142,3 +142,19 @@ def test_a_clone_with_only_the_freeze_writes_the_same_site(smoke_build, tmp_path
     assert site_bytes(tmp_path / "site-b") == site_bytes(smoke_build["site"])
     about = freeze.read(frozen / "smoke")
     assert about["profile"] == "smoke" and about["machine"]["device"] == "cpu" and about["versions"]["torch"]
+
+
+def test_a_section_that_needs_an_output_the_freeze_left_out_is_shown_stale(toy_project, monkeypatch):
+    """Large models stay out of the freeze; a changed section that reads one cannot re-run on top of it."""
+    monkeypatch.setattr(freeze, "keeps", lambda output, size: output["id"] != "data-values")
+    frozen = freeze_of(toy_project)
+    record = json.loads(next((frozen / "entries" / "up").glob("*.json")).read_text())
+    assert len(record["omitted"]) == 1 and freeze.read(frozen)["objects"] == 3
+    assert statuses(engine_for(toy_project, frozen=[frozen]).build())["up"] == "frozen", "still a hit"
+    edit(toy_project, "down", "np.array([values])", "np.array([values]) * 0.5")
+    result = engine_for(toy_project, frozen=[frozen]).build()
+    down = next(r for r in result.results if r.id == "down")
+    assert down.status == "stale" and "python build.py --force up" in down.stale[-1]
+    shutil.rmtree(frozen / "entries" / "down")  # no earlier result of down to show: a clear failure
+    down = next(r for r in engine_for(toy_project, frozen=[frozen], cache="c2").build().results if r.id == "down")
+    assert down.status == "failed" and "leaves out" in down.error and "--force up" in down.error

@@ -758,3 +758,28 @@ def test_a_stale_result_is_marked_on_its_figures_and_on_every_page(fixture_site)
     anagram = (out / "part-a.html").read_text()
     anagram = anagram[anagram.index('id="fig-toy_anagram"'):]
     assert "Computed from a stale result" in anagram[:anagram.index('id="fig-toy_hybrid"')]
+
+
+def test_a_false_claim_fails_the_build_naming_line_claim_and_values(fixture_site, tmp_path):
+    render, out = fixture_site
+    where = tmp_path / "content" / "x.md"
+    body = ("{% set rows = table('toy_table') %}\n"
+            "Fine.\n{{ check(rows | length > 5, 'the table has many rows', rows=rows | length, share=0.123456) }}\n")
+    with pytest.raises(BuildError) as err:
+        render(_content(tmp_path, body))
+    assert str(err.value) == (f"{where}, line 7: the claim \u201cthe table has many rows\u201d is false for this build "
+                              f"(rows = 2, share = 0.1235). Reword it or let the data choose the sentence ({{% if %}}).")
+    render(_content(tmp_path, body.replace("> 5", "== 2")))
+    assert "Fine." in (out / "part-a.html").read_text()
+
+
+def test_content_reads_a_tables_numbers_and_a_sections_data(fixture_site, tmp_path):
+    render, out = fixture_site
+    render(_content(tmp_path, "{% for r in table('toy_table') %}[{{ r.value | num * 2 }}]{% endfor %}\n"))
+    assert "[0.002][128.0]" in (out / "part-a.html").read_text()
+    with pytest.raises(BuildError) as err:
+        render(_content(tmp_path, "{{ data('toy_ddpm', 'history') }}\n"))
+    assert "section 'toy_ddpm' saved no data named 'history'" in str(err.value)
+    with pytest.raises(BuildError) as err:
+        render(_content(tmp_path, "{{ table('toy_plot') }}\n"))
+    assert "the figure 'toy_plot' is a plot, not a table." in str(err.value)

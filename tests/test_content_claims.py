@@ -92,11 +92,15 @@ def test_smoke_pages_read_true(smoke_build):
 
 
 @pytest.mark.skipif(not (ROOT / "frozen" / "cpu" / "freeze.json").is_file(), reason="no committed cpu freeze")
-def test_the_committed_cpu_edition_renders_true_from_its_freeze(tmp_path):
-    """The cpu edition's pages, rendered from the committed freeze with an empty cache: all its claims hold."""
-    proc = build("--profile", "cpu", cache=tmp_path / "cache", site=tmp_path / "site")
+def test_a_fresh_clone_writes_the_committed_site_byte_for_byte(tmp_path):
+    """The README's build on a CPU with an empty cache: every result comes from the committed freezes,
+    every claim holds for them (a false one fails the build), and the site is the committed one."""
+    proc = build(cache=tmp_path / "cache", site=tmp_path / "site")
     assert set(statuses(proc).values()) == {"frozen"}, proc.stdout
-    assert (tmp_path / "site" / "part-b.html").read_text() == (ROOT / "site" / "part-b.html").read_text()
+    ours, committed = tmp_path / "site", ROOT / "site"
+    files = {p.relative_to(ours).as_posix() for p in ours.rglob("*") if p.is_file()}
+    assert files == {p.relative_to(committed).as_posix() for p in committed.rglob("*") if p.is_file()}
+    assert [f for f in sorted(files) if (ours / f).read_bytes() != (committed / f).read_bytes()] == []
 
 
 def test_prose_helper_sees_only_the_prose():

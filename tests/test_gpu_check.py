@@ -24,11 +24,28 @@ def cpu_check(tmp_path_factory):
 def test_every_phase_runs_and_passes_on_a_cpu(cpu_check):
     assert cpu_check.proc.returncode == 0, cpu_check.proc.stdout + cpu_check.proc.stderr
     phases = cpu_check.result["phases"]
-    assert set(phases) == {"tests", "step_timing", "build_1", "build_2", "compare"}
+    assert set(phases) == {"tests", "step_timing", "build_1", "freeze", "build_2", "compare"}
     assert {p["status"] for p in phases.values()} == {"ok"}
     assert all(p["seconds"] <= p["budget_s"] for p in phases.values())
     assert cpu_check.result["profile"] == "smoke" and cpu_check.result["environment"]["device_name"] == "cpu"
-    assert sorted(p.name for p in cpu_check.out.iterdir()) == ["gpu-check.log", "gpu.json", "tests.xml"]
+    assert sorted(p.name for p in cpu_check.out.iterdir()) == ["frozen-smoke.tar.part0", "gpu-check.log", "gpu.json",
+                                                               "tests.xml"]
+
+
+def test_the_frozen_build_comes_back_in_parts_that_a_cpu_build_renders(cpu_check, tmp_path):
+    """What the device call returns: the build's freeze, packed in files of at most 16 MiB, which unpack
+    into a frozen/ folder that a build with an empty cache renders without computing anything."""
+    from tests.conftest import build, statuses
+
+    freeze = cpu_check.result["freeze"]
+    parts = [cpu_check.out / name for name in freeze["parts"]]
+    assert all(p.stat().st_size <= 16 * 2**20 for p in parts) and freeze["objects"] > 100
+    frozen = tmp_path / "frozen"
+    frozen.mkdir()
+    subprocess.run(["bash", "-c", f"cd {cpu_check.out} && {freeze['unpack'].replace('frozen/', str(frozen))}"],
+                   check=True)
+    proc = build("--profile", "smoke", "--frozen-dir", str(frozen), cache=tmp_path / "cache", site=tmp_path / "site")
+    assert set(statuses(proc).values()) == {"frozen"}
 
 
 def test_gpu_tests_are_skipped_with_their_reason(cpu_check):

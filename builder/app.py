@@ -182,20 +182,23 @@ def _build(engine: Engine, settings: Settings, progress_bar: bool, out) -> tuple
     if not result.ok:
         return result, None
     entries = {r.id: r.entry for r in result.results}
+    results = {r.id: r for r in result.results}
     if settings.only:
         # The other sections can still be shown if the cache has them for this configuration.
         missing = []
-        for gid, (_, entry) in engine.peek().items():
+        for gid, (components, entry) in engine.peek().items():
             if gid not in entries:
                 if entry is None:
                     missing.append(gid)
-                else:
-                    entries[gid] = entry
+                    continue
+                entries[gid] = entry
+                if engine.find(gid, components) is None:  # a stale frozen result: shown marked, as a build would
+                    results[gid] = SectionResult(gid, "stale", 0.0, entry, stale=engine.stale_changes(entry, components))
         if missing:
             print(f"site not rendered: {', '.join(missing)} have no cached result for this configuration; "
                   f"run without --only to build them.", file=out)
             return result, None
-    manifest = manifest_of(engine, entries, {r.id: r for r in result.results})
+    manifest = manifest_of(engine, entries, results)
     if settings.freeze:
         try:
             print(freeze_build(engine, settings, entries, manifest), file=out)
@@ -255,6 +258,9 @@ def freeze_build(engine: Engine, settings: Settings, entries: dict[str, Any], ma
     """Write this build's results into ``frozen/<profile>/`` (see ``builder.freeze``); returns what was done."""
     from . import freeze
 
+    if settings.only:
+        raise BuildError("--freeze needs a complete build: drop --only, so that every section the freeze holds "
+                         "is checked against the current code.")
     stale = manifest["build"]["stale"]
     if stale:
         raise BuildError(f"--freeze refuses to freeze stale results ({', '.join(stale)}): the freeze would "

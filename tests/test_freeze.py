@@ -158,3 +158,16 @@ def test_a_section_that_needs_an_output_the_freeze_left_out_is_shown_stale(toy_p
     shutil.rmtree(frozen / "entries" / "down")  # no earlier result of down to show: a clear failure
     down = next(r for r in engine_for(toy_project, frozen=[frozen], cache="c2").build().results if r.id == "down")
     assert down.status == "failed" and "leaves out" in down.error and "--force up" in down.error
+
+
+def test_freezing_refuses_stale_results_and_partial_builds(tmp_path):
+    from types import SimpleNamespace
+
+    from builder import BuildError, app
+
+    settings = SimpleNamespace(only=None, frozen_dir=tmp_path)
+    with pytest.raises(BuildError, match=r"refuses to freeze stale results \(up\)"):
+        app.freeze_build(None, settings, {}, {"build": {"stale": ["up"]}})
+    with pytest.raises(BuildError, match="--freeze needs a complete build"):
+        app.freeze_build(None, SimpleNamespace(only=["up"], frozen_dir=tmp_path), {}, {"build": {"stale": []}})
+    assert not list(tmp_path.iterdir()), "nothing written"

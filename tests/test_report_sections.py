@@ -48,10 +48,6 @@ def test_committed_site_has_every_required_figure_from_the_default_build():
     assert manifest["build"]["profile"] == "cpu", "the committed site must come from the default (cpu) build"
 
 
-@pytest.mark.xfail(strict=True, reason="the committed site/ predates issue 14 (Part A parameters now come from the "
-                                       "backend, models are saved with their config, new key layout) and was built "
-                                       "on a CPU with bf16 instructions; rebuild it there with `python build.py` "
-                                       "and remove this mark")
 def test_committed_site_comes_from_the_current_code():
     """The committed site's sections, parameters, seeds and backend are what this code resolves."""
     import backends

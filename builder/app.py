@@ -204,17 +204,17 @@ def _build(engine: Engine, settings: Settings, progress_bar: bool, out) -> tuple
             print(freeze_build(engine, settings, entries, manifest), file=out)
         except BuildError as exc:
             return result, {"error": str(exc)}
-    editions = {engine.config.profile: Edition(engine.config.profile, manifest, engine.store.object_path)}
-    for name in other_editions(engine, settings):
+    from . import freeze
+
+    profile = engine.config.profile
+    freezes = {name: freeze.read(Path(settings.frozen_dir) / name) for name in {profile, *settings.project.editions}}
+    editions = {profile: Edition(profile, manifest, engine.store.object_path, freeze=freezes[profile])}
+    for name in other_editions(engine, settings, freezes):
         other, other_manifest, other_engine = _frozen_edition(engine, settings, name)
         result.results += [replace(r, id=f"{name}/{r.id}") for r in other.results]
         if other_manifest is None:
             return result, None
-        editions[name] = Edition(name, other_manifest, other_engine.store.object_path)
-    from . import freeze
-
-    for name, edition in editions.items():
-        edition.freeze = freeze.read(Path(settings.frozen_dir) / name)
+        editions[name] = Edition(name, other_manifest, other_engine.store.object_path, freeze=freezes[name])
     ordered = [editions[name] for name in settings.project.editions if name in editions] or list(editions.values())
     for edition in ordered[1:]:
         edition.folder = f"{edition.name}/"
@@ -229,16 +229,14 @@ def _build(engine: Engine, settings: Settings, progress_bar: bool, out) -> tuple
     return result, summary
 
 
-def other_editions(engine: Engine, settings: Settings) -> list[str]:
-    """The project's other editions that this build renders from their freezes: only a build of one of
-    the editions (not the smoke profile of tests) publishes the others beside it."""
+def other_editions(engine: Engine, settings: Settings, freezes: dict[str, dict | None]) -> list[str]:
+    """The project's other editions that this build renders from their freezes (``freezes``: each
+    edition's freeze.json, None where it has none): only a build of one of the editions (not the smoke
+    profile of tests) publishes the others beside it."""
     editions = settings.project.editions
     if engine.config.profile not in editions:
         return []
-    from . import freeze
-
-    return [name for name in editions
-            if name != engine.config.profile and freeze.read(Path(settings.frozen_dir) / name) is not None]
+    return [name for name in editions if name != engine.config.profile and freezes[name] is not None]
 
 
 def _frozen_edition(engine: Engine, settings: Settings, name: str):

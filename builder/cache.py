@@ -88,6 +88,7 @@ class Store:
     def __init__(self, root: Path, layers: Sequence[Path] = ()):
         self.root = Path(root)
         self.layers = [Path(layer) for layer in layers]  # read-only, looked up after the local cache
+        self._layer_entries: dict[str, list[Entry]] = {}  # section -> its verified layer records
         self._lock_depth = 0
 
     def with_layers(self, layers: Sequence[Path]) -> "Store":
@@ -124,11 +125,10 @@ class Store:
     def lookup(self, section: str, key: str) -> Entry | None:
         """The record for ``key`` if it exists, in the local cache or else a layer, with every object
         it names intact in that same place (a layer's record never leans on the local cache's files)."""
-        for root in [None, *self.layers]:
-            entry = self._lookup_in(section, key, root)
-            if entry is not None:
-                return entry
-        return None
+        entry = self._lookup_in(section, key, None)
+        if entry is not None:
+            return entry
+        return next((e for e in self.layer_entries(section) if e.key == key), None)
 
     def _lookup_in(self, section: str, key: str, root: Path | None) -> Entry | None:
         path = self._entry_path(section, key, root)
@@ -148,15 +148,18 @@ class Store:
 
     def layer_entries(self, section: str) -> list[Entry]:
         """Every record the read-only layers hold for ``section``, whatever its key, verified: the
-        candidates for a lookup under the environment they were made in, and for a stale result."""
-        entries = []
-        for layer in self.layers:
-            folder = layer / "entries" / section
-            for path in sorted(folder.glob("*.json")) if folder.is_dir() else []:
-                entry = self._lookup_in(section, path.stem, layer)
-                if entry is not None:
-                    entries.append(entry)
-        return entries
+        candidates for a lookup, also under the environment they were made in, and for a stale result.
+        The layers do not change during a build, so each record's files are hashed once."""
+        if section not in self._layer_entries:
+            entries = []
+            for layer in self.layers:
+                folder = layer / "entries" / section
+                for path in sorted(folder.glob("*.json")) if folder.is_dir() else []:
+                    entry = self._lookup_in(section, path.stem, layer)
+                    if entry is not None:
+                        entries.append(entry)
+            self._layer_entries[section] = entries
+        return self._layer_entries[section]
 
     def commit(self, section: str, key: str, record: dict[str, Any]) -> Entry:
         """Write the record last: the entry exists only once all its objects do."""

@@ -168,8 +168,10 @@ class Engine:
             upstream = {dep: out[dep][1] for dep in self.depends(gid)}
             components = self.key_components(gid, upstream)
             entry = self.find(gid, components)
-            if entry is None and not self._refreshable(gid, self._stale_candidate(gid)):
-                entry = self._stale_candidate(gid)  # what the build would show, marked
+            if entry is None:
+                frozen = self._stale_candidate(gid)
+                if not self._refreshable(gid, frozen):
+                    entry = frozen  # what the build would show, marked
             out[gid] = (components, entry)
         return out
 

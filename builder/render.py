@@ -176,11 +176,12 @@ def render_editions(editions: list[Edition], pages: tuple[Page, ...], content_di
     templates_dir = Path(templates_dir)
     written: dict[str, bytes] = {}
     warnings: list[str] = []
+    compare = len(editions) > 1 and (templates_dir / "compare.html").is_file()
     for edition in editions:
-        files, notes = _edition_files(edition, editions, pages, content, templates_dir)
+        files, notes = _edition_files(edition, editions, pages, content, templates_dir, compare)
         written.update({edition.folder + rel: data for rel, data in files.items()})
         warnings += [f"{edition.name} edition: {note}" if len(editions) > 1 else note for note in notes]
-    if len(editions) > 1 and (templates_dir / "compare.html").is_file():
+    if compare:
         env, _macros = _environment(templates_dir, editions[0].object_path)
         try:
             written["compare.html"] = env.get_template("compare.html").render(
@@ -211,7 +212,7 @@ def _edition_view(edition: Edition, seen_from: Edition) -> dict[str, Any]:
 
 
 def _edition_files(edition: Edition, editions: list[Edition], pages: tuple[Page, ...], content: list[ContentFile],
-                   templates_dir: Path) -> tuple[dict[str, bytes], list[str]]:
+                   templates_dir: Path, compare: bool) -> tuple[dict[str, bytes], list[str]]:
     site = Site(edition.manifest, {page.name: page for page in pages}, edition.object_path)
     env, macros = _environment(templates_dir, edition.object_path)
     for cf in content:
@@ -225,9 +226,8 @@ def _edition_files(edition: Edition, editions: list[Edition], pages: tuple[Page,
     warnings += [f"figure {fid!r} (section {site.figures[fid][0]}) is produced but no content file shows it"
                  for fid in unused]
     views = [_edition_view(e, edition) for e in editions]
-    compare = "../compare.html" if edition.folder else "compare.html"
     extra = {"edition": views[editions.index(edition)], "editions": views,
-             "compare_href": compare if len(editions) > 1 and (templates_dir / "compare.html").is_file() else None}
+             "compare_href": ("../" if edition.folder else "") + "compare.html" if compare else None}
     return _site_files(site, rendered, used, env, templates_dir, edition.object_path, extra), warnings
 
 
@@ -382,7 +382,7 @@ class _Scope(ABC):
 
     def __init__(self, cf: ContentFile, site: Site):
         self.cf, self.site, self.where = cf, site, str(cf.path)
-        self._data_cache: dict[str, dict[str, Any]] = {}
+        self._data: dict[tuple[str, str], Any] = {}  # (section, name) -> its saved JSON, read once
 
     def lookup(self, fig_id: str) -> tuple[str, dict[str, Any]]:
         if fig_id not in self.site.figures:
@@ -414,11 +414,9 @@ class _Scope(ABC):
         if name not in saved:
             raise _ContentError(self.where, f"section {sid!r} saved no data named {name!r}. Fix the name; it "
                                             f"saved: {', '.join(sorted(saved)) or 'none'}.")
-        if sid not in self._data_cache:
-            self._data_cache[sid] = {}
-        if name not in self._data_cache[sid]:
-            self._data_cache[sid][name] = json.loads(self.site.object_path(saved[name]).read_text(encoding="utf-8"))
-        return self._data_cache[sid][name]
+        if (sid, name) not in self._data:
+            self._data[sid, name] = json.loads(self.site.object_path(saved[name]).read_text(encoding="utf-8"))
+        return self._data[sid, name]
 
     def table(self, fig_id: str) -> list[dict[str, str]]:
         """A table figure's rows as {column: cell}, the cells as the reader sees them (``| num`` reads one)."""

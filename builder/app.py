@@ -120,6 +120,12 @@ def manifest_of(engine: Engine, entries: dict[str, Any], results: dict[str, Sect
             "data": {o["id"].removeprefix("data-"): o["files"][0]["sha"] for o in record["outputs"]
                      if o["kind"] == "data"},
         }
+        if gid in engine.sections:
+            # The same section's parameters in the other editions, so content can compare with them
+            # even where that edition was never built (e.g. the assignment's settings on a CPU).
+            section = engine.sections[gid].section
+            sections[gid]["params_of"] = {p: section.resolve(p) for p in engine.project.editions
+                                          if p != comp["profile"]}
         if "machine" in record:
             sections[gid]["machine"] = {k: record["machine"][k] for k in ("device", "name", "torch", "cuda")}
         res = (results or {}).get(gid)

@@ -57,6 +57,31 @@ class ContentFile:
         return self.meta.get("id") or self.path.stem.split("-", 1)[-1]
 
 
+REFERENCE_FIELDS = ("authors", "title", "where", "year", "url")
+
+
+def read_references(content_dir: Path) -> dict[str, dict[str, Any]]:
+    """``content/references.toml``: one table per work, ``[key]`` with authors, title, where, year and
+    url, numbered in the file's order; content cites them with ``cite("key")``."""
+    import tomllib
+
+    path = Path(content_dir) / "references.toml"
+    if not path.is_file():
+        return {}
+    try:
+        entries = tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as exc:
+        raise BuildError(f"{path}: not valid TOML ({exc}). Each reference is a table: [key] followed by "
+                         f"{' = ..., '.join(REFERENCE_FIELDS)} = ... lines.") from None
+    for number, (key, entry) in enumerate(entries.items(), start=1):
+        missing = [f for f in REFERENCE_FIELDS if not isinstance(entry, dict) or f not in entry]
+        if missing:
+            raise BuildError(f"{path}: the reference [{key}] lacks {', '.join(missing)}; give every reference "
+                             f"{', '.join(REFERENCE_FIELDS)}.")
+        entry["number"], entry["key"] = number, key
+    return entries
+
+
 def read_content(content_dir: Path, pages: tuple[Page, ...]) -> list[ContentFile]:
     """The content files, each with its front matter, in reading order (by page, then ``order``)."""
     names = [page.name for page in pages]
@@ -108,9 +133,10 @@ def _render_math(fragment: str, where: str) -> str:
             mathml = latex_to_mathml(tex, display)
         except Exception as exc:  # latex2mathml raises many types for bad input
             raise BuildError(f"{where}: cannot render the math {tex!r} ({exc}); fix the LaTeX.") from None
-        mathml = mathml.replace("<math ", f'<math aria-label="{html.escape(tex, quote=True)}" ', 1)
+        # MathML speaks for itself to screen readers; the source stays on the wrapper for authors and tests.
         tag = "div" if display else "span"
-        return f'<{tag} class="math math-{"display" if display else "inline"}">{mathml}</{tag}>'
+        source = html.escape(tex, quote=True)
+        return f'<{tag} class="math math-{"display" if display else "inline"}" data-tex="{source}">{mathml}</{tag}>'
 
     return _MATH.sub(replace, fragment)
 
@@ -126,12 +152,29 @@ class Site:
     figures: dict[str, tuple[str, dict[str, Any]]] = field(default_factory=dict)  # id -> (section, record)
     shown: dict[str, dict[str, str]] = field(default_factory=dict)  # id -> where the report shows it first
     numbers: dict[str, int] = field(default_factory=dict)  # page -> figures numbered so far
+    references: dict[str, dict[str, Any]] = field(default_factory=dict)  # key -> entry, from references.toml
+    references_at: str | None = None  # the page file that lists them, found by the reference pass
 
     def __post_init__(self):
         for sid, sec in self.manifest["sections"].items():
             for fig in sec["figures"]:
-                files = [{**f, "path": figure_filename(fig, f)} for f in fig.get("files", [])]
+                files = [{**f, "path": figure_filename(fig, f), **self._size(f)} for f in fig.get("files", [])]
+                strip = next((f for f in files if f["role"] == "strip"), None)
+                if strip is not None and fig.get("frame_size"):
+                    width, height = fig["frame_size"]
+                    files.append({"role": "poster", "ext": "png", "path": f"figures/{fig['id']}-poster.png",
+                                  "poster_of": strip["sha"], "frames": fig["frames"], "width": width,
+                                  "height": height})
                 self.figures[fig["id"]] = (sid, {**fig, "files": files})
+
+    def _size(self, file: dict[str, Any]) -> dict[str, int]:
+        """An image's intrinsic width and height, for its <img> tag: a browser that knows them lays the
+        page out before the (lazy) images arrive, so nothing below moves and links land."""
+        if self.object_path is None or file["ext"] not in ("png", "gif") or "sha" not in file:
+            return {}
+        path = self.object_path(file["sha"])
+        width, height = png_size(path)
+        return {"width": width, "height": height, "bytes": path.stat().st_size}
 
 
 def figure_filename(fig: dict[str, Any], file: dict[str, Any]) -> str:
@@ -202,9 +245,9 @@ def render_editions(editions: list[Edition], pages: tuple[Page, ...], content_di
 def _edition_view(edition: Edition, seen_from: Edition) -> dict[str, Any]:
     """What a template needs to show an edition and link to it from ``seen_from``'s pages."""
     sections = edition.manifest["sections"]
-    figures = {fig["id"]: {**fig, "files": [{**f, "path": edition.href(figure_filename(fig, f), seen_from)}
-                                            for f in fig.get("files", [])]}
-               for sec in sections.values() for fig in sec["figures"]}
+    site = Site(edition.manifest, {}, edition.object_path)
+    figures = {fid: {**fig, "files": [{**f, "path": edition.href(f["path"], seen_from)} for f in fig["files"]]}
+               for fid, (_sid, fig) in site.figures.items()}
     machines = sorted({sec["machine"]["name"] for sec in sections.values() if sec.get("machine")})
     return {"name": edition.name, "build": edition.manifest["build"], "sections": sections, "figures": figures,
             "machines": machines, "freeze": edition.freeze, "href": lambda page_file: edition.href(page_file, seen_from),
@@ -213,7 +256,8 @@ def _edition_view(edition: Edition, seen_from: Edition) -> dict[str, Any]:
 
 def _edition_files(edition: Edition, editions: list[Edition], pages: tuple[Page, ...], content: list[ContentFile],
                    templates_dir: Path, compare: bool) -> tuple[dict[str, bytes], list[str]]:
-    site = Site(edition.manifest, {page.name: page for page in pages}, edition.object_path)
+    site = Site(edition.manifest, {page.name: page for page in pages}, edition.object_path,
+                references=read_references(content[0].path.parent) if content else {})
     env, macros = _environment(templates_dir, edition.object_path)
     for cf in content:
         _reference_pass(cf, site, env, templates_dir)
@@ -238,7 +282,6 @@ def _environment(templates_dir: Path, object_path: Callable[[str], Path]):
     env.filters["pct"] = lambda v, digits=0: f"{100 * v:.{digits}f}%"
     env.filters["num"] = table_number
     env.filters["tojson_attr"] = lambda v: json.dumps(v, ensure_ascii=False, separators=(",", ":"))
-    env.globals["image_size"] = lambda fig, index: png_size(object_path(fig["files"][index]["sha"]))
     try:
         macros = env.get_template("macros.html").module
     except Exception as exc:
@@ -253,7 +296,10 @@ def _site_files(site: Site, rendered: dict[str, list[dict[str, Any]]], used: set
     for fid in sorted(used):
         _sid, fig = site.figures[fid]
         for f in fig["files"]:
-            written[f["path"]] = object_path(f["sha"]).read_bytes()
+            if "poster_of" in f:
+                written[f["path"]] = last_frame_png(object_path(f["poster_of"]), f["frames"])
+            else:
+                written[f["path"]] = object_path(f["sha"]).read_bytes()
     static = templates_dir / "static"
     for path in sorted(static.rglob("*")) if static.is_dir() else []:
         if path.is_file():
@@ -268,13 +314,29 @@ def _site_files(site: Site, rendered: dict[str, list[dict[str, Any]]], used: set
         page_tpl = env.get_template("page.html")
         for page in shown:
             text = page_tpl.render(page=page.name, page_file=page.file, page_title=page.title,
-                                   sections=rendered[page.name], nav=nav, build=site.manifest["build"], **extra)
+                                   sections=rendered[page.name], contents=contents_tree(rendered[page.name]),
+                                   nav=nav, build=site.manifest["build"], **extra)
             written[page.file] = text.encode("utf-8")
     except Exception as exc:
         raise BuildError(template_failure(exc, templates_dir)) from None
     written["manifest.json"] = (json.dumps(site.manifest, indent=1, sort_keys=True) + "\n").encode()
     written[".nojekyll"] = b""
     return written
+
+
+def contents_tree(sections: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """A page's contents: each section with its own headings, and the sections whose number extends its
+    number nested under it ("1.7.2 Inpainting" under "1.7 SDEdit"), as the reader counts them."""
+    tree: list[dict[str, Any]] = []
+    for sec in sections:
+        number = sec["title"].split(" ", 1)[0]
+        entry = {"id": sec["id"], "title": sec["title"], "toc": sec["toc"], "number": number, "children": []}
+        parent = next((e for e in reversed(tree) if number.startswith(e["number"] + ".")), None)
+        if parent is not None and any(ch.isdigit() for ch in number):
+            parent["children"].append(entry)
+        else:
+            tree.append(entry)
+    return tree
 
 
 def _write(written: dict[str, bytes], out_dir: Path) -> tuple[int, int]:
@@ -357,6 +419,20 @@ def template_failure(exc: BaseException, templates_dir: Path) -> str:
             f"pages are rendered.")
 
 
+def last_frame_png(strip: Path, frames: int) -> bytes:
+    """The last frame of an animation's strip, as the still that a player shows before the reader asks
+    for the animation (a few KB instead of the strip's hundreds). Same pixels, deterministic bytes."""
+    import io
+
+    from PIL import Image
+
+    with Image.open(strip) as image:
+        width = image.width // frames
+        buf = io.BytesIO()
+        image.crop((image.width - width, 0, image.width, image.height)).save(buf, format="PNG", optimize=True)
+    return buf.getvalue()
+
+
 def png_size(path: Path) -> tuple[int, int]:
     """(width, height) of an image; Pillow reads only the header."""
     from PIL import Image
@@ -378,7 +454,8 @@ def _remove_stale(out_dir: Path, keep: set[str]) -> int:
 
 
 class _Scope(ABC):
-    """The functions a content file calls: ``figure``, ``teaser``, ``section``, ``param``, ``has_figure``."""
+    """The functions a content file calls: ``figure``, ``teaser``, ``section``, ``param``, ``has_figure``,
+    ``data``, ``table``, ``check``, ``cite`` and ``references``."""
 
     def __init__(self, cf: ContentFile, site: Site):
         self.cf, self.site, self.where = cf, site, str(cf.path)
@@ -397,6 +474,19 @@ class _Scope(ABC):
             raise _ContentError(self.where, f"the section {sid!r} is not in this build. Fix the id; sections: "
                                             f"{', '.join(sorted(sections))}.")
         return sections[sid]
+
+    def cite(self, *keys: str) -> Markup:
+        """``[3]`` or ``[3, 5]``: links to the works in the list of references."""
+        unknown = [k for k in keys if k not in self.site.references]
+        if unknown or not keys:
+            listed = ", ".join(self.site.references) or "none (there is no content/references.toml)"
+            raise _ContentError(self.where, f"cite() names {', '.join(map(repr, unknown)) or 'no work'}, which "
+                                            f"content/references.toml does not list. Fix the key or add the "
+                                            f"work there; listed: {listed}.")
+        page = self.site.pages[self.cf.page].file
+        at = "" if self.site.references_at in (None, page) else self.site.references_at
+        links = [f'<a href="{at}#ref-{k}">{self.site.references[k]["number"]}</a>' for k in keys]
+        return Markup(f'<span class="cite">[{", ".join(links)}]</span>')
 
     def param(self, sid: str, name: str):
         params = self.section(sid)["params"]
@@ -436,8 +526,12 @@ class _Scope(ABC):
         return ""
 
     @abstractmethod
-    def figure(self, fig_id: str) -> Markup:
+    def figure(self, fig_id: str, beside: dict[str, Any] | None = None) -> Markup:
         """Place a figure (or, in the reference pass, note where it is shown)."""
+
+    @abstractmethod
+    def references(self) -> Markup:
+        """The list of works that ``cite`` links to (in the reference pass: note the page it is on)."""
 
     @abstractmethod
     def teaser(self, items) -> Markup:
@@ -454,7 +548,8 @@ class _Scope(ABC):
             template = content_env.template_class.from_code(content_env, code, content_env.make_globals(None))
             return template.render(figure=self.figure, param=self.param, section=self.section,
                                    has_figure=self.has_figure, teaser=self.teaser, build=self.site.manifest["build"],
-                                   data=self.data, table=self.table, check=self.check)
+                                   data=self.data, table=self.table, check=self.check, cite=self.cite,
+                                   references=self.references)
         except TemplateSyntaxError as exc:
             if exc.filename != where:  # an included template: its own line numbers
                 raise BuildError(template_failure(exc, templates_dir)) from None
@@ -468,7 +563,7 @@ class _Scope(ABC):
 class _References(_Scope):
     """The reference pass: records the page and heading where each figure is first shown."""
 
-    def figure(self, fig_id: str) -> Markup:
+    def figure(self, fig_id: str, beside: dict[str, Any] | None = None) -> Markup:
         self.lookup(fig_id)
         page = self.site.pages[self.cf.page]
         self.site.shown.setdefault(fig_id, {"href": f"{page.file}#fig-{fig_id}",
@@ -476,6 +571,10 @@ class _References(_Scope):
         return Markup("")
 
     def teaser(self, items) -> Markup:
+        return Markup("")
+
+    def references(self) -> Markup:
+        self.site.references_at = self.site.pages[self.cf.page].file
         return Markup("")
 
 
@@ -495,12 +594,21 @@ class _Placed(_Scope):
         self.slots.append(html_text)
         return Markup("\n\n" + _SLOT.format(len(self.slots) - 1) + "\n\n")
 
-    def figure(self, fig_id: str) -> Markup:
+    def references(self) -> Markup:
+        """The numbered list of every work in content/references.toml, each with its ``ref-<key>`` id."""
+        return self.place(self.macros.references(list(self.site.references.values())))
+
+    def figure(self, fig_id: str, beside: dict[str, Any] | None = None) -> Markup:
+        """A figure, numbered. ``beside`` adds a column to a table: {"heading": ..., "cells": {first cell of a
+        row: value}}, with each row marked "same" or "differs" where it has a value."""
         sid, fig = self.lookup(fig_id)
+        if beside is not None and (fig["kind"] != "table" or set(beside) != {"heading", "cells"}):
+            raise _ContentError(self.where, f"figure({fig_id!r}, beside=...) needs a table figure and a dict with "
+                                            f"'heading' and 'cells' (the new column, by each row's first cell).")
         self.used.add(fig_id)
         page = self.cf.page
         self.site.numbers[page] = number = self.site.numbers.get(page, 0) + 1
-        return self.place(self.macros.figure(fig, self.site.manifest["sections"][sid], number))
+        return self.place(self.macros.figure(fig, self.site.manifest["sections"][sid], number, beside))
 
     def teaser(self, items) -> Markup:
         """Small linked thumbnails of figures shown elsewhere, for the landing page.
@@ -567,17 +675,22 @@ def _content_failure(exc: BaseException, where: str, offset: int, templates_dir:
 def _teaser_card(fig: dict[str, Any], spec: dict[str, Any], shown: dict[str, str]) -> dict[str, Any]:
     images = []
     if fig["kind"] in ("image", "grid", "plot", "gif"):
-        role = "animation" if fig["kind"] == "gif" else "image"
+        # An animation's thumbnail is its last frame: a still, not the whole GIF.
+        role = "image" if fig["kind"] != "gif" else "poster" if any(f["role"] == "poster" for f in fig["files"]) \
+            else "animation"
         for f in fig["files"]:
             if f["role"] == role:
-                images.append({"src": f["path"], "alt": fig["alt"], "scale": 1.0})
+                images.append({"src": f["path"], "alt": fig["alt"], "scale": 1.0, "width": f.get("width"),
+                               "height": f.get("height")})
     elif fig["kind"] == "gallery" and fig.get("rows"):
         row = fig["rows"][min(int(spec.get("row", 0)), len(fig["rows"]) - 1)]
         picked = [row["items"][i] for i in spec.get("items", range(min(4, len(row["items"]))))
                   if 0 <= i < len(row["items"])]
         widest = max((it.get("width", 0) for it in picked), default=0)
         for it in picked:
-            images.append({"src": fig["files"][it["file"]]["path"], "alt": it.get("alt") or fig["alt"],
+            file = fig["files"][it["file"]]
+            images.append({"src": file["path"], "alt": it.get("alt") or fig["alt"], "width": file.get("width"),
+                           "height": file.get("height"),
                            "scale": it["width"] / widest if widest and it.get("width") else 1.0})
     return {"id": fig["id"], "kind": fig["kind"], "display": (fig.get("meta") or {}).get("display", ""),
             "label": spec.get("label") or fig["caption"].split(":")[0], "href": shown["href"],

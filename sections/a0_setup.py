@@ -33,7 +33,7 @@ def run(ctx):
     ctx.save_gallery("a0_samples", rows,
                      caption=f"The three prompts sampled by {backend_label(ctx)} with classifier-free guidance "
                              f"γ = {p.guidance} and {', '.join(map(str, p.num_inference_steps))} inference steps "
-                             f"(diffusers' leading spacing), section seed {ctx.seed}, derived from the project seed.",
+                             f"(diffusers' leading spacing); one starting noise per column, shared by the rows.",
                      alt="A grid of generated images, one column per prompt and one row per number of steps.",
                      meta=provenance(ctx, prompts=prompts, guidance=p.guidance, steps=p.num_inference_steps))
     if upsampled:

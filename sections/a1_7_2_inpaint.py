@@ -42,7 +42,7 @@ def run(ctx):
         rows.append({"caption": inp.description,
                      "items": [item(ctx, inp.image, "original"),
                                {"image": mask[0], "label": "mask (white = new)", "alt": "the inpainting mask"},
-                               item(ctx, hole, "to replace", "the original with the masked region blacked out"),
+                               item(ctx, hole, "kept (outside the mask)", "the original with the masked region blacked out"),
                                item(ctx, result, "inpainted")]})
     ctx.save_gallery("a1_7_2_inpaint", rows,
                      caption=f"Inpainting: after every step of the CFG loop (γ = {p.guidance}, prompt “{prompt}”), "

@@ -28,7 +28,7 @@ def run(ctx):
                      meta=provenance(ctx, i_starts=p.i_starts, guidance=p.guidance, prompt=prompt,
                                      timesteps=timesteps(ctx)))
     ctx.save_gallery("a1_7_1_edits", sdedit_rows(ctx, ["web", "drawn1", "drawn2"], [prompt] * 3, "edits"),
-                     caption=f"SDEdit of a web-style image and two hand-drawn sketches at i_start = {p.i_starts}: "
-                             f"each {how}.",
-                     alt="Rows of edits of a web image and two sketches, becoming more faithful to the input.",
+                     caption=f"SDEdit of {p.inputs['web']['description']} and two hand-drawn sketches at "
+                             f"i_start = {p.i_starts}: each {how}.",
+                     alt=f"Rows of edits of {p.inputs['web']['description']} and two sketches, from each start.",
                      meta=provenance(ctx, i_starts=p.i_starts, guidance=p.guidance, prompt=prompt))

@@ -130,12 +130,14 @@
     });
   }
 
-  /* Sampling animations: a frame viewer over the strip PNG, with play/pause and a frame slider. */
+  /* Sampling animations: the last frame as a still, then, when the reader asks (play or the frame
+   * slider), a frame viewer over the strip PNG of all frames. Nothing heavy loads until then. */
   function initPlayers() {
     each(".gif-player", function (player) {
       var windowEl = player.querySelector(".gif-window");
       var controls = player.querySelector(".gif-controls");
-      if (!windowEl || !controls) return;
+      var poster = player.querySelector(".gif-poster");
+      if (!windowEl || !controls || !poster) return;
       var anim = player.querySelector(".gif-anim");
       var slider = player.querySelector(".gif-slider");
       var label = player.querySelector(".gif-label");
@@ -144,8 +146,9 @@
       var fps = parseFloat(player.getAttribute("data-fps")) || 10;
       var labels = [];
       try { labels = JSON.parse(player.getAttribute("data-labels") || "[]"); } catch (e) { labels = []; }
-      var frame = frames - 1, timer = null, hold = 0;
+      var frame = frames - 1, timer = null, hold = 0, strip = null, ready = false, playWhenReady = false;
       var holdTicks = Math.max(1, Math.round(fps * 1.2));
+      var idle = "play (" + button.getAttribute("data-size") + ")";
 
       function show(i) {
         frame = Math.max(0, Math.min(frames - 1, i));
@@ -154,6 +157,23 @@
         var name = labels[frame] || "frame " + (frame + 1) + " of " + frames;
         label.textContent = name;
         slider.setAttribute("aria-valuetext", name);
+      }
+      function load() {
+        if (strip) return;
+        strip = document.createElement("img");
+        strip.className = "pixelated gif-strip";
+        strip.alt = windowEl.getAttribute("data-alt");
+        strip.width = parseInt(windowEl.getAttribute("data-width"), 10);
+        strip.height = parseInt(windowEl.getAttribute("data-height"), 10);
+        strip.addEventListener("load", function () {
+          ready = true;
+          windowEl.hidden = false;
+          poster.hidden = true;
+          if (playWhenReady) play(); else pause();
+        });
+        button.textContent = "loading…";
+        strip.src = windowEl.getAttribute("data-src");
+        windowEl.appendChild(strip);
       }
       function tick() {
         if (frame >= frames - 1) {
@@ -165,6 +185,7 @@
         }
       }
       function play() {
+        if (!ready) { playWhenReady = true; load(); return; }
         if (timer) return;
         if (frame >= frames - 1) { show(0); hold = 0; }
         timer = window.setInterval(tick, 1000 / fps);
@@ -172,38 +193,27 @@
         button.setAttribute("aria-label", "pause the animation");
       }
       function pause() {
+        playWhenReady = false;
         if (timer) window.clearInterval(timer);
         timer = null;
-        button.textContent = "play";
-        button.setAttribute("aria-label", "play the animation");
+        button.textContent = ready ? "play" : idle;
+        button.setAttribute("aria-label", ready ? "play the animation" : "play the animation (loads " +
+                            button.getAttribute("data-size") + ")");
       }
       anim.hidden = true;
-      windowEl.hidden = false;
+      poster.hidden = false;
       controls.hidden = false;
-      button.addEventListener("click", function () { if (timer) pause(); else play(); });
-      slider.addEventListener("input", function () { pause(); show(parseInt(slider.value, 10)); });
+      button.addEventListener("click", function () { if (timer || playWhenReady) pause(); else play(); });
+      slider.addEventListener("input", function () { pause(); load(); show(parseInt(slider.value, 10)); });
       show(frames - 1);
       pause();
-      // Play while on screen (unless the reader prefers less motion); rest on the last frame otherwise.
-      if (!reduceMotion && "IntersectionObserver" in window) {
-        var started = false;
-        new IntersectionObserver(function (entries, observer) {
-          if (entries.some(function (e) { return e.isIntersecting; }) && !started) {
-            started = true;
-            observer.disconnect();
-            play();
-          }
-        }, { threshold: 0.5 }).observe(player);
-      }
     });
   }
 
-  /* Contents: collapsed on narrow screens; the section in view is marked in the list. */
+  /* Contents: the section in view is marked in the list (page.html collapses it on narrow screens). */
   function initToc() {
     var toc = document.querySelector(".toc");
     if (!toc) return;
-    var details = toc.querySelector("details");
-    if (details && window.matchMedia("(max-width: 63.99rem)").matches) details.open = false;
     if (!("IntersectionObserver" in window)) return;
     var links = {};
     each("a[href^='#']", function (a) { links[a.getAttribute("href").slice(1)] = a; }, toc);

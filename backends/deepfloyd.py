@@ -30,10 +30,10 @@ PARAMS = {
                                                     "own2": [0.2, 0.15, 0.8, 0.55]}},
     "a1_7_3_text": {"inputs": _PHOTOS,
                     "prompts": ["a pencil", "a photo of a dog", "an oil painting of a snowy mountain village"]},
-    "a1_8_anagrams": {"pairs": [["an oil painting of people around a campfire", "an oil painting of an old man"],
+    "a1_8_anagrams": {"view": "flip_vertical", "pairs": [["an oil painting of people around a campfire", "an oil painting of an old man"],
                                 ["an oil painting of a snowy mountain village", "a photo of a hipster barista"],
                                 ["a lithograph of waterfalls", "a lithograph of a skull"]]},
-    "a1_9_hybrids": {"pairs": [["a lithograph of a skull", "a lithograph of waterfalls"],
+    "a1_9_hybrids": {"blur": [33, 2.0], "pairs": [["a lithograph of a skull", "a lithograph of waterfalls"],
                                ["an oil painting of an old man", "an oil painting of a snowy mountain village"],
                                ["a rocket ship", "a pencil"]]},
 }

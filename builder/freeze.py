@@ -85,10 +85,14 @@ def write(store: Store, entries: dict[str, Entry], target: Path, about: dict[str
             record = dict(entry.record)
             record.setdefault("machine", about["machine"])
             kept, every = set(), set()
+            left_out = set(record.get("omitted", ()))  # by the freeze this result was read from
             for output in record["outputs"]:
                 for f in output["files"]:
                     every.add(f["sha"])
-                    if keeps(output, store.object_path(f["sha"]).stat().st_size):
+                    path = store.object_path(f["sha"])
+                    if f["sha"] in left_out and not path.exists():
+                        continue  # still left out: nothing here has computed it since
+                    if keeps(output, path.stat().st_size):
                         kept.add(f["sha"])  # an object two outputs share stays if either keeps it
             record["omitted"] = sorted(every - kept)
             for sha in referenced_objects(record["outputs"]):

@@ -256,9 +256,9 @@ def _edition_view(edition: Edition, seen_from: Edition) -> dict[str, Any]:
 
 def _edition_files(edition: Edition, editions: list[Edition], pages: tuple[Page, ...], content: list[ContentFile],
                    templates_dir: Path, compare: bool) -> tuple[dict[str, bytes], list[str]]:
+    env, macros = _environment(templates_dir, edition.object_path)  # a broken template fails first
     site = Site(edition.manifest, {page.name: page for page in pages}, edition.object_path,
                 references=read_references(content[0].path.parent) if content else {})
-    env, macros = _environment(templates_dir, edition.object_path)
     for cf in content:
         _reference_pass(cf, site, env, templates_dir)
     used: set[str] = set()

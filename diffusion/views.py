@@ -46,3 +46,23 @@ class FlipVertical(View):
         return torch.flip(x, dims=[-2])
 
     inverse = apply
+
+
+class Rotate180(View):
+    """Upside down by rotation (the visual-anagrams paper's view): a 6 becomes a 9, not a mirrored 9.
+    A half turn is its own inverse."""
+
+    name = "rotate_180"
+
+    def apply(self, x: Tensor) -> Tensor:
+        return torch.rot90(x, 2, dims=(-2, -1))
+
+    inverse = apply
+
+
+def view_named(name: str) -> View:
+    """The view a section's parameters name (``flip_vertical``, ``rotate_180``)."""
+    views = {view.name: view for view in (FlipVertical(), Rotate180())}
+    if name not in views:
+        raise ValueError(f"unknown view {name!r}; views: {', '.join(views)}")
+    return views[name]

@@ -19,3 +19,13 @@ fi
 export PATH="$VENV/bin:$PATH"
 export HF_HUB_OFFLINE=1
 cd "$ROOT"
+# The site checkers (Nu HTML checker, axe-core) from package.json, reinstalled when its lock changes.
+LOCK_SHA="$(sha256sum package-lock.json 2>/dev/null | cut -d' ' -f1)"
+if command -v npm >/dev/null && [ -n "$LOCK_SHA" ] && [ "$(cat node_modules/.lock-sha256 2>/dev/null)" != "$LOCK_SHA" ]; then
+  echo "installing the site checkers (npm ci) ..." >&2
+  if npm ci --no-audit --no-fund --ignore-scripts --loglevel=error >&2; then
+    echo "$LOCK_SHA" > node_modules/.lock-sha256
+  else
+    echo "warning: npm ci failed; the site audits will skip" >&2
+  fi
+fi

@@ -135,3 +135,20 @@ def sdedit_rows(ctx, roles, prompts, gen_name: str) -> list[dict]:
         rows.append({"caption": f"{inp.description}, prompt “{prompt}”",
                      "items": items + [item(ctx, inp.image, "original", inp.description)]})
     return rows
+
+
+JUDGE = "b0_classifier"  # the independent MNIST classifier, which measures whether an illusion works
+
+
+def digit_judge(ctx):
+    """For a backend whose images are digits: a function from images (the backend's space) to the digits
+    the independent classifier reads in them, and one from a prompt to the digit it asks for. None for
+    other domains: nothing here can judge a photograph."""
+    if ctx.resource_identity(BACKEND)["domain"] != "digits":
+        return None
+    from diffusion.backends.local import prompt_to_class
+    from diffusion.classifier import predict
+
+    classifier = ctx.upstream(JUDGE).model("final")
+    den = denoiser(ctx)
+    return (lambda x: predict(classifier, den.to_unit(x.float())).tolist()), prompt_to_class

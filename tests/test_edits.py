@@ -10,7 +10,7 @@ from diffusion.edits import (anagram_estimate, gaussian_blur, gaussian_kernel1d,
 from diffusion.denoiser import Thresholding
 from diffusion.sampling import (cfg_estimate, denoise_loop, forward, iterative_denoise_cfg, sample,
                                 strided_timesteps)
-from diffusion.views import FlipVertical, Identity, View
+from diffusion.views import FlipVertical, Identity, Rotate180, View
 from tests.test_sampling import PointwiseDenoiser, gen, record_draw_dtypes
 
 TS = [900, 600, 300, 100, 0]
@@ -35,15 +35,6 @@ class Rotate90(View):
         return torch.rot90(x, -1, dims=(-2, -1))
 
 
-class Rotate180(View):
-    name = "rotate_180"
-
-    def apply(self, x):
-        return torch.rot90(x, 2, dims=(-2, -1))
-
-    inverse = apply
-
-
 VIEWS = (Identity(), FlipVertical(), Rotate90(), Rotate180())
 
 
@@ -57,6 +48,11 @@ def test_view_inverse_undoes_apply(view):
 def test_flip_vertical_is_upside_down():
     x = torch.arange(6.0).view(1, 1, 3, 2)
     assert torch.equal(FlipVertical().apply(x)[0, 0], torch.tensor([[4.0, 5.0], [2.0, 3.0], [0.0, 1.0]]))
+
+
+def test_rotate_180_turns_the_image_rather_than_mirroring_it():
+    x = torch.arange(6.0).view(1, 1, 3, 2)
+    assert torch.equal(Rotate180().apply(x)[0, 0], torch.tensor([[5.0, 4.0], [3.0, 2.0], [1.0, 0.0]]))
 
 
 # --- anagrams ---

@@ -144,6 +144,23 @@ def test_a_clone_with_only_the_freeze_writes_the_same_site(smoke_build, tmp_path
     assert about["profile"] == "smoke" and about["machine"]["device"] == "cpu" and about["versions"]["torch"]
 
 
+def test_a_build_read_from_a_freeze_can_be_frozen_again(toy_project, monkeypatch):
+    """Re-freezing results that came from the freeze (a new section, or a recomputed one, beside them):
+    what the old freeze left out stays left out, and no object has to be recomputed for it."""
+    monkeypatch.setattr(freeze, "keeps", lambda output, size: output["id"] != "data-values")
+    frozen = freeze_of(toy_project)
+    eng = engine_for(toy_project, frozen=[frozen], cache="fresh")
+    result = eng.build()
+    assert set(statuses(result).values()) == {"frozen"}
+    refrozen = toy_project / "refrozen"
+    freeze.write(eng.store, {r.id: r.entry for r in result.results}, refrozen, {"machine": {}})
+    for gid in ("up", "down"):
+        before = json.loads(next((frozen / "entries" / gid).glob("*.json")).read_text())
+        after = json.loads(next((refrozen / "entries" / gid).glob("*.json")).read_text())
+        assert after["omitted"] == before["omitted"] and after["outputs"] == before["outputs"]
+    assert set(statuses(engine_for(toy_project, frozen=[refrozen], cache="other").build()).values()) == {"frozen"}
+
+
 def test_a_section_that_needs_an_output_the_freeze_left_out_is_shown_stale(toy_project, monkeypatch):
     """Large models stay out of the freeze; a changed section that reads one cannot re-run on top of it."""
     monkeypatch.setattr(freeze, "keeps", lambda output, size: output["id"] != "data-values")

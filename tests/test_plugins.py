@@ -27,7 +27,7 @@ def _toy_resource(args, device, project) -> Resource:
                                        {"T": 50, "beta1": 1e-4, "beta2": 0.02}, checkpoint_sha256="toy",
                                        device=ctx.device)
 
-    params = {**local.PARAMS, "a1_8_anagrams": {"pairs": [["a handwritten 0", "a handwritten 6"]]}}
+    params = {**local.PARAMS, "a1_8_anagrams": {"view": "rotate_180", "pairs": [["a handwritten 0", "a handwritten 6"]]}}
     identity = {"name": "toy", "domain": "digits", "label": "a toy UNet", "model": f"random UNet, D = {args.toy_width}"}
     return Resource(RESOURCE, identity,
                     load=load, params=lambda section, profile: params.get(section, {}))
@@ -62,13 +62,14 @@ def test_a_registered_backend_is_offered_and_runs_every_part_a_section(toy_regis
     part_a = [sid for sid, mod in sections.items() if RESOURCE in mod.section.uses]
     engine = Engine(PROJECT, config, sections)
     result = engine.build(part_a)
-    assert [r.id for r in result.results] == sorted(part_a)  # no Part B training: the toy needs none
+    # No diffusion model is trained for the toy; only the MNIST classifier that judges the illusions.
+    assert [r.id for r in result.results] == sorted(part_a + ["b0_classifier"])
     assert {r.status for r in result.results} == {"miss"}, [(r.id, r.error) for r in result.results]
     anagram = next(r for r in result.results if r.id == "a1_8_anagrams").entry
     assert anagram.record["components"]["params"]["pairs"] == [["a handwritten 0", "a handwritten 6"]]
     figure = next(o for o in anagram.outputs if o["id"] == "a1_8_anagram1")
     assert figure["meta"]["backend"] == "toy" and figure["meta"]["model"] == "random UNet, D = 6"
-    assert figure["caption"].endswith("; a toy UNet.")  # captions name the plug-in's model, whatever it is
+    assert "; a toy UNet. The independent MNIST classifier reads" in figure["caption"]  # the plug-in's model
 
 
 def test_an_unregistered_backend_is_refused_with_the_choices(capsys):

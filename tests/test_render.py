@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from builder import BuildError
-from builder.render import render_site
+from builder.render import last_frame_png, render_site
 from project import PROJECT
 
 PAGES = PROJECT.pages
@@ -18,10 +18,18 @@ FIXTURES = Path(__file__).parent / "fixtures"
 TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
 
 
-def png(value: int, size=(4, 4)) -> bytes:
+def png(value: int, size=(4, 4), fmt="PNG") -> bytes:
     buf = io.BytesIO()
-    Image.fromarray(np.full(size, value, np.uint8)).save(buf, format="PNG")
+    Image.fromarray(np.full(size, value, np.uint8)).save(buf, format=fmt)
     return buf.getvalue()
+
+
+def _png_file(array) -> Path:
+    import tempfile
+
+    path = Path(tempfile.mkdtemp()) / "strip.png"
+    Image.fromarray(array).save(path)
+    return path
 
 
 @pytest.fixture
@@ -42,7 +50,7 @@ def fixture_site(tmp_path):
     plot = {"id": "toy_plot", "kind": "plot", "caption": "A loss curve.", "alt": "a falling line",
             "files": [file(png(200, (8, 12)), "png", "image")], "meta": {}, "publish": True}
     gif = {"id": "toy_gif", "kind": "gif", "caption": "Sampling, frame by frame.", "alt": "noise turning into a digit",
-           "files": [file(b"GIF89a-fake", "gif", "animation"), file(png(90, (4, 8)), "png", "strip")],
+           "files": [file(png(90, (4, 4), "GIF"), "gif", "animation"), file(png(90, (4, 8)), "png", "strip")],
            "frames": 2, "fps": 5, "frame_size": [4, 4], "frame_labels": ["t = 300", "t = 0"], "meta": {},
            "publish": True}
     table = {"id": "toy_table", "kind": "table", "caption": "Hyperparameters <used>.", "alt": "Hyperparameters",
@@ -56,7 +64,8 @@ def fixture_site(tmp_path):
                                    {"file": 1, "label": "sample 1 flipped: 9", "alt": "sample 1 upside down"},
                                    {"file": 2, "label": "sample 2: 6", "alt": "sample 2 upright"},
                                    {"file": 3, "label": "sample 2 flipped: 9", "alt": "sample 2 upside down"}]}],
-               "meta": {"display": "anagram", "prompts": ["a handwritten 6", "a handwritten 9"], "model": "ToyUNet"},
+               "meta": {"display": "anagram", "prompts": ["a handwritten 6", "a handwritten 9"], "model": "ToyUNet",
+                        "view": "rotate_180"},
                "publish": True}
     hybrid_file = file(png(120, (28, 28)), "png", "r0c0")
     hybrid = {"id": "toy_hybrid", "kind": "gallery", "caption": "A 0 from afar, an 8 close up.", "alt": "hybrids",
@@ -82,10 +91,13 @@ def fixture_site(tmp_path):
     }
     out = tmp_path / "site"
 
-    def render(content=FIXTURES / "content", out=out, manifest=manifest):
-        return render_site(manifest, PAGES, content, TEMPLATES, out, lambda sha: _write(tmp_path, sha, blobs[sha]))
+    def object_path(sha):
+        return _write(tmp_path, sha, blobs[sha])
 
-    render.manifest = manifest
+    def render(content=FIXTURES / "content", out=out, manifest=manifest):
+        return render_site(manifest, PAGES, content, TEMPLATES, out, object_path)
+
+    render.manifest, render.object_path = manifest, object_path
     return render, out
 
 
@@ -176,11 +188,12 @@ def test_anagram_each_sample_once_as_a_flip_card_and_once_pre_flipped(fixture_si
     fig = text[text.index('id="fig-toy_anagram"'):text.index("</figure>\n", text.index('class="provenance"',
                                                                                    text.index('id="fig-toy_anagram"')))]
     assert fig.count('class="cell anagram-card"') == 2 and fig.count('class="cell anagram-flipped"') == 2
-    assert '<button type="button" class="flip-btn" aria-pressed="false">flip</button>' in fig
+    assert '<button type="button" class="flip-btn" aria-pressed="false">turn upside down</button>' in fig
+    assert 'data-view="rotate_180" id="fig-toy_anagram"' in text, "the page turns the card as the sampler did"
     assert '<div class="fig-tools" hidden>' in fig, "the button appears only with the script"
     assert 'src="figures/toy_anagram-r0c0.png"' in fig and 'data-alt-flipped="sample 1 upside down"' in fig
     assert '<span class="label-up">sample 1: 6</span><span class="label-down">sample 1 flipped: 9</span>' in fig
-    assert "upright: “a handwritten 6”" in fig and "upside down: “a handwritten 9”" in fig
+    assert "upright: “a handwritten 6”" in fig and "turned upside down: “a handwritten 9”" in fig
     css = (out / "static" / "style.css").read_text()
     assert "rotateX(180deg)" in css and "transition: transform" in css
 
@@ -204,10 +217,20 @@ def test_gif_player_has_frame_slider_over_the_strip(fixture_site):
     render()
     text = (out / "part-b.html").read_text()
     assert 'data-labels="[&#34;t = 300&#34;,&#34;t = 0&#34;]"' in text
-    assert '<img class="pixelated gif-strip" src="figures/toy_gif-strip.png"' in text
+    # The strip loads only when the reader asks (the script makes its <img> from data-src); until then
+    # the player shows the last frame, a still cut from the strip at render time.
+    assert '<div class="gif-window" hidden data-src="figures/toy_gif-strip.png"' in text
+    assert "<img class=\"pixelated gif-strip\"" not in text
+    assert '<img class="pixelated gif-poster" src="figures/toy_gif-poster.png"' in text
+    assert '<button type="button" class="gif-play" data-size="0 KB">play</button>' in text
     assert '<input type="range" class="gif-slider" min="0" max="1" step="1" value="1">' in text
     assert '<output class="gif-label">t = 0</output>' in text
     assert '<img class="pixelated gif-anim" src="figures/toy_gif.gif"' in text, "the GIF plays without the script"
+    poster = Image.open(out / "figures" / "toy_gif-poster.png")
+    assert poster.size == (4, 4) and np.asarray(poster).tolist() == [[90] * 4] * 4
+    strip = np.zeros((4, 8), np.uint8)
+    strip[:, 4:] = 200  # a strip whose frames differ: the poster is the last one
+    assert np.asarray(Image.open(io.BytesIO(last_frame_png(_png_file(strip), 2)))).min() == 200
 
 
 def test_zoom_links_open_the_image_itself(fixture_site):
@@ -224,7 +247,8 @@ def test_teaser_links_into_the_report_without_reusing_ids(fixture_site):
     summary = render()
     index = (out / "index.html").read_text()
     assert '<a href="part-a.html#fig-toy_anagram">' in index and '<a href="part-b.html#fig-toy_gif">' in index
-    assert 'src="figures/toy_gif.gif"' in index and 'src="figures/toy_anagram-r0c1.png"' in index
+    assert 'src="figures/toy_gif-poster.png"' in index and 'src="figures/toy_anagram-r0c1.png"' in index
+    assert "toy_gif.gif" not in index, "an animation's thumbnail is a still"
     assert "Skipped" not in index, "an id this build did not produce is left out"
     assert not [i for i in ids_of(out / "index.html") if i.startswith("fig-")]
     assert 'style="height: 20%"' in index, "the hybrid teaser shows the image close up and from afar"
@@ -405,8 +429,10 @@ def test_teaser_cards_of_each_kind():
         card = _teaser_card({**base, "kind": kind, "files": [f("other", "1"), f(role, "2")]}, {}, shown)
         assert card == {"id": "f", "kind": kind, "display": "", "label": "Label", "href": shown["href"],
                         "where": shown["where"], "images": [{"src": f"figures/f-{role}.png", "alt": "the alt",
-                                                             "scale": 1.0}]}
+                                                             "scale": 1.0, "width": None, "height": None}]}
         assert len(card["images"]) == 1
+    with_poster = _teaser_card({**base, "kind": "gif", "files": [f("animation", "1"), f("poster", "2")]}, {}, shown)
+    assert [im["src"] for im in with_poster["images"]] == ["figures/f-poster.png"], "a still, not the GIF"
     assert _teaser_card({**base, "kind": "table", "files": [f("image", "1")]}, {}, shown)["images"] == []
     items = [{"file": i, "width": w, **({"alt": f"item {i}"} if i else {})} for i, w in enumerate((10, 40, 20, 0, 5))]
     gallery = {**base, "kind": "gallery", "files": [f(f"r0c{i}", str(i)) for i in range(5)] + [f("r1c0", "9")],
@@ -524,13 +550,13 @@ def test_a_broken_macros_file_names_its_line(fixture_site, tmp_path):
     macros = templates / "macros.html"
     macros.write_text("{% macro broken( %}\n" + macros.read_text())
     with pytest.raises(BuildError) as err:
-        render_module.render_site(render.manifest, PAGES, FIXTURES / "content", templates, tmp_path / "out", lambda sha: None)
+        render_module.render_site(render.manifest, PAGES, FIXTURES / "content", templates, tmp_path / "out", render.object_path)
     assert str(err.value).startswith(f"{macros}, line 1: syntax error: ")
     assert str(err.value).endswith("Fix the template and build again; the figures are cached, so only the pages "
                                    "are rendered.")
     macros.write_text("{% set broken = 1 // 0 %}\n" + macros.read_text().split("\n", 1)[1])
     with pytest.raises(BuildError) as err:  # fails while the macros module is set up, not in a macro
-        render_module.render_site(render.manifest, PAGES, FIXTURES / "content", templates, tmp_path / "out", lambda sha: None)
+        render_module.render_site(render.manifest, PAGES, FIXTURES / "content", templates, tmp_path / "out", render.object_path)
     assert re.match(rf"{re.escape(str(macros))}, line \d+: ZeroDivisionError: integer division or modulo by zero\. ",
                     str(err.value)), str(err.value)
 
@@ -599,12 +625,12 @@ def test_an_included_template_with_a_syntax_error_names_its_own_line(fixture_sit
     (templates / "part.html").write_text("fine\n{% if %}\n")
     with pytest.raises(BuildError) as err:
         render_module.render_site(render.manifest, PAGES, _content(tmp_path, "{% include 'part.html' %}\n"), templates,
-                                  tmp_path / "out", lambda sha: None)
+                                  tmp_path / "out", render.object_path)
     assert str(err.value).startswith(f"{templates / 'part.html'}, line 2: syntax error: Expected an expression")
     (templates / "page.html").write_text((templates / "page.html").read_text().replace("<main", "{{ 1 // 0 }}<main", 1))
     with pytest.raises(BuildError) as err:
         render_module.render_site(render.manifest, PAGES, _content(tmp_path, "plain text\n"), templates, tmp_path / "out2",
-                                  lambda sha: None)
+                                  render.object_path)
     assert re.match(rf"{re.escape(str(templates / 'page.html'))}, line \d+: ZeroDivisionError: integer division or "
                     rf"modulo by zero\. Fix the template", str(err.value)), str(err.value)
 
@@ -783,3 +809,63 @@ def test_content_reads_a_tables_numbers_and_a_sections_data(fixture_site, tmp_pa
     with pytest.raises(BuildError) as err:
         render(_content(tmp_path, "{{ table('toy_plot') }}\n"))
     assert "the figure 'toy_plot' is a plot, not a table." in str(err.value)
+
+
+REFERENCES = '''[ddpm]
+authors = "J. Ho, A. Jain, P. Abbeel"
+title = "Denoising Diffusion Probabilistic Models"
+where = "NeurIPS"
+year = 2020
+url = "https://arxiv.org/abs/2006.11239"
+
+[cfg]
+authors = "J. Ho, T. Salimans"
+title = "Classifier-Free Diffusion Guidance"
+where = "a workshop"
+year = 2021
+url = "https://arxiv.org/abs/2207.12598"
+'''
+
+
+def test_citations_number_in_list_order_and_link_to_the_list(fixture_site, tmp_path):
+    render, out = fixture_site
+    content = _content(tmp_path, "Guidance {{ cite('cfg') }}, both {{ cite('ddpm', 'cfg') }}.\n")
+    (content / "refs.md").write_text("---\ntitle: References\npage: part-b\n---\n{{ references() }}\n")
+    (content / "references.toml").write_text(REFERENCES)
+    render(content)
+    page_a, page_b = (out / "part-a.html").read_text(), (out / "part-b.html").read_text()
+    assert ('Guidance <span class="cite">[<a href="part-b.html#ref-cfg">2</a>]</span>, both <span class="cite">'
+            '[<a href="part-b.html#ref-ddpm">1</a>, <a href="part-b.html#ref-cfg">2</a>]</span>.') in page_a
+    assert '<li id="ref-ddpm" value="1">J. Ho, A. Jain, P. Abbeel. <a href="https://arxiv.org/abs/2006.11239">' \
+           'Denoising Diffusion Probabilistic Models</a>. <em>NeurIPS</em>, 2020.</li>' in page_b
+    assert page_b.index('id="ref-ddpm"') < page_b.index('id="ref-cfg"')
+    (content / "x.md").write_text("---\ntitle: X\npage: part-a\n---\nSee {{ cite('sdedit') }}.\n")
+    with pytest.raises(BuildError, match=r"x\.md, line 5: cite\(\) names 'sdedit', which content/references\.toml "
+                                         r"does not list\. Fix the key or add the work there; listed: ddpm, cfg\."):
+        render(content)
+    (content / "references.toml").write_text(REFERENCES.replace('year = 2021\n', ''))
+    with pytest.raises(BuildError, match=r"references\.toml: the reference \[cfg\] lacks year"):
+        render(content)
+
+
+def test_a_table_gets_a_column_to_compare_with(fixture_site, tmp_path):
+    render, out = fixture_site
+    render(_content(tmp_path, '{{ figure("toy_table", beside={"heading": "assignment", "cells": '
+                              '{"lr": "0.0001", "D": "64"}}) }}\n'))
+    text = (out / "part-a.html").read_text()
+    assert '<th scope="col">assignment</th><th scope="col">compared</th>' in text
+    assert '<tr class="differs"><td>lr</td><td>0.001</td><td>0.0001</td><td>differs</td></tr>' in text
+    assert '<tr><td>D</td><td>64</td><td>64</td><td>same</td></tr>' in text
+    with pytest.raises(BuildError, match="needs a table figure"):
+        render(_content(tmp_path, '{{ figure("toy_plot", beside={"heading": "x", "cells": {}}) }}\n'))
+
+
+def test_contents_nest_a_section_under_the_number_it_extends():
+    from builder.render import contents_tree
+
+    sections = [{"id": i, "title": t, "toc": []} for i, t in (("a", "1.6 CFG"), ("b", "1.7 SDEdit"),
+                                                             ("c", "1.7.2 Inpainting"), ("d", "1.7.3 Text"),
+                                                             ("e", "1.8 Anagrams"), ("f", "About"))]
+    tree = contents_tree(sections)
+    assert [(e["id"], [c["id"] for c in e["children"]]) for e in tree] == [
+        ("a", []), ("b", ["c", "d"]), ("e", []), ("f", [])]

@@ -62,7 +62,8 @@
     var fig = link.closest(".fig");
     var parts = [];
     if (cell) parts.push(text(cell.querySelector("figcaption")));
-    if (fig) parts.push(text(fig.querySelector(":scope > figcaption")));
+    if (fig) parts.push(text(fig.querySelector(":scope > figcaption .fig-number")) + " " +
+                        text(fig.querySelector(":scope > figcaption .caption-text")));
     opener = link;
     dialogImg.className = img && img.classList.contains("pixelated") ? "pixelated" : "";
     dialogImg.alt = img ? img.alt : "";
@@ -231,7 +232,21 @@
     each("main section[id], main h3[id]", function (el) { if (links[el.id]) observer.observe(el); });
   }
 
+  /* A wide equation, table or algorithm scrolls sideways; one that does can take the keyboard focus, so that
+   * keyboard users can scroll it too (only those: a focus stop on every equation would be noise). */
+  function initScrollers() {
+    function mark() {
+      each(".math-display, .table-wrap, .algorithm", function (el) {
+        if (el.scrollWidth > el.clientWidth + 1) el.setAttribute("tabindex", "0");
+        else el.removeAttribute("tabindex");
+      });
+    }
+    mark();
+    window.addEventListener("resize", mark);
+  }
+
   function init() {
+    initScrollers();
     initZoom();
     initAnagrams();
     initHybrids();

@@ -67,6 +67,14 @@ class _QuietHandler(http.server.SimpleHTTPRequestHandler):
         pass
 
 
+class _QuietServer(http.server.ThreadingHTTPServer):
+    def handle_error(self, request, client_address):
+        import sys
+
+        if not isinstance(sys.exc_info()[1], (BrokenPipeError, ConnectionResetError)):  # a page closed mid-file
+            super().handle_error(request, client_address)
+
+
 @pytest.fixture(scope="module")
 def server(site):
     """The site under /fun-with-diffusion/ on 127.0.0.1 at an ephemeral port, as GitHub Pages serves it."""
@@ -75,7 +83,7 @@ def server(site):
         (tmp / PREFIX).symlink_to(site, target_is_directory=True)
     except OSError:
         shutil.copytree(site, tmp / PREFIX)
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(_QuietHandler, directory=str(tmp)))
+    httpd = _QuietServer(("127.0.0.1", 0), functools.partial(_QuietHandler, directory=str(tmp)))
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
     thread.start()
     yield f"http://127.0.0.1:{httpd.server_address[1]}/{PREFIX}/"

@@ -37,7 +37,7 @@ def test_force_reruns_the_named_section_only(smoke_build, cache_copy, tmp_path):
     proc = build("--profile", "smoke", "--force", "b1_2_noising", cache=cache_copy, site=tmp_path / "site")
     status = statuses(proc)
     assert status.pop("b1_2_noising") == "forced" and set(status.values()) == {"hit"}
-    assert "1 of 20 sections executed" in proc.stdout
+    assert f"1 of {len(status) + 1} sections executed" in proc.stdout
     assert_same_site(smoke_build["site"], tmp_path / "site")
 
 

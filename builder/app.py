@@ -14,6 +14,7 @@ from .cache import Store
 from .engine import BuildConfig, BuildResult, Engine, Resource, SectionResult
 from .fingerprint import hash_value
 from .project import Project
+from .section import PROFILES
 from .registry import discover
 from .render import Edition, render_editions, template_failure
 from .section import PROFILES
@@ -121,11 +122,10 @@ def manifest_of(engine: Engine, entries: dict[str, Any], results: dict[str, Sect
                      if o["kind"] == "data"},
         }
         if gid in engine.sections:
-            # The same section's parameters in the other editions, so content can compare with them
-            # even where that edition was never built (e.g. the assignment's settings on a CPU).
+            # The same section's parameters in the other profiles, so content can compare with them
+            # even where no such build exists (e.g. the assignment's settings, beside a CPU build's).
             section = engine.sections[gid].section
-            sections[gid]["params_of"] = {p: section.resolve(p) for p in engine.project.editions
-                                          if p != comp["profile"]}
+            sections[gid]["params_of"] = {p: section.resolve(p) for p in PROFILES if p != comp["profile"]}
         if "machine" in record:
             sections[gid]["machine"] = {k: record["machine"][k] for k in ("device", "name", "torch", "cuda")}
         res = (results or {}).get(gid)

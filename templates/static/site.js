@@ -236,7 +236,7 @@
    * keyboard users can scroll it too (only those: a focus stop on every equation would be noise). */
   function initScrollers() {
     function mark() {
-      each(".math-display, .table-wrap, .algorithm", function (el) {
+      each(".math-display, .table-wrap, .algorithm, main > section > table", function (el) {
         if (el.scrollWidth > el.clientWidth + 1) el.setAttribute("tabindex", "0");
         else el.removeAttribute("tabindex");
       });

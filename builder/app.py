@@ -14,7 +14,6 @@ from .cache import Store
 from .engine import BuildConfig, BuildResult, Engine, Resource, SectionResult
 from .fingerprint import hash_value
 from .project import Project
-from .section import PROFILES
 from .registry import discover
 from .render import Edition, render_editions, template_failure
 from .section import PROFILES

@@ -220,15 +220,21 @@ def render_editions(editions: list[Edition], pages: tuple[Page, ...], content_di
     written: dict[str, bytes] = {}
     warnings: list[str] = []
     compare = len(editions) > 1 and (templates_dir / "compare.html").is_file()
-    for edition in editions:
-        files, notes = _edition_files(edition, editions, pages, content, templates_dir, compare)
+    env, macros = _environment(templates_dir)  # a broken template fails first
+    references = read_references(content[0].path.parent) if content else {}
+    # One Site per edition: its figures, with each image's size read once, serve its pages and the views
+    # of it that the other editions' pages and the comparison show.
+    sites = [Site(e.manifest, {page.name: page for page in pages}, e.object_path, references=references)
+             for e in editions]
+    for edition, site in zip(editions, sites):
+        files, notes = _edition_files(edition, site, editions, sites, content, env, macros, templates_dir, compare)
         written.update({edition.folder + rel: data for rel, data in files.items()})
         warnings += [f"{edition.name} edition: {note}" if len(editions) > 1 else note for note in notes]
     if compare:
-        env, _macros = _environment(templates_dir, editions[0].object_path)
         try:
             written["compare.html"] = env.get_template("compare.html").render(
-                editions=[_edition_view(e, editions[0]) for e in editions], pages=pages).encode("utf-8")
+                editions=[_edition_view(e, site, editions[0]) for e, site in zip(editions, sites)],
+                pages=pages).encode("utf-8")
         except Exception as exc:
             raise BuildError(template_failure(exc, templates_dir)) from None
     changed, removed = _write(written, Path(out_dir))
@@ -242,10 +248,10 @@ def render_editions(editions: list[Edition], pages: tuple[Page, ...], content_di
             "bytes": sum(len(d) for d in written.values()), "sizes": sizes, "warnings": warnings}
 
 
-def _edition_view(edition: Edition, seen_from: Edition) -> dict[str, Any]:
-    """What a template needs to show an edition and link to it from ``seen_from``'s pages."""
+def _edition_view(edition: Edition, site: Site, seen_from: Edition) -> dict[str, Any]:
+    """What a template needs to show an edition (``site``: its figures) and link to it from ``seen_from``'s
+    pages."""
     sections = edition.manifest["sections"]
-    site = Site(edition.manifest, {}, edition.object_path)
     figures = {fid: {**fig, "files": [{**f, "path": edition.href(f["path"], seen_from)} for f in fig["files"]]}
                for fid, (_sid, fig) in site.figures.items()}
     machines = sorted({sec["machine"]["name"] for sec in sections.values() if sec.get("machine")})
@@ -254,28 +260,25 @@ def _edition_view(edition: Edition, seen_from: Edition) -> dict[str, Any]:
             "current": edition is seen_from}
 
 
-def _edition_files(edition: Edition, editions: list[Edition], pages: tuple[Page, ...], content: list[ContentFile],
-                   templates_dir: Path, compare: bool) -> tuple[dict[str, bytes], list[str]]:
-    env, macros = _environment(templates_dir, edition.object_path)  # a broken template fails first
-    site = Site(edition.manifest, {page.name: page for page in pages}, edition.object_path,
-                references=read_references(content[0].path.parent) if content else {})
+def _edition_files(edition: Edition, site: Site, editions: list[Edition], sites: list[Site], content: list[ContentFile],
+                   env: Environment, macros, templates_dir: Path, compare: bool) -> tuple[dict[str, bytes], list[str]]:
     for cf in content:
         _reference_pass(cf, site, env, templates_dir)
     used: set[str] = set()
     warnings: list[str] = []
-    rendered: dict[str, list[dict[str, Any]]] = {p.name: [] for p in pages}
+    rendered: dict[str, list[dict[str, Any]]] = {name: [] for name in site.pages}
     for cf in content:
         rendered[cf.page].append(_render_content(cf, site, env, macros, used, warnings, templates_dir))
     unused = sorted(set(site.figures) - used)
     warnings += [f"figure {fid!r} (section {site.figures[fid][0]}) is produced but no content file shows it"
                  for fid in unused]
-    views = [_edition_view(e, edition) for e in editions]
+    views = [_edition_view(e, other, edition) for e, other in zip(editions, sites)]
     extra = {"edition": views[editions.index(edition)], "editions": views,
              "compare_href": ("../" if edition.folder else "") + "compare.html" if compare else None}
     return _site_files(site, rendered, used, env, templates_dir, edition.object_path, extra), warnings
 
 
-def _environment(templates_dir: Path, object_path: Callable[[str], Path]):
+def _environment(templates_dir: Path):
     env = Environment(loader=FileSystemLoader(str(templates_dir)), autoescape=select_autoescape(["html"]),
                       undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True)
     env.filters["tojson_sorted"] = lambda v: Markup(canonical_json(v))

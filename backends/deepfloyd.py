@@ -40,6 +40,7 @@ PARAMS = {
 
 UPSAMPLE_STEPS = {"spec": 20, "cpu": 20, "smoke": 3}
 MEMORY_HINTS = ("--embeddings FILE, so that T5 is never loaded onto the GPU",
+                "--offload, so that only the model that runs is on the GPU",
                 "a smaller stage I with --deepfloyd-model DeepFloyd/IF-I-L-v1.0 (or -M)")
 
 
@@ -54,6 +55,9 @@ def _add_options(group) -> None:
                             "T5 need not be loaded (for GPUs without room for it)")
     group.add_argument("--upsample", action="store_true",
                        help="also upsample Part A results to 256x256 with DeepFloyd stage II (IF-II-L-v1.0)")
+    group.add_argument("--offload", action="store_true",
+                       help="keep DeepFloyd's models in CPU memory and move each to the GPU only while it runs "
+                            "(diffusers' enable_model_cpu_offload): for GPUs with less than 24 GB; slower, same images")
     group.add_argument("--allow-download", action="store_true",
                        help="let diffusers download missing DeepFloyd weights (needs the licence accepted and "
                             "`huggingface-cli login`); off by default, nothing is downloaded")
@@ -105,9 +109,12 @@ def _resource(args, device: str, project) -> Resource:
             return deepfloyd.DeepFloydBackend.load(
                 args.deepfloyd_model, device=ctx.device, dtype=getattr(torch, dtype),
                 deepfloyd_dir=args.deepfloyd_dir, embeddings_path=args.embeddings,
-                allow_download=args.allow_download, stage2_id=DEFAULT_STAGE2)
+                allow_download=args.allow_download, stage2_id=DEFAULT_STAGE2,
+                offload=args.offload)
         except deepfloyd.BackendUnavailable as exc:
             raise BuildError(str(exc)) from None
+        except deepfloyd.UnsupportedScheduler as exc:
+            raise BuildError(f"DeepFloyd IF in {source.description} cannot be used: {exc}") from None
 
     def params(section: str, profile: str) -> dict:
         own = dict(PARAMS.get(section, {}))

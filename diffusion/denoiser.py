@@ -43,8 +43,13 @@ class Denoiser(ABC):
     identity: dict[str, Any]  # what made the predictions: for cache keys and captions
     device: torch.device
     dtype: torch.dtype
-    # What the backend's own sampler does to x0; None means nothing (generic DDPM).
+    # What the backend's own sampler does to x0: dynamic thresholding, or else clipping to
+    # [-clip_sample, clip_sample]; None for both means nothing (generic DDPM).
     thresholding: Thresholding | None = None
+    clip_sample: float | None = None
+    # How a step's noise is scaled (DDPMScheduler's names, see diffusion.sampling.VARIANCE_TYPES);
+    # "learned_range" uses the variance channels that ``predict`` returns.
+    variance_type: str = "fixed_small_log"
 
     @abstractmethod
     def encode(self, prompt: str | Sequence[str]) -> Cond:

@@ -15,13 +15,12 @@ import math
 from typing import Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
+from .blur import gaussian_blur
 from .denoiser import Cond, Denoiser
-from .rng import randn
-from .sampling import (ThresholdingArg, cfg_estimate, denoise_loop, forward, iterative_denoise_cfg,
-                       strided_timesteps)
+from .sampling import (Generators, ThresholdingArg, cfg_estimate, check_guidance, denoise_loop, draw_noise, forward,
+                       iterative_denoise_cfg, strided_timesteps)
 from .views import FlipVertical, Identity, View
 
 
@@ -31,7 +30,7 @@ def _timesteps(den: Denoiser, timesteps: Sequence[int] | None) -> list[int]:
 
 # --- image-to-image ------------------------------------------------------------------------------
 
-def sdedit(den: Denoiser, x_orig: Tensor, i_start: int, cond: Cond, generator: torch.Generator | None,
+def sdedit(den: Denoiser, x_orig: Tensor, i_start: int, cond: Cond, generator: Generators,
            *, timesteps: Sequence[int] | None = None, guidance: float = 7.0, uncond: Cond | None = None,
            thresholding: ThresholdingArg = "auto", every: int = 0):
     """SDEdit: forward ``x_orig`` to ``timesteps[i_start]``, then guided denoising from there.
@@ -40,14 +39,16 @@ def sdedit(den: Denoiser, x_orig: Tensor, i_start: int, cond: Cond, generator: t
     with a text prompt it is text-conditioned translation (1.7.3). Larger ``i_start`` = less noise =
     closer to the original.
     """
+    check_guidance(guidance)
     ts = _timesteps(den, timesteps)
     x_orig = x_orig.to(den.device, den.dtype)
-    x_t, _ = forward(x_orig, ts[i_start], den.alphas_cumprod, generator)
+    # The schedule in the image's precision, as IFImg2ImgPipeline's add_noise computes it.
+    x_t, _ = forward(x_orig, ts[i_start], den.alphas_cumprod.to(x_orig.dtype), generator)
     return iterative_denoise_cfg(den, x_t, ts, i_start, cond, generator, guidance=guidance, uncond=uncond,
                                  thresholding=thresholding, every=every)
 
 
-def inpaint(den: Denoiser, x_orig: Tensor, mask: Tensor, cond: Cond, generator: torch.Generator | None,
+def inpaint(den: Denoiser, x_orig: Tensor, mask: Tensor, cond: Cond, generator: Generators,
             *, timesteps: Sequence[int] | None = None, i_start: int = 0, guidance: float = 7.0,
             uncond: Cond | None = None, thresholding: ThresholdingArg = "auto", every: int = 0):
     """RePaint-style inpainting: new content where ``mask`` is 1, the original where it is 0.
@@ -64,7 +65,8 @@ def inpaint(den: Denoiser, x_orig: Tensor, mask: Tensor, cond: Cond, generator: 
         known = x_orig if j >= len(ts) else forward(x_orig, ts[j], den.alphas_cumprod, generator)[0]
         return mask * x + (1 - mask) * known
 
-    x = keep_known(randn(x_orig.shape, generator, device=den.device, dtype=den.dtype), i_start)
+    check_guidance(guidance)
+    x = keep_known(draw_noise(x_orig.shape, generator, device=den.device, dtype=den.dtype), i_start)
     return denoise_loop(den, x, ts, i_start, lambda x_t, t: cfg_estimate(den, x_t, t, cond, guidance, uncond),
                         generator, thresholding=thresholding, every=every, after_step=keep_known)
 
@@ -91,62 +93,21 @@ def anagram_estimate(den: Denoiser, x: Tensor, t: int, conds: Sequence[Cond], vi
     return unview_mean(eps), None if var is None else unview_mean(var)
 
 
-def visual_anagram(den: Denoiser, conds: Sequence[Cond], generator: torch.Generator | None, *,
+def visual_anagram(den: Denoiser, conds: Sequence[Cond], generator: Generators, *,
                    views: Sequence[View] = (Identity(), FlipVertical()), n: int = 1, x: Tensor | None = None,
                    timesteps: Sequence[int] | None = None, guidance: float = 7.0, uncond: Cond | None = None,
                    thresholding: ThresholdingArg = "auto", every: int = 0):
     """An image that reads as ``conds[k]`` when seen through ``views[k]`` (default: upright and
     upside down). Starts from ``x`` or from fresh noise for ``n`` images."""
     ts = _timesteps(den, timesteps)
+    check_guidance(guidance)
     if x is None:
-        x = randn((n, *den.shape), generator, device=den.device, dtype=den.dtype)
+        x = draw_noise((n, *den.shape), generator, device=den.device, dtype=den.dtype)
     return denoise_loop(den, x, ts, 0, lambda x_t, t: anagram_estimate(den, x_t, t, conds, views, guidance, uncond),
                         generator, thresholding=thresholding, every=every)
 
 
 # --- hybrid images -------------------------------------------------------------------------------
-
-def gaussian_kernel1d(kernel_size: int, sigma: float, *, dtype=torch.float32, device=None) -> Tensor:
-    """Normalised samples of a Gaussian at the integer offsets -(k//2) .. k//2."""
-    if kernel_size < 1 or kernel_size % 2 == 0:
-        raise ValueError(f"kernel_size must be odd and positive, got {kernel_size}")
-    if sigma <= 0:
-        raise ValueError(f"sigma must be positive, got {sigma}")
-    offsets = torch.arange(kernel_size, dtype=torch.float64) - kernel_size // 2
-    weights = torch.exp(-0.5 * (offsets / sigma) ** 2)
-    return (weights / weights.sum()).to(dtype=dtype, device=device)
-
-
-def gaussian_blur(x: Tensor, kernel_size: int, sigma: float) -> Tensor:
-    """Gaussian blur of (..., C, H, W) images, per channel, as a separable convolution.
-
-    Borders are reflected like torchvision's ``gaussian_blur`` (replicated when the image is too
-    small to reflect), so a constant image stays constant.
-    """
-    shape = x.shape
-    imgs = x.reshape(-1, 1, shape[-2], shape[-1])
-    work = imgs.float() if imgs.dtype in (torch.float16, torch.bfloat16) else imgs
-    k = gaussian_kernel1d(kernel_size, sigma, dtype=work.dtype, device=work.device)
-    pad = kernel_size // 2
-    mode = "reflect" if pad < min(shape[-2], shape[-1]) else "replicate"
-    work = F.pad(work, (pad, pad, pad, pad), mode=mode)
-    work = F.conv2d(work, k.view(1, 1, 1, -1))
-    work = F.conv2d(work, k.view(1, 1, -1, 1))
-    return work.to(x.dtype).reshape(shape)
-
-
-def best_blur(noisy: Tensor, clean: Tensor, sigmas: Sequence[float]) -> tuple[float, float, int, Tensor]:
-    """The Gaussian blur of ``noisy`` closest to ``clean`` (mean squared error over the whole batch),
-    searched over ``sigmas`` with kernel 2·round(3σ) + 1: (error, σ, kernel, blurred)."""
-    best = None
-    for s in sigmas:
-        k = 2 * int(round(3 * s)) + 1
-        out = gaussian_blur(noisy, k, s)
-        err = (out - clean).pow(2).mean().item()
-        if best is None or err < best[0]:
-            best = (err, s, k, out)
-    return best
-
 
 def hybrid_blur_params(image_size: int, *, reference_size: int = 64, reference_sigma: float = 2.0) -> tuple[int, float]:
     """The course's low-pass (kernel 33, sigma 2 at 64x64), scaled to another resolution.
@@ -175,7 +136,7 @@ def hybrid_estimate(den: Denoiser, x: Tensor, t: int, cond_low: Cond, cond_high:
     return eps, var
 
 
-def hybrid(den: Denoiser, cond_low: Cond, cond_high: Cond, generator: torch.Generator | None, *,
+def hybrid(den: Denoiser, cond_low: Cond, cond_high: Cond, generator: Generators, *,
            n: int = 1, x: Tensor | None = None, kernel_size: int | None = None, sigma: float | None = None,
            timesteps: Sequence[int] | None = None, guidance: float = 7.0, uncond: Cond | None = None,
            thresholding: ThresholdingArg = "auto", every: int = 0):
@@ -185,8 +146,9 @@ def hybrid(den: Denoiser, cond_low: Cond, cond_high: Cond, generator: torch.Gene
     k = default_k if kernel_size is None else kernel_size
     s = default_sigma if sigma is None else sigma
     ts = _timesteps(den, timesteps)
+    check_guidance(guidance)
     if x is None:
-        x = randn((n, *den.shape), generator, device=den.device, dtype=den.dtype)
+        x = draw_noise((n, *den.shape), generator, device=den.device, dtype=den.dtype)
     return denoise_loop(
         den, x, ts, 0, lambda x_t, t: hybrid_estimate(den, x_t, t, cond_low, cond_high, guidance, k, s, uncond),
         generator, thresholding=thresholding, every=every)

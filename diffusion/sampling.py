@@ -7,18 +7,19 @@ The pieces map onto the report's equations:
 * strided step (A.3), from t to the next listed timestep t' (abar_t' = 1 after the last):
       alpha_t = abar_t / abar_t',  beta_t = 1 - alpha_t
       x_t' = sqrt(abar_t') beta_t / (1 - abar_t) x_0 + sqrt(alpha_t) (1 - abar_t') / (1 - abar_t) x_t + v_sigma
-* classifier-free guidance (A.4):  eps = eps_u + gamma (eps_c - eps_u)
+* classifier-free guidance (A.4):  eps = eps_u + gamma (eps_c - eps_u), for gamma >= 1
 
 Separation as in diffusers: the *model* is the denoiser, the *scheduler* is :class:`StridedSchedule`
 (one step of A.3 and its variance), and the *pipelines* are the loops below, which only decide
-which noise estimate to hand the scheduler. With DeepFloyd's settings the loop reproduces
-``IFPipeline`` bitwise (tests/test_deepfloyd.py) given the same generator, because it draws in the
-same order: x_T first, then one z per step except the last (the pipeline's "t > 0", since every
-schedule here ends at 0).
+which noise estimate to hand the scheduler. With a backend's sampler settings (thresholding or
+clipping of x0, the variance type) the loop reproduces ``IFPipeline`` bitwise (tests/test_deepfloyd.py)
+given the same generator, because it draws in the same order: x_T first, then one z per step from
+every timestep above 0 (the schedules here end at 0, so every step but the last; a schedule that
+ends above 0 adds noise on its last step too, as DDPMScheduler does).
 
-All randomness comes from an explicit ``torch.Generator``, drawn through :mod:`diffusion.rng`: on the
-generator's device and then moved, so a CPU generator gives the same noise whatever device the model
-runs on.
+All randomness comes from an explicit ``torch.Generator``, or a list of them with one per image (as
+diffusers accepts), drawn through :mod:`diffusion.rng`: on the generator's device and then moved, so
+a CPU generator gives the same noise whatever device the model runs on.
 """
 from __future__ import annotations
 
@@ -35,14 +36,42 @@ from .rng import randn
 # anagrams and hybrids differ only in this function.
 Estimator = Callable[[Tensor, int], "tuple[Tensor, Tensor | None]"]
 ThresholdingArg = Union[str, Thresholding, None, bool]
+# One generator for the whole batch, or one per image (row i of every draw comes from generator i).
+Generators = Union[torch.Generator, Sequence[torch.Generator], None]
+
+# How the noise of a step is scaled, named as DDPMScheduler's ``variance_type``: the posterior
+# variance as is or through its log, beta_t, or learned (the network's v interpolates the two logs).
+VARIANCE_TYPES = ("fixed_small", "fixed_small_log", "fixed_large", "learned_range")
 
 NULL_PHOTO_PROMPT = "a high quality photo"  # the course's "null" prompt for unconditional generation
 
 
-def forward(x0: Tensor, t, alphas_cumprod: Tensor, generator: torch.Generator | None = None,
+def draw_noise(shape, generator: Generators, *, device=None, dtype=None) -> Tensor:
+    """Standard normal noise for a batch: from one generator, or row by row from one generator per
+    image (as diffusers' ``randn_tensor``, so a list reproduces IFPipeline's draws)."""
+    if isinstance(generator, (list, tuple)):
+        if len(generator) == 1:
+            generator = generator[0]
+        elif len(generator) != shape[0]:
+            raise ValueError(f"{len(generator)} generators were given for a batch of {shape[0]} images; "
+                             "pass one generator, or exactly one per image")
+        else:
+            return torch.cat([randn((1, *shape[1:]), g, device=device, dtype=dtype) for g in generator])
+    return randn(shape, generator, device=device, dtype=dtype)
+
+
+def check_guidance(guidance: float) -> None:
+    """Refuse a guidance scale below 1, where IFPipeline and the CFG formula part ways."""
+    if guidance < 1:
+        raise ValueError(f"guidance γ = {guidance} is below 1, where IFPipeline turns guidance off (it uses the "
+                         "conditional estimate alone) but the CFG formula would push away from the prompt; use "
+                         "γ = 1 for no guidance, γ > 1 for guidance, or the null prompt for unconditional samples.")
+
+
+def forward(x0: Tensor, t, alphas_cumprod: Tensor, generator: Generators = None,
             *, noise: Tensor | None = None) -> tuple[Tensor, Tensor]:
     """Noise a clean image to timestep ``t`` (an int, or one per sample). Returns ``(x_t, eps)``."""
-    eps = noise if noise is not None else randn(x0.shape, generator, device=x0.device, dtype=x0.dtype)
+    eps = noise if noise is not None else draw_noise(x0.shape, generator, device=x0.device, dtype=x0.dtype)
     abar = alphas_cumprod[torch.as_tensor(t)].to(x0.device)
     if abar.ndim:  # one timestep per sample
         abar = abar.reshape(-1, *([1] * (x0.ndim - 1)))
@@ -104,15 +133,21 @@ class StridedSchedule:
     """The scheduler: DDPM posterior steps between the listed timesteps (A.3).
 
     Step ``i`` goes from ``timesteps[i]`` to ``timesteps[i + 1]``; the step after the last entry goes
-    to the clean image (abar = 1) and adds no noise.
+    to the clean image (abar = 1). A step adds noise when it starts above t = 0, so a schedule ending
+    at 0 lands on the clean image without noise. The x0 estimate is thresholded, or else clipped to
+    ``[-clip, clip]`` (DDPMScheduler's ``clip_sample``), or left alone.
     """
 
     alphas_cumprod: Tensor
     timesteps: list[int]
     thresholding: Thresholding | None = None
+    clip: float | None = None
+    variance_type: str = "fixed_small_log"
 
     def __post_init__(self):
         self.timesteps = _check_timesteps(self.timesteps, len(self.alphas_cumprod))
+        if self.variance_type not in VARIANCE_TYPES:
+            raise ValueError(f"variance_type {self.variance_type!r} is not one of {', '.join(VARIANCE_TYPES)}")
 
     def abar(self, i: int) -> Tensor:
         """abar at ``timesteps[i]``; 1 one past the end."""
@@ -136,8 +171,21 @@ class StridedSchedule:
         frac = (v + 1) / 2
         return frac * torch.log(beta) + (1 - frac) * log_small
 
+    def noise_scale(self, i: int, v: Tensor | None = None) -> Tensor:
+        """The standard deviation of v_sigma for step ``i``, computed as DDPMScheduler does for the
+        variance type (the same value each way, up to rounding)."""
+        if self.variance_type == "learned_range" and v is None:
+            raise ValueError("variance_type 'learned_range' needs the network's variance channels")
+        if self.variance_type in ("fixed_small_log", "learned_range"):
+            return torch.exp(0.5 * self.log_variance(i, v if self.variance_type == "learned_range" else None))
+        a_t, a_p = self.abar(i), self.abar(i + 1)
+        beta = 1 - a_t / a_p
+        if self.variance_type == "fixed_large":
+            return beta ** 0.5
+        return torch.clamp((1 - a_p) / (1 - a_t) * beta, min=1e-20) ** 0.5
+
     def step(self, x_t: Tensor, i: int, eps: Tensor, v: Tensor | None,
-             generator: torch.Generator | None) -> tuple[Tensor, Tensor]:
+             generator: Generators) -> tuple[Tensor, Tensor]:
         """One step of A.3 from ``timesteps[i]``. Returns ``(x_t', x0_estimate)``."""
         a_t, a_p = self.abar(i), self.abar(i + 1)
         alpha = a_t / a_p
@@ -145,11 +193,13 @@ class StridedSchedule:
         x0 = predict_x0(x_t, eps, a_t)
         if self.thresholding is not None:
             x0 = dynamic_threshold(x0, self.thresholding)
+        elif self.clip is not None:
+            x0 = x0.clamp(-self.clip, self.clip)
         mean = (a_p ** 0.5 * beta) / (1 - a_t) * x0 + alpha ** 0.5 * (1 - a_p) / (1 - a_t) * x_t
-        if i + 1 >= len(self.timesteps):
+        if self.timesteps[i] == 0:
             return mean, x0
-        z = randn(eps.shape, generator, device=eps.device, dtype=eps.dtype)
-        return mean + torch.exp(0.5 * self.log_variance(i, v)) * z, x0
+        z = draw_noise(eps.shape, generator, device=eps.device, dtype=eps.dtype)
+        return mean + self.noise_scale(i, v) * z, x0
 
 
 def resolve_thresholding(den: Denoiser, thresholding: ThresholdingArg) -> Thresholding | None:
@@ -167,7 +217,7 @@ def resolve_thresholding(den: Denoiser, thresholding: ThresholdingArg) -> Thresh
 
 @torch.no_grad()
 def denoise_loop(den: Denoiser, x: Tensor, timesteps: Sequence[int], i_start: int, estimate: Estimator,
-                 generator: torch.Generator | None, *, thresholding: ThresholdingArg = "auto", every: int = 0,
+                 generator: Generators, *, thresholding: ThresholdingArg = "auto", every: int = 0,
                  after_step: Callable[[Tensor, int], Tensor] | None = None):
     """The shared loop: from ``timesteps[i_start]`` to the clean image with ``estimate``'s noise.
 
@@ -175,7 +225,8 @@ def denoise_loop(den: Denoiser, x: Tensor, timesteps: Sequence[int], i_start: in
     inpainting uses it. With ``every=k > 0`` also returns the states entering steps
     ``i_start, i_start + k, ...`` as ``[(t, x_t), ...]`` (for figures).
     """
-    schedule = StridedSchedule(den.alphas_cumprod, list(timesteps), resolve_thresholding(den, thresholding))
+    schedule = StridedSchedule(den.alphas_cumprod, list(timesteps), resolve_thresholding(den, thresholding),
+                               den.clip_sample, den.variance_type)
     if not 0 <= i_start < len(schedule.timesteps):
         raise ValueError(f"i_start={i_start} outside 0..{len(schedule.timesteps) - 1}")
     frames: list[tuple[int, Tensor]] = []
@@ -195,8 +246,10 @@ def cfg_estimate(den: Denoiser, x: Tensor, t: int, cond: Cond, guidance: float,
     """Guided noise (A.4) with the variance of the conditional half, in one network call.
 
     The batch is ``[unconditional, conditional]`` as in diffusers. ``guidance == 1`` is the
-    conditional estimate itself, so the unconditional half is skipped, as IFPipeline does.
+    conditional estimate itself, so the unconditional half is skipped, as IFPipeline does; below 1
+    the two part ways, so it is refused (:func:`check_guidance`).
     """
+    check_guidance(guidance)
     n = x.shape[0]
     cond = den.repeat_cond(cond, n)
     if guidance == 1.0:
@@ -208,7 +261,7 @@ def cfg_estimate(den: Denoiser, x: Tensor, t: int, cond: Cond, guidance: float,
 
 
 def iterative_denoise(den: Denoiser, x: Tensor, timesteps: Sequence[int], i_start: int, cond: Cond,
-                      generator: torch.Generator | None = None, *, thresholding: ThresholdingArg = "auto",
+                      generator: Generators = None, *, thresholding: ThresholdingArg = "auto",
                       every: int = 0):
     """Course 1.4/1.5: denoise ``x`` (at ``timesteps[i_start]``) with the plain conditional estimate."""
     def estimate(x_t: Tensor, t: int):
@@ -218,20 +271,21 @@ def iterative_denoise(den: Denoiser, x: Tensor, timesteps: Sequence[int], i_star
 
 
 def iterative_denoise_cfg(den: Denoiser, x: Tensor, timesteps: Sequence[int], i_start: int, cond: Cond,
-                          generator: torch.Generator | None = None, *, guidance: float = 7.0,
+                          generator: Generators = None, *, guidance: float = 7.0,
                           uncond: Cond | None = None, thresholding: ThresholdingArg = "auto", every: int = 0):
     """Course 1.6: as :func:`iterative_denoise` with classifier-free guidance (``uncond`` defaults to ``""``)."""
     return denoise_loop(den, x, timesteps, i_start, lambda x_t, t: cfg_estimate(den, x_t, t, cond, guidance, uncond),
                         generator, thresholding=thresholding, every=every)
 
 
-def sample(den: Denoiser, cond: Cond, generator: torch.Generator | None, *, n: int | None = None,
+def sample(den: Denoiser, cond: Cond, generator: Generators, *, n: int | None = None,
            timesteps: Sequence[int] | None = None, guidance: float = 7.0, uncond: Cond | None = None,
            thresholding: ThresholdingArg = "auto", every: int = 0):
     """Generate from pure noise: draw x_T (``n`` images, default one per row of ``cond``) and run
     :func:`iterative_denoise_cfg` from the first timestep (``guidance=1`` means no guidance)."""
+    check_guidance(guidance)
     n = cond.shape[0] if n is None else n
-    x = randn((n, *den.shape), generator, device=den.device, dtype=den.dtype)
+    x = draw_noise((n, *den.shape), generator, device=den.device, dtype=den.dtype)
     ts = strided_timesteps(den) if timesteps is None else timesteps
     return iterative_denoise_cfg(den, x, ts, 0, cond, generator, guidance=guidance, uncond=uncond,
                                  thresholding=thresholding, every=every)

@@ -3,7 +3,7 @@ denoising with the pretrained network, all on the same noisy images."""
 import torch
 
 from builder.section import Section
-from diffusion.edits import best_blur
+from diffusion.blur import best_blur
 from diffusion.sampling import forward, one_step_denoise
 from sections._parta import (BACKEND, INPUTS, QUALITY_COLUMNS, QUALITY_METHOD, backend_label, denoiser, input_image,
                                item, null_prompt, provenance, quality_cells, scaled_t)

@@ -4,7 +4,7 @@ import torch
 
 from builder.section import Section
 from diffusion import data
-from diffusion.edits import best_blur
+from diffusion.blur import best_blur
 from diffusion.metrics import mean_quality
 from diffusion.one_step import add_noise
 from diffusion.rng import randperm

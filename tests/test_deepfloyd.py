@@ -5,7 +5,7 @@ prompt encoding and the sampling loop are all exercised by the same code a real 
 """
 from __future__ import annotations
 
-from tests import tiny_if
+from tests import random_if
 
 import pytest
 import torch
@@ -25,7 +25,7 @@ SIZE = 32  # IF's layout at half its resolution: four times faster, same code pa
 @pytest.fixture(scope="module")
 def tiny_root(tmp_path_factory):
     root = tmp_path_factory.mktemp("deepfloyd")
-    tiny_if.save_tiny_if(root, sample_size=SIZE, with_stage2=True)
+    random_if.save_tiny_if(root, sample_size=SIZE, with_stage2=True)
     return root
 
 
@@ -114,7 +114,7 @@ def test_embeddings_file_path(tiny_root, tmp_path):
 
 def test_embeddings_file_with_t5_xxl_width(tmp_path):
     # The real (1, 77, 4096) shape, through a UNet whose text projection is T5-XXL wide.
-    tiny_if.build_stage1(text_dim=4096, sample_size=SIZE).save_pretrained(tmp_path / "IF-I-XL-v1.0")
+    random_if.build_stage1(text_dim=4096, sample_size=SIZE).save_pretrained(tmp_path / "IF-I-XL-v1.0")
     torch.save({"": torch.zeros(1, 77, 4096), "a photo of a dog": torch.ones(1, 77, 4096) / 64}, tmp_path / "e.pth")
     den = DeepFloydBackend.load(device="cpu", dtype=torch.float32, deepfloyd_dir=tmp_path, embeddings_path=tmp_path / "e.pth")
     cond = den.encode("a photo of a dog")
@@ -131,6 +131,11 @@ def test_saved_pipeline_dir_and_env_var(tiny_root, monkeypatch):
     assert direct.identity == via_env.identity  # same files, same identity
     x = torch.randn(1, 3, SIZE, SIZE, generator=_gen(0))
     assert torch.equal(direct.predict(x, 10, direct.null_cond)[0], via_env.predict(x, 10, via_env.null_cond)[0])
+
+
+def test_offload_needs_a_gpu(tiny_root):
+    with pytest.raises(ValueError, match="needs a CUDA device"):
+        DeepFloydBackend.load(device="cpu", dtype=torch.float32, deepfloyd_dir=tiny_root, offload=True)
 
 
 def _assert_helpful(message: str):
@@ -181,13 +186,19 @@ def test_auto_picks_deepfloyd_only_on_cuda_with_its_weights(tiny_root):
         _choose("stable-diffusion", "cpu", None)
 
 
-def test_stage2_upsample(backend):
+@pytest.mark.parametrize("steps, guidance, noise_level", [(3, 4.0, 250), (2, 1.0, 100)])
+def test_stage2_upsample_equals_ifsuperresolutionpipeline(backend, steps, guidance, noise_level):
     images = torch.rand(2, 3, SIZE, SIZE, generator=_gen(4)) * 2 - 1
     cond = backend.encode(PROMPTS)
-    up = backend.upsample(images, cond, _gen(5), num_inference_steps=2)
-    again = backend.upsample(images, cond, _gen(5), num_inference_steps=2)
+    up = backend.upsample(images, cond, _gen(5), num_inference_steps=steps, guidance=guidance, noise_level=noise_level)
     assert up.shape == (2, 3, 2 * SIZE, 2 * SIZE)  # the tiny stage II upsamples 2x; the real one 4x
-    assert torch.equal(up, again)
+    stage2 = backend.stage2()
+    expected = stage2.pipe(image=images, prompt_embeds=cond, negative_prompt_embeds=backend.null_cond.expand(2, -1, -1),
+                           guidance_scale=guidance, num_inference_steps=steps, noise_level=noise_level,
+                           generator=_gen(5), output_type="pt").images
+    assert stage2.pipe.scheduler.timesteps.tolist() == stage2.pipeline_timesteps(steps)
+    assert torch.equal(up, expected)
+    assert stage2.thresholding.max_value == 1.0  # stage II's own setting, not stage I's 1.5
 
 
 def test_the_plugin_identity_fingerprints_the_weights_once(tiny_root, tmp_path):

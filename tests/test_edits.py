@@ -5,8 +5,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from diffusion.edits import (anagram_estimate, gaussian_blur, gaussian_kernel1d, hybrid, hybrid_blur_params,
-                             hybrid_estimate, inpaint, sdedit, visual_anagram)
+from diffusion.blur import best_blur, gaussian_blur, gaussian_kernel1d
+from diffusion.edits import (anagram_estimate, hybrid, hybrid_blur_params, hybrid_estimate, inpaint, sdedit,
+                             visual_anagram)
 from diffusion.denoiser import Thresholding
 from diffusion.sampling import (cfg_estimate, denoise_loop, forward, iterative_denoise_cfg, sample,
                                 strided_timesteps)
@@ -220,7 +221,6 @@ def test_half_precision_blur_is_computed_in_float32():
 
 
 def test_best_blur_picks_the_sigma_with_the_least_squared_error():
-    from diffusion.edits import best_blur
 
     clean = gaussian_blur(torch.rand(4, 1, 16, 16, generator=gen(13)), 7, 1.0)
     noisy = clean + 0.2 * torch.randn(4, 1, 16, 16, generator=gen(14))
@@ -382,10 +382,9 @@ def test_a_tall_narrow_image_is_replicated_when_its_width_is_too_small_to_reflec
 
 
 def test_every_draw_of_the_edits_is_in_the_denoisers_dtype(monkeypatch):
-    import diffusion.edits as edits
     import diffusion.sampling as sampling
 
-    dtypes = record_draw_dtypes(monkeypatch, edits, sampling)
+    dtypes = record_draw_dtypes(monkeypatch, sampling)  # the edits draw through sampling.draw_noise
     den = ThresholdedDenoiser()
     a, b = den.encode("a dog"), den.encode("a cat")
     ts = [900, 500, 0]
@@ -416,3 +415,18 @@ def test_inpainting_keeps_a_half_precision_denoisers_dtype():
     mask[..., 2:6, 2:6] = 1
     out = inpaint(den, x_orig, mask, den.encode("a dog"), gen(4), timesteps=[900, 500, 0])
     assert out.dtype == torch.bfloat16
+
+
+@pytest.mark.parametrize("edit", ["sdedit", "inpaint", "visual_anagram", "hybrid"])
+def test_every_edit_refuses_guidance_below_one_before_drawing(den, edit):
+    a, b = den.encode("a dog"), den.encode("a cat")
+    image, mask = torch.zeros(1, 3, 12, 12), torch.ones(1, 1, 12, 12)
+    run = {"sdedit": lambda g: sdedit(den, image, 1, a, g, timesteps=TS, guidance=0.5),
+           "inpaint": lambda g: inpaint(den, image, mask, a, g, timesteps=TS, guidance=0.5),
+           "visual_anagram": lambda g: visual_anagram(den, [a, b], g, timesteps=TS, guidance=0.5),
+           "hybrid": lambda g: hybrid(den, a, b, g, kernel_size=3, sigma=1.0, timesteps=TS, guidance=0.5)}[edit]
+    generator = gen(4)
+    with pytest.raises(ValueError, match="guidance γ = 0.5 is below 1"):
+        run(generator)
+    assert torch.equal(generator.get_state(), gen(4).get_state())
+    assert den.calls == []

@@ -28,6 +28,7 @@ class PointwiseDenoiser(Denoiser):
         self.identity = {"backend": "pointwise"}
         self.device, self.dtype = torch.device("cpu"), torch.float32
         self.variance = variance
+        self.variance_type = "learned_range" if variance else "fixed_small_log"
         self.calls: list[int] = []  # batch size of every predict call
 
     def encode(self, prompt):
@@ -279,3 +280,92 @@ def test_thresholding_arguments(den):
     assert resolve_thresholding(den, None) is None and resolve_thresholding(den, False) is None
     with pytest.raises(ValueError, match=r"^thresholding must be 'auto', a Thresholding, True or None; got 'on'$"):
         resolve_thresholding(den, "on")
+
+
+# --- the sampler settings IFPipeline honours (tests/test_deepfloyd_settings.py runs them end to end) ---
+
+def test_a_list_of_generators_draws_one_row_from_each():
+    from diffusion.sampling import draw_noise
+
+    rows = draw_noise((3, 2, 4, 4), [gen(5), gen(6), gen(7)])
+    for i, seed in enumerate((5, 6, 7)):
+        assert torch.equal(rows[i], torch.randn(1, 2, 4, 4, generator=gen(seed))[0])
+    assert torch.equal(draw_noise((2, 3), [gen(1)]), draw_noise((2, 3), gen(1)))  # a list of one is one
+    assert torch.equal(draw_noise((2, 3), (gen(1), gen(2)))[1], torch.randn(1, 3, generator=gen(2))[0])
+    with pytest.raises(ValueError, match="^2 generators were given for a batch of 3 images; pass one generator"):
+        draw_noise((3, 2), [gen(1), gen(2)])
+
+
+def test_guidance_below_one_is_refused(den):
+    cond = den.encode("a dog")
+    x = torch.randn(1, 3, 8, 8, generator=gen(1))
+    for guidance in (0.0, 0.5, 0.999):
+        with pytest.raises(ValueError, match=rf"^guidance γ = {guidance} is below 1, .* use γ = 1 for no guidance"):
+            cfg_estimate(den, x, 500, cond, guidance)
+        generator = gen(2)
+        with pytest.raises(ValueError, match="is below 1"):
+            sample(den, cond, generator, guidance=guidance, timesteps=[500, 0])
+        assert torch.equal(generator.get_state(), gen(2).get_state())  # refused before x_T was drawn
+    assert cfg_estimate(den, x, 500, cond, 1.0)[0].shape == x.shape
+    den.calls.clear()
+    cfg_estimate(den, x, 500, cond, 1.0)
+    assert den.calls == [1]  # γ = 1 is the conditional estimate alone, one network call
+
+
+def _scheduler_variance(abar, timesteps, i, variance_type, v=None):
+    """DDPMScheduler's standard deviation for step i, from its own _get_variance."""
+    diffusers = pytest.importorskip("diffusers")
+    scheduler = diffusers.DDPMScheduler(beta_schedule="squaredcos_cap_v2", variance_type=variance_type)
+    assert torch.equal(scheduler.alphas_cumprod, abar)
+    scheduler.set_timesteps(timesteps=timesteps)
+    var = scheduler._get_variance(timesteps[i], predicted_variance=v)
+    if variance_type == "fixed_small_log":
+        return var  # already a standard deviation
+    if variance_type == "learned_range":
+        return torch.exp(0.5 * var)
+    return var ** 0.5
+
+
+@pytest.mark.parametrize("variance_type", ["fixed_small", "fixed_small_log", "fixed_large", "learned_range"])
+def test_noise_scale_is_ddpmschedulers_for_each_variance_type(variance_type):
+    abar, ts = cosine_alphas_cumprod(), [950, 700, 400, 130]  # ends above 0: the last step has noise too
+    schedule = StridedSchedule(abar, ts, variance_type=variance_type)
+    v = torch.tanh(torch.randn(1, 3, 4, 4, generator=gen(3))) if variance_type == "learned_range" else None
+    scales = [schedule.noise_scale(i, v) for i in range(len(ts))]
+    for i in range(len(ts)):
+        assert torch.equal(scales[i], _scheduler_variance(abar, ts, i, variance_type, v)), (variance_type, i)
+    # The types differ where they should: beta_t is the largest, the posterior variance the smallest.
+    if variance_type == "fixed_large":
+        small = StridedSchedule(abar, ts, variance_type="fixed_small")
+        assert all(scales[i] > small.noise_scale(i) for i in range(len(ts)))
+
+
+def test_variance_settings_that_cannot_work_are_refused():
+    abar = cosine_alphas_cumprod()
+    with pytest.raises(ValueError, match="variance_type 'learned' is not one of fixed_small, fixed_small_log"):
+        StridedSchedule(abar, [500, 0], variance_type="learned")
+    with pytest.raises(ValueError, match="'learned_range' needs the network's variance channels"):
+        StridedSchedule(abar, [500, 0], variance_type="learned_range").noise_scale(0)
+
+
+def test_clip_sample_applies_only_without_thresholding():
+    abar, ts = cosine_alphas_cumprod(), [600, 300, 0]
+    x = torch.full((2, 1, 3, 3), 4.0)
+    eps = torch.zeros_like(x)  # x0 = x / sqrt(abar): far outside [-1, 1]
+    _, free = StridedSchedule(abar, ts).step(x, 2, eps, None, gen(0))
+    _, clipped = StridedSchedule(abar, ts, clip=0.8).step(x, 2, eps, None, gen(0))
+    _, thresholded = StridedSchedule(abar, ts, Thresholding(0.95, 1.5), clip=0.8).step(x, 2, eps, None, gen(0))
+    assert free.max() > 4 and clipped.max() == 0.8 and clipped.min() == 0.8
+    assert torch.equal(thresholded, torch.ones_like(x))  # thresholding wins: clamp to s = 1.5, divide by s
+
+
+def test_a_step_adds_noise_exactly_when_it_starts_above_zero():
+    abar = cosine_alphas_cumprod()
+    x, eps = torch.zeros(1, 1, 4, 4), torch.zeros(1, 1, 4, 4)
+    for ts, noisy_last in (([900, 500, 0], False), ([900, 500, 120], True)):
+        schedule = StridedSchedule(abar, ts)
+        generator = gen(9)
+        before = generator.get_state()
+        out, _ = schedule.step(x, len(ts) - 1, eps, None, generator)
+        assert torch.equal(generator.get_state(), before) != noisy_last
+        assert (out.abs().max() > 0) == noisy_last

@@ -32,10 +32,16 @@ def _machine(m):
 
 def run(ctx):
     build, sampling, training, gpu = _load("build"), _load("sampling"), _load("training"), _load("gpu")
+    deepfloyd_cpu, deepfloyd_gpu = _load("deepfloyd_full_size"), _load("deepfloyd_gpu")
     machines = [(what, _machine(r["machine"])) for what, r in
                 (("build times", build), ("sampling throughput", sampling), ("training throughput", training)) if r]
     if gpu:
         machines.append(("GPU check (scripts/gpu-check)", _gpu_machine(gpu["environment"])))
+    if deepfloyd_cpu:
+        machines.append(("DeepFloyd IF at full size, CPU", _machine(deepfloyd_cpu["machine"])))
+    if deepfloyd_gpu:
+        machines.append(("DeepFloyd IF at full size, GPU (scripts/gpu-check-deepfloyd)",
+                         _gpu_machine(deepfloyd_gpu["environment"])))
     if machines:
         ctx.save_table("bench_machine", ["benchmark", "measured on"], machines,
                        caption="The machine each benchmark ran on, as the benchmark recorded it.")
@@ -64,6 +70,8 @@ def run(ctx):
                                "(python -m bench.sampling_throughput; both measured in the same run).")
     if gpu:
         gpu_tables(ctx, gpu)
+    if deepfloyd_cpu or deepfloyd_gpu:
+        deepfloyd_tables(ctx, deepfloyd_cpu, deepfloyd_gpu)
     if training:
         t = training
         ctx.save_table("bench_training", ["trainer", "images/s", "GFLOP/s", "speed-up"], [
@@ -103,6 +111,72 @@ def gpu_tables(ctx, gpu):
         ctx.save_table("bench_gpu_build", ["section", "seconds", "peak GPU MB", "training step"], rows,
                        caption=f"A cold build of the {gpu['profile']} profile on {where} (scripts/gpu-check): each "
                                f"section's run time and peak GPU memory from its cache record, slowest first. {verdict}")
+
+
+LOOPS = (("stage1", "cfg_vs_IFPipeline", "stage I, CFG γ = 7", "IFPipeline"),
+         ("stage1", "sdedit_vs_IFImg2ImgPipeline", "SDEdit", "IFImg2ImgPipeline"),
+         ("stage2", "upsample_vs_IFSuperResolutionPipeline", "stage II upsampling, CFG γ = 4", "IFSuperResolutionPipeline"))
+
+
+def _seconds(value):
+    return f"{value:.0f}" if value >= 10 else f"{value:.2f}"
+
+
+def _gib(phase):
+    peak = phase.get("peak_gpu_gb", phase.get("peak_rss_gb"))
+    return "-" if peak is None else f"{peak:.1f} ({'GPU' if 'peak_gpu_gb' in phase else 'resident'})"
+
+
+def deepfloyd_tables(ctx, cpu, gpu):
+    """bench/results/deepfloyd_full_size.json (python -m bench.deepfloyd_full_size, on a CPU) and
+    deepfloyd_gpu.json (scripts/gpu-check-deepfloyd): random weights of IF's real shapes."""
+    runs = [("CPU", cpu)] if cpu else []
+    if gpu and gpu.get("loops"):
+        runs.append(("GPU", gpu["loops"]))
+    rows = []
+    for where, run in runs:
+        phases = run["phases"]
+        for stage, key, label, pipeline in LOOPS:
+            phase = phases.get(stage, {})
+            loop = phase.get(key)
+            if not loop:
+                continue
+            size = phases["save"][stage]
+            pipeline_s = loop.get("pipeline_seconds_per_step")
+            rows.append([label, f"{where}, {run['dtype']}", f"{phase['parameters'] / 1e9:.2f}B",
+                         f"{size['disk_bytes'] / 2**30:.1f}", f"{phase['load_seconds']:.0f}",
+                         _seconds(loop["seconds_per_step"]) + (f" / {_seconds(pipeline_s)}" if pipeline_s else ""),
+                         "yes" if loop["bitwise"] else f"no: {loop['max_abs_diff']:.2g}", pipeline, _gib(phase)])
+    if rows:
+        ctx.save_table("bench_deepfloyd", ["loop", "run on", "UNet parameters", "on disk (GiB, fp16)", "load (s)",
+                                           "seconds per step (ours / pipeline)", "equal to the pipeline bit for bit",
+                                           "pipeline", "peak memory (GiB)"], rows,
+                       caption="The hand-written DeepFloyd loops at IF's real size, with random weights of the shapes "
+                               "of IF-I-XL and IF-II-L: saved in half precision with save_pretrained, loaded by the "
+                               "build's own code, a few steps of each loop against the diffusers pipeline on the same "
+                               "weights and generator (python -m bench.deepfloyd_full_size). Prompts are random "
+                               "embeddings of T5-XXL's shape. A step is one UNet call with both CFG halves; ours ran "
+                               "first, so the first loop of a process also pays its warm-up (SDEdit ran second and "
+                               "has no pipeline time of its own).")
+    if not gpu:
+        return
+    savers = {name.removeprefix("memory: "): p for name, p in gpu.get("loops", {}).get("phases", {}).items()
+              if name.startswith("memory: ")}
+    if savers:
+        ctx.save_table("bench_deepfloyd_memory", ["setting", "peak GPU memory (GiB)", "seconds"],
+                       [[name, f"{p['peak_gpu_gb']:.1f}" if "peak_gpu_gb" in p else p.get("skipped", p["status"]),
+                         f"{p['seconds']:.0f}" if "seconds" in p else "-"] for name, p in savers.items()],
+                       caption=f"Peak GPU memory of three prompts sampled by stage I with CFG and upsampled by stage II, "
+                               f"each setting in a fresh process, on {_gpu_machine(gpu['environment'])} "
+                               f"(scripts/gpu-check-deepfloyd; random weights of the real shapes).")
+    part_a = (gpu.get("part_a") or {}).get("sections")
+    if part_a:
+        rows = [[sid, f"{r['seconds']:.1f}", f"{r['peak_gpu_mb'] / 1024:.1f}" if "peak_gpu_mb" in r else "-"]
+                for sid, r in sorted(part_a.items()) if re.match(r"a\d", sid)]
+        ctx.save_table("bench_deepfloyd_part_a", ["section", "seconds", "peak GPU memory (GiB)"], rows,
+                       caption=f"All of Part A ({gpu['profile']} profile, --backend deepfloyd --upsample, fp16) through "
+                               f"the full-size random pipelines on {_gpu_machine(gpu['environment'])} "
+                               f"(scripts/gpu-check-deepfloyd).")
 
 
 def _gpu_machine(env):

@@ -86,9 +86,9 @@ def test_deepfloyd_loop_equals_ifpipeline_on_cuda(tmp_path, record_property):
     pytest.importorskip("diffusers")
     from diffusion.backends.deepfloyd import DeepFloydBackend
     from diffusion.sampling import sample
-    from tests import tiny_if
+    from tests import random_if
 
-    tiny_if.save_tiny_if(tmp_path, sample_size=32)
+    random_if.save_tiny_if(tmp_path, sample_size=32)
     timesteps = [800, 600, 400, 200, 0]
     for dtype, tolerance in ((torch.float32, 1e-5), (torch.float16, None)):
         den = DeepFloydBackend.load(device="cuda", dtype=dtype, deepfloyd_dir=tmp_path)
@@ -104,3 +104,21 @@ def test_deepfloyd_loop_equals_ifpipeline_on_cuda(tmp_path, record_property):
             assert diff < tolerance
         else:
             assert diff < 0.1  # fp16 is measured and stated, not required to be exact
+
+
+def test_deepfloyd_offload_gives_the_same_images(tmp_path, record_property):
+    """--offload keeps the models in CPU memory and moves each to the GPU while it runs: less memory,
+    the same computation on the same device."""
+    pytest.importorskip("accelerate")
+    from diffusion.backends.deepfloyd import DeepFloydBackend
+    from diffusion.sampling import sample
+    from tests import random_if
+
+    random_if.save_tiny_if(tmp_path, sample_size=32, with_stage2=True)
+    outs = []
+    for offload in (False, True):
+        den = DeepFloydBackend.load(device="cuda", dtype=torch.float16, deepfloyd_dir=tmp_path, offload=offload)
+        cond = den.encode(["an oil painting of an old man"])
+        low = sample(den, cond, torch.Generator("cpu").manual_seed(3), timesteps=[800, 400, 0], guidance=7.0)
+        outs.append((low, den.upsample(low, cond, torch.Generator("cpu").manual_seed(4), num_inference_steps=2)))
+    assert torch.equal(outs[0][0], outs[1][0]) and torch.equal(outs[0][1], outs[1][1])

@@ -17,7 +17,8 @@ PART_A = ["a0_samples", "a1_forward", "a1_blur", "a1_one_step", "a1_4_trajectory
 PART_B = ["b1_2_noising", "b1_loss", "b1_denoised_epoch1", "b1_denoised_final", "b1_ood", "b1_hparams",
           "b2_loss", "b2_hparams", "b3_loss", "b3_guidance", "b3_accuracy", "b3_hparams",
           "b1_quality", "b0_classifier", "b2_quality", "b2_quality_plot", "b3_accuracy_plot"]
-APPENDIX = ["bench_machine", "bench_cold", "bench_cold_plot", "bench_incremental", "bench_sampling", "bench_training"]
+APPENDIX = ["bench_machine", "bench_cold", "bench_cold_plot", "bench_incremental", "bench_sampling", "bench_training",
+            "bench_deepfloyd"]
 
 
 def figures_of(manifest: dict) -> dict:
@@ -74,10 +75,14 @@ def test_committed_site_reports_a_judge_of_at_least_99_percent_and_the_benchmark
     assert accuracy >= 99.0, f"the scoring classifier reaches only {accuracy}% on the test set"
     assert [fid for fid in APPENDIX if fid not in figures] == []
     machines = dict(figures["bench_machine"]["table"]["rows"])
-    assert set(machines) == {"build times", "sampling throughput", "training throughput"}
+    assert set(machines) == {"build times", "sampling throughput", "training throughput",
+                             "DeepFloyd IF at full size, CPU"}
     assert all("cores" in m for m in machines.values())
     ran = {row[0]: row[-1] for row in figures["bench_incremental"]["table"]["rows"]}
     assert ran["warm rebuild, nothing changed"] == "none"
+    deepfloyd = figures["bench_deepfloyd"]["table"]
+    exact = deepfloyd["columns"].index("equal to the pipeline bit for bit")
+    assert len(deepfloyd["rows"]) == 3 and all(row[exact] == "yes" for row in deepfloyd["rows"])
 
 
 def test_captions_state_the_parameters(smoke_build):
@@ -101,9 +106,9 @@ def test_deepfloyd_without_weights_is_one_clear_error(tmp_path):
 
 
 def test_deepfloyd_build_runs_end_to_end_on_a_tiny_offline_if(smoke_build, tmp_path):
-    from tests import tiny_if
+    from tests import random_if
 
-    tiny_if.save_tiny_if(tmp_path / "weights", sample_size=32, with_stage2=True)
+    random_if.save_tiny_if(tmp_path / "weights", sample_size=32, with_stage2=True)
     site, cache = tmp_path / "site", tmp_path / "cache"
     # A private copy of the local smoke build's cache: Part B comes from it, only Part A runs here.
     shutil.copytree(smoke_build["cache"], cache)

@@ -2,7 +2,9 @@
 
 1. read: the content files and their front matter, in reading order;
 2. references: each content file's Jinja runs once with a ``figure()`` that only records where
-   each figure is shown first (page, heading), so the landing page's teaser can link anywhere;
+   each figure is shown first (page, heading), so the landing page's teaser can link anywhere, and
+   the labels that ``ref()`` links to are numbered in reading order: figures, labelled equations
+   (``$$ ... $$ (eq-name)``, MyST's syntax) and sections, each per page;
 3. render: Jinja (so prose can name the figures and parameters of the build), then
    Python-Markdown with math protected by arithmatex, math to MathML, the page template;
 4. write: every file once, atomically, only where its bytes changed.
@@ -16,6 +18,7 @@ import html
 import json
 import os
 import re
+import sys
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,6 +38,12 @@ from .project import Page
 _MATH = re.compile(r'<(span|div) class="arithmatex">(.*?)</\1>', re.S)
 _SLOT = "FIGURESLOT{}X"
 _SLOT_RE = re.compile(r"(?:<p>)?FIGURESLOT(\d+)X(?:</p>)?")
+# A labelled display equation: $$ ... $$ (eq-name), the label after the closing $$ as in MyST (Quarto's
+# {#eq-name} would open a Jinja comment).
+_EQUATION = re.compile(r"\$\$((?:(?!\$\$).)+?)\$\$[ \t]*\((eq-[A-Za-z0-9_-]+)\)", re.S)
+_STRAY_LABEL = re.compile(r"\$\$[ \t]*\((eq-[^)\n]*)\)")
+LABEL_KINDS = {"fig": "a figure id", "eq": "an equation label ($$ ... $$ (eq-name))",
+               "sec": "a content file's id (its front matter's id, or its file name after the first '-')"}
 
 
 @dataclass
@@ -43,6 +52,7 @@ class ContentFile:
     meta: dict[str, str]
     body: str
     body_line: int = 1  # the file's line number of the body's first line, for error messages
+    meta_lines: dict[str, int] = field(default_factory=dict)  # front matter key -> its line
 
     @property
     def page(self) -> str:
@@ -114,7 +124,7 @@ def read_content(content_dir: Path, pages: tuple[Page, ...]) -> list[ContentFile
         if "title" not in meta:
             raise BuildError(f"{path}, line 1: the front matter needs a 'title: ...' line (front matter is "
                              f"'key: value' lines between two '---' lines at the top of the file).")
-        files.append(ContentFile(path, meta, text, body_line))
+        files.append(ContentFile(path, meta, text, body_line, lines))
     return sorted(files, key=lambda c: (names.index(c.page), c.order, c.path.name))
 
 
@@ -124,19 +134,26 @@ def latex_to_mathml(latex: str, display: bool) -> str:
     return convert(latex, display="block" if display else "inline")
 
 
+def _math_element(tex: str, display: bool, where: str, label: dict[str, Any] | None = None) -> str:
+    """LaTeX as MathML in its wrapper; a labelled display equation also carries its id and number."""
+    try:
+        mathml = latex_to_mathml(tex, display)
+    except Exception as exc:  # latex2mathml raises many types for bad input
+        raise BuildError(f"{where}: cannot render the math {tex!r} ({exc}); fix the LaTeX.") from None
+    # MathML speaks for itself to screen readers; the source stays on the wrapper for authors and tests.
+    tag = "div" if display else "span"
+    source = html.escape(tex, quote=True)
+    if label is None:
+        return f'<{tag} class="math math-{"display" if display else "inline"}" data-tex="{source}">{mathml}</{tag}>'
+    return (f'<div class="math math-display equation" id="{label["anchor"]}" data-tex="{source}">{mathml}'
+            f'<span class="eq-number">({label["number"]})</span></div>')
+
+
 def _render_math(fragment: str, where: str) -> str:
     def replace(match: re.Match) -> str:
-        display = match.group(1) == "div"
         tex = html.unescape(match.group(2)).strip()
         tex = tex[2:-2].strip() if tex[:2] in ("\\(", "\\[") else tex
-        try:
-            mathml = latex_to_mathml(tex, display)
-        except Exception as exc:  # latex2mathml raises many types for bad input
-            raise BuildError(f"{where}: cannot render the math {tex!r} ({exc}); fix the LaTeX.") from None
-        # MathML speaks for itself to screen readers; the source stays on the wrapper for authors and tests.
-        tag = "div" if display else "span"
-        source = html.escape(tex, quote=True)
-        return f'<{tag} class="math math-{"display" if display else "inline"}" data-tex="{source}">{mathml}</{tag}>'
+        return _math_element(tex, match.group(1) == "div", where)
 
     return _MATH.sub(replace, fragment)
 
@@ -151,7 +168,8 @@ class Site:
     object_path: Callable[[str], Path] | None = None  # where a section's data outputs are read from
     figures: dict[str, tuple[str, dict[str, Any]]] = field(default_factory=dict)  # id -> (section, record)
     shown: dict[str, dict[str, str]] = field(default_factory=dict)  # id -> where the report shows it first
-    numbers: dict[str, int] = field(default_factory=dict)  # page -> figures numbered so far
+    labels: dict[str, dict[str, Any]] = field(default_factory=dict)  # "fig-x", "eq-x", "sec-x" -> Label fields
+    counts: dict[tuple[str, str], int] = field(default_factory=dict)  # (page, kind) -> labels numbered so far
     references: dict[str, dict[str, Any]] = field(default_factory=dict)  # key -> entry, from references.toml
     references_at: str | None = None  # the page file that lists them, found by the reference pass
 
@@ -458,7 +476,7 @@ def _remove_stale(out_dir: Path, keep: set[str]) -> int:
 
 class _Scope(ABC):
     """The functions a content file calls: ``figure``, ``teaser``, ``section``, ``param``, ``has_figure``,
-    ``data``, ``table``, ``check``, ``cite`` and ``references``."""
+    ``data``, ``table``, ``check``, ``cite``, ``references`` and ``ref``."""
 
     def __init__(self, cf: ContentFile, site: Site):
         self.cf, self.site, self.where = cf, site, str(cf.path)
@@ -533,6 +551,11 @@ class _Scope(ABC):
         """Place a figure (or, in the reference pass, note where it is shown)."""
 
     @abstractmethod
+    def ref(self, label: str) -> Markup:
+        """A link to a labelled figure, equation or section, named by its number (nothing in the reference
+        pass, which numbers them)."""
+
+    @abstractmethod
     def references(self) -> Markup:
         """The list of works that ``cite`` links to (in the reference pass: note the page it is on)."""
 
@@ -552,7 +575,7 @@ class _Scope(ABC):
             return template.render(figure=self.figure, param=self.param, section=self.section,
                                    has_figure=self.has_figure, teaser=self.teaser, build=self.site.manifest["build"],
                                    data=self.data, table=self.table, check=self.check, cite=self.cite,
-                                   references=self.references)
+                                   references=self.references, ref=self.ref)
         except TemplateSyntaxError as exc:
             if exc.filename != where:  # an included template: its own line numbers
                 raise BuildError(template_failure(exc, templates_dir)) from None
@@ -569,8 +592,18 @@ class _References(_Scope):
     def figure(self, fig_id: str, beside: dict[str, Any] | None = None) -> Markup:
         self.lookup(fig_id)
         page = self.site.pages[self.cf.page]
+        label = f"fig-{fig_id}"
+        if label in self.site.labels:
+            first = self.site.labels[label]
+            raise _ContentError(self.where, f"the figure {fig_id!r} is shown a second time (first at {first['file']}"
+                                            f", line {first['line']}). Show a figure once and link to it elsewhere "
+                                            f"with {{{{ ref({label!r}) }}}}.")
+        _define(self.site, label, "fig", self.cf, _running_line(self.where, self.cf.body_line - 1))
         self.site.shown.setdefault(fig_id, {"href": f"{page.file}#fig-{fig_id}",
                                             "where": f"{page.short}, {self.cf.meta['title']}"})
+        return Markup("")
+
+    def ref(self, label: str) -> Markup:
         return Markup("")
 
     def teaser(self, items) -> Markup:
@@ -582,7 +615,73 @@ class _References(_Scope):
 
 
 def _reference_pass(cf: ContentFile, site: Site, env: Environment, templates_dir: Path) -> None:
-    _References(cf, site).render(env, templates_dir)
+    """Render ``cf`` once to learn what it shows and labels: its section, its figures (through ``figure``)
+    and its labelled equations, numbered in reading order."""
+    _define(site, f"sec-{cf.anchor}", "sec", cf, cf.meta_lines.get("id", cf.meta_lines.get("title", 1)))
+    text = _References(cf, site).render(env, templates_dir)
+    searched_from = 0
+    for match in _EQUATION.finditer(text):
+        label = match.group(2)
+        # The label's line in the source (the rendered text's lines differ where Jinja ran).
+        at = cf.body.find(f"({label})", searched_from)
+        line = cf.body_line + cf.body.count("\n", 0, at) if at >= 0 else None
+        searched_from = at + 1 if at >= 0 else searched_from
+        _define(site, label, "eq", cf, line)
+
+
+def _define(site: Site, label: str, kind: str, cf: ContentFile, line: int | None) -> None:
+    """Number ``label`` (figures and equations count per page, in reading order; a section has the number
+    its title starts with) or fail, naming both places, if it is already taken."""
+    where = f"{cf.path}, line {line}" if line else str(cf.path)
+    if label in site.labels:
+        first = site.labels[label]
+        raise BuildError(f"{where}: the label {label!r} is defined a second time (first at {first['file']}, line "
+                         f"{first['line']}). Give each {'section' if kind == 'sec' else 'equation'} its own label.")
+    page = cf.page
+    if kind == "sec":
+        number, text = _section_number(cf.meta["title"])
+    else:
+        site.counts[page, kind] = count = site.counts.get((page, kind), 0) + 1
+        number, text = str(count), f"Figure {count}" if kind == "fig" else f"Equation ({count})"
+    site.labels[label] = {"kind": kind, "page": page, "number": number, "text": text, "file": str(cf.path),
+                          "line": line, "anchor": cf.anchor if kind == "sec" else label}
+
+
+def _section_number(title: str) -> tuple[str, str]:
+    """A section's number and how a reference names it: "1.4 Iterative" -> Section 1.4, "A. Methods" ->
+    Appendix A; a title without a number is named by the title."""
+    first = title.split(" ", 1)[0]
+    if re.fullmatch(r"\d+(?:\.\d+)*", first):
+        return first, f"Section {first}"
+    if re.fullmatch(r"[A-Z]\.?", first):
+        return first.rstrip("."), f"Appendix {first.rstrip('.')}"
+    return "", title
+
+
+def _unknown_label(label: str, labels: dict[str, dict[str, Any]]) -> str:
+    import difflib
+
+    kind = label.split("-", 1)[0]
+    if kind not in LABEL_KINDS or "-" not in label:
+        return (f"ref({label!r}) names no kind of label this report knows. Write 'fig-' and a figure id, "
+                f"'eq-' and an equation label or 'sec-' and a section id, e.g. ref('sec-iterative').")
+    same = [name for name in labels if name.startswith(kind + "-")]
+    close = difflib.get_close_matches(label, same, n=3, cutoff=0.6)
+    return (f"ref({label!r}) names no label of this build; after '{kind}-' comes {LABEL_KINDS[kind]}. Fix the "
+            f"label{'; close ones: ' + ', '.join(close) if close else ''} (this build has {len(same)} "
+            f"'{kind}-' labels).")
+
+
+def _running_line(where: str, offset: int) -> int | None:
+    """The line of the content file ``where`` that is being rendered now, read from the stack: Jinja's
+    compiled template maps its Python lines back to the template's."""
+    frame = sys._getframe(1)
+    while frame is not None:
+        template = frame.f_globals.get("__jinja_template__")
+        if template is not None and frame.f_code.co_filename == where:
+            return template.get_corresponding_lineno(frame.f_lineno) + offset
+        frame = frame.f_back
+    return None
 
 
 class _Placed(_Scope):
@@ -609,9 +708,22 @@ class _Placed(_Scope):
             raise _ContentError(self.where, f"figure({fig_id!r}, beside=...) needs a table figure and a dict with "
                                             f"'heading' and 'cells' (the new column, by each row's first cell).")
         self.used.add(fig_id)
-        page = self.cf.page
-        self.site.numbers[page] = number = self.site.numbers.get(page, 0) + 1
+        number = self.site.labels[f"fig-{fig_id}"]["number"]
         return self.place(self.macros.figure(fig, self.site.manifest["sections"][sid], number, beside))
+
+    def ref(self, label: str) -> Markup:
+        """``ref("fig-<figure id>")``, ``ref("eq-<label>")``, ``ref("sec-<content id>")``: "Figure 12",
+        "Equation (3)", "Section 1.4", linked; "of Part B" is added when the label is on another page."""
+        entry = self.site.labels.get(label)
+        if entry is None:
+            raise _ContentError(self.where, _unknown_label(label, self.site.labels))
+        page = self.site.pages[entry["page"]]
+        here = entry["page"] == self.cf.page
+        text = entry["text"]
+        if not here and not (entry["kind"] == "sec" and not entry["number"][:1].isdigit()):
+            text += f" of {page.short}"
+        href = ("" if here else page.file) + "#" + entry["anchor"]
+        return Markup(f'<a class="xref xref-{entry["kind"]}" href="{html.escape(href)}">{html.escape(text)}</a>')
 
     def teaser(self, items) -> Markup:
         """Small linked thumbnails of figures shown elsewhere, for the landing page.
@@ -642,6 +754,15 @@ def _render_content(cf: ContentFile, site: Site, env: Environment, macros, used:
                     warnings: list[str], templates_dir: Path) -> dict[str, Any]:
     scope = _Placed(cf, site, macros, used, warnings)
     text = scope.render(env, templates_dir)
+    text = _EQUATION.sub(lambda m: str(scope.place(Markup(_math_element(
+        m.group(1).strip(), True, scope.where, site.labels[m.group(2)])))), text)
+    stray = _STRAY_LABEL.search(text)
+    if stray is not None:
+        at = cf.body.find(stray.group(0))
+        where = f"{cf.path}, line {cf.body_line + cf.body.count(chr(10), 0, at)}" if at >= 0 else str(cf.path)
+        raise BuildError(f"{where}: the equation label ({stray.group(1)}) is not one: a label follows a display "
+                         f"equation's closing $$ on the same line (\"$$ (eq-name)\"), and its name has only letters, "
+                         f"digits, '-' and '_'.")
     md = markdown.Markdown(extensions=["pymdownx.arithmatex", "toc", "tables", "attr_list", "md_in_html",
                                        "footnotes", "sane_lists"],
                            extension_configs={"pymdownx.arithmatex": {"generic": True},

@@ -528,6 +528,21 @@ def test_every_contents_entry_lands_on_its_heading(browser, bases, page_name):
             assert_landed(f"{page_name}{href} (contents)", page.evaluate(SETTLE, href[1:]))
 
 
+def test_a_cross_reference_clicked_in_the_text_lands_on_its_target(browser, bases):
+    """A reader clicks "Equation (2)" or "Section 1.6" in a sentence and sees that equation or heading."""
+    with visit(browser, bases["http"], "part-a.html") as page:
+        hrefs = page.eval_on_selector_all("main a.xref[href^='#']", "(as) => as.map((a) => a.getAttribute('href'))")
+        assert any(h.startswith("#eq-") for h in hrefs) and any(not h.startswith("#eq-") for h in hrefs), hrefs
+        for href in list(dict.fromkeys(hrefs)) + hrefs[:1]:
+            page.locator(f'main a.xref[href="{href}"]').first.click()
+            assert_landed(f"part-a.html, the text's link {href}", page.evaluate(SETTLE, href[1:]))
+            number = page.evaluate("(id) => (document.getElementById(id).querySelector('.eq-number, h2') || {}).textContent",
+                                   href[1:])
+            link_text = page.locator(f'main a.xref[href="{href}"]').first.text_content()
+            assert number and (number.strip("()") in link_text or number.split(" ")[0] in link_text), \
+                f"{href}: the link says {link_text!r}, the target is numbered {number!r}"
+
+
 def test_every_deep_link_lands_on_its_heading(browser, bases, site):
     """Each page#fragment the site links to, opened fresh as from a bookmark or another page."""
     if site != COMMITTED:

@@ -879,3 +879,97 @@ def test_contents_nest_a_section_under_the_number_it_extends():
     tree = contents_tree(sections)
     assert [(e["id"], [c["id"] for c in e["children"]]) for e in tree] == [
         ("a", []), ("b", ["c", "d"]), ("e", []), ("f", [])]
+
+
+def _write_content(tmp_path: Path, files: dict[str, str]) -> Path:
+    content = tmp_path / "content"
+    content.mkdir(exist_ok=True)
+    for name, text in files.items():
+        (content / name).write_text(text)
+    return content
+
+
+XREF_FILES = {
+    "a1.md": "---\ntitle: 1.1 Noise\npage: part-a\norder: 1\nid: noise\n---\n"
+             "$$\nx_t = x_0\n$$ (eq-first)\n\n$$\ny = 1\n$$\n\n{{ figure('toy_gallery') }}\n\n"
+             "$$ z = 2 $$ (eq-second)\n\nSee {{ ref('eq-second') }}, {{ ref('fig-toy_plot') }} and {{ ref('sec-ddpm') }}.\n",
+    "a2.md": "---\ntitle: 1.2 Curves\npage: part-a\norder: 2\nid: curves\n---\n{{ figure('toy_plot') }}\n\n"
+             "Back to {{ ref('eq-first') }}, {{ ref('fig-toy_gallery') }}, {{ ref('sec-noise') }}.\n",
+    "b.md": "---\ntitle: 2 A DDPM\npage: part-b\nid: ddpm\n---\n{{ figure('toy_gif') }}\n\n$$\nq = 3\n$$ (eq-step)\n\n"
+            "From {{ ref('eq-first') }}, {{ ref('fig-toy_plot') }}; {{ ref('fig-toy_gif') }}, {{ ref('eq-step') }}; "
+            "{{ ref('sec-methods') }} and {{ ref('sec-about') }}.\n",
+    "z.md": "---\ntitle: A. Methods\npage: appendix\nid: methods\n---\nText.\n",
+    "index.md": "---\ntitle: About\npage: index\nid: about\n---\nHello.\n",
+}
+
+
+def test_references_are_numbered_in_reading_order_and_link_across_pages(fixture_site, tmp_path):
+    render, out = fixture_site
+    render(_write_content(tmp_path, XREF_FILES))
+    page_a, page_b = (out / "part-a.html").read_text(), (out / "part-b.html").read_text()
+
+    def xref(kind, href, text):
+        return f'<a class="xref xref-{kind}" href="{href}">{text}</a>'
+
+    # Equations count per page in reading order; an unlabelled one gets no number and takes none.
+    assert re.findall(r'id="(eq-[a-z]+)"[^>]*>.*?<span class="eq-number">\((\d)\)</span>', page_a) == \
+        [("eq-first", "1"), ("eq-second", "2")]
+    assert page_a.count('class="eq-number"') == 2 and page_a.count('class="math math-display"') == 1
+    assert f"See {xref('eq', '#eq-second', 'Equation (2)')}, {xref('fig', '#fig-toy_plot', 'Figure 2')} and " \
+           f"{xref('sec', 'part-b.html#ddpm', 'Section 2 of Part B')}." in page_a
+    assert f"Back to {xref('eq', '#eq-first', 'Equation (1)')}, {xref('fig', '#fig-toy_gallery', 'Figure 1')}, " \
+           f"{xref('sec', '#noise', 'Section 1.1')}." in page_a
+    # The figure a reference names carries the same number in its caption.
+    assert re.search(r'id="fig-toy_plot">.*?class="fig-number" href="#fig-toy_plot">Figure 2</a>', page_a, re.S)
+    assert (f"From {xref('eq', 'part-a.html#eq-first', 'Equation (1) of Part A')}, "
+            f"{xref('fig', 'part-a.html#fig-toy_plot', 'Figure 2 of Part A')}; {xref('fig', '#fig-toy_gif', 'Figure 1')}, "
+            f"{xref('eq', '#eq-step', 'Equation (1)')}; {xref('sec', 'appendix.html#methods', 'Appendix A')} and "
+            f"{xref('sec', 'index.html#about', 'About')}.") in page_b
+
+
+def test_an_unknown_reference_fails_naming_the_line_and_close_labels(fixture_site, tmp_path):
+    render, out = fixture_site
+    content = _write_content(tmp_path, XREF_FILES)
+    cases = {
+        "ref('eq-frist')": "ref('eq-frist') names no label of this build; after 'eq-' comes an equation label "
+                           "($$ ... $$ (eq-name)). Fix the label; close ones: eq-first, eq-step (this build has 3 'eq-' labels).",
+        "ref('fig-toy_pot')": "ref('fig-toy_pot') names no label of this build; after 'fig-' comes a figure id. Fix "
+                              "the label; close ones: fig-toy_plot, fig-toy_gif, fig-toy_gallery (this build has 3 'fig-' labels).",
+        "ref('figure-toy_plot')": "ref('figure-toy_plot') names no kind of label this report knows. Write 'fig-' and "
+                                  "a figure id, 'eq-' and an equation label or 'sec-' and a section id, e.g. "
+                                  "ref('sec-iterative').",
+    }
+    for call, message in cases.items():
+        (content / "a2.md").write_text(XREF_FILES["a2.md"] + "\nMore.\n\nAnd {{ " + call + " }}.\n")
+        with pytest.raises(BuildError) as err:
+            render(content)
+        assert str(err.value) == f"{content / 'a2.md'}, line 13: {message}"
+    assert not out.exists(), "nothing may be written when a reference is wrong"
+
+
+def test_a_label_defined_twice_fails_naming_both_places(fixture_site, tmp_path):
+    render, _ = fixture_site
+    content = _write_content(tmp_path, XREF_FILES)
+    a2 = content / "a2.md"
+    a2.write_text(XREF_FILES["a2.md"] + "\n$$\nw = 4\n$$ (eq-second)\n")
+    with pytest.raises(BuildError) as err:
+        render(content)
+    assert str(err.value) == (f"{a2}, line 13: the label 'eq-second' is defined a second time (first at "
+                              f"{content / 'a1.md'}, line 17). Give each equation its own label.")
+    a2.write_text(XREF_FILES["a2.md"].replace("id: curves", "id: noise"))
+    with pytest.raises(BuildError) as err:
+        render(content)
+    assert str(err.value) == (f"{a2}, line 5: the label 'sec-noise' is defined a second time (first at "
+                              f"{content / 'a1.md'}, line 5). Give each section its own label.")
+    a2.write_text(XREF_FILES["a2.md"] + "\nAgain:\n\n{{ figure('toy_gallery') }}\n")
+    with pytest.raises(BuildError) as err:
+        render(content)
+    assert str(err.value) == (f"{a2}, line 13: the figure 'toy_gallery' is shown a second time (first at "
+                              f"{content / 'a1.md'}, line 15). Show a figure once and link to it elsewhere with "
+                              f"{{{{ ref('fig-toy_gallery') }}}}.")
+    a2.write_text(XREF_FILES["a2.md"] + "\n$$\nw = 4\n$$ (eq-not a label)\n")
+    with pytest.raises(BuildError) as err:
+        render(content)
+    assert str(err.value) == (f"{a2}, line 13: the equation label (eq-not a label) is not one: a label follows a "
+                              f"display equation's closing $$ on the same line (\"$$ (eq-name)\"), and its name "
+                              f"has only letters, digits, '-' and '_'.")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -30,7 +31,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                "  python build.py                      build everything (cpu profile without a GPU)\n"
                "  python build.py --only b1_2_noising  build one section and what it needs\n"
                "  python build.py --explain a1_1_forward   say why a section would re-run\n"
-               "  python build.py --profile smoke --site-dir /tmp/site   a quick end-to-end check")
+               "  python build.py --profile smoke --site-dir /tmp/site   a quick end-to-end check\n"
+               "  python build.py --serve              a live preview on http://127.0.0.1:8000/")
     p.add_argument("--only", nargs="+", metavar="SECTION",
                    help="build only these sections (and the sections they depend on); the site is rendered "
                         "if every other section is in the cache")
@@ -71,11 +73,78 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--debug", action="store_true", default=bool(os.environ.get(DEBUG_ENV)),
                    help=f"print the full traceback of a failed section under its one-paragraph error "
                         f"(also ${DEBUG_ENV}=1)")
-    return p.parse_args(argv)
+    p.add_argument("--serve", action="store_true",
+                   help="build, serve the site on 127.0.0.1 and rebuild whenever a file under content/, templates/, "
+                        "sections/, diffusion/, backends/ or builder/ changes; open pages reload where they were "
+                        "(a live preview; the published files never contain its reload script)")
+    p.add_argument("--port", type=int, default=8000, help="the preview's port (default 8000; 0: any free port)")
+    args = p.parse_args(argv)
+    if args.serve and (args.clean or args.list or args.explain or args.freeze):
+        p.error("--serve previews the site as it is built; it cannot be combined with --clean, --list, --explain "
+                "or --freeze. Run those on their own, then --serve.")
+    return args
+
+
+WATCHED = ("content", "templates", PROJECT.sections, *PROJECT.science, "backends", "builder", "project.py",
+           "build.py")
+
+
+def preview(args, argv: list[str]) -> int:
+    """``--serve``: each build runs as ``build.py`` without ``--serve`` in a fresh process, so that edited
+    science code is imported anew (a long-lived process would compute with the code it started with)."""
+    from builder import serve
+
+    command = [sys.executable, str(Path(__file__).resolve()), *_without_serve(argv), "--no-progress"]
+
+    def rebuild() -> str | None:
+        start = time.perf_counter()
+        done = subprocess.run(command, capture_output=True, text=True)
+        sys.stdout.write(done.stdout[-4000:] + done.stderr[-4000:])
+        if done.returncode == 0:
+            print(f"preview: rebuilt in {time.perf_counter() - start:.1f} s", flush=True)
+            return None
+        errors = [line[len("error: "):] for line in done.stderr.splitlines() if line.startswith("error: ")]
+        print("preview: the rebuild failed; the pages show its error until a rebuild succeeds", flush=True)
+        return "\n\n".join(errors) or done.stderr.strip()[-2000:] or f"build.py exited with status {done.returncode}"
+
+    state = serve.Preview()
+    try:  # the port first: a taken one is said before a build is waited for
+        server = serve.start_server(args.site_dir, state, port=args.port)
+    except OSError as exc:
+        print(f"error: the preview cannot listen on 127.0.0.1:{args.port} ({exc.strerror or exc}). Choose another "
+              f"port with --port N, or --port 0 for any free one.", file=sys.stderr)
+        return 2
+    state.publish(rebuild())
+    watched = [PROJECT.root / name for name in dict.fromkeys(WATCHED)]
+    print(f"preview: serving {args.site_dir} on http://127.0.0.1:{server.server_port}/ ; watching "
+          f"{', '.join(p.name for p in watched if p.exists())}; Ctrl-C stops", flush=True)
+    try:
+        serve.watch_and_rebuild(state, rebuild, watched, on_change=lambda changed: print(
+            f"preview: changed {', '.join(sorted(Path(c).relative_to(PROJECT.root).as_posix() for c in changed))}",
+            flush=True))
+    except KeyboardInterrupt:
+        pass
+    server.shutdown()
+    print("preview: stopped", flush=True)
+    return 0
+
+
+def _without_serve(argv: list[str]) -> list[str]:
+    kept, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == "--port":
+            skip = True
+        elif arg != "--serve" and not arg.startswith("--port="):
+            kept.append(arg)
+    return kept
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    if args.serve:
+        return preview(args, list(sys.argv[1:] if argv is None else argv))
     settings = app.Settings(PROJECT, profile=args.profile, device=args.device, dtype=args.dtype, seed=args.seed,
                             only=args.only, force=args.force, cache_dir=args.cache_dir, site_dir=args.site_dir,
                             frozen_dir=args.frozen_dir, strict=args.strict, freeze=args.freeze)

@@ -33,6 +33,7 @@ from .cache import atomic_write_bytes
 from .faults import crash_point
 from .fingerprint import canonical_json
 from .project import Page
+from .search import INDEX_FILE, index_script, page_documents
 
 
 _MATH = re.compile(r'<(span|div) class="arithmatex">(.*?)</\1>', re.S)
@@ -244,10 +245,14 @@ def render_editions(editions: list[Edition], pages: tuple[Page, ...], content_di
     # of it that the other editions' pages and the comparison show.
     sites = [Site(e.manifest, {page.name: page for page in pages}, e.object_path, references=references)
              for e in editions]
+    search_docs: list[dict[str, Any]] = []
     for edition, site in zip(editions, sites):
-        files, notes = _edition_files(edition, site, editions, sites, content, env, macros, templates_dir, compare)
+        files, notes, docs = _edition_files(edition, site, editions, sites, content, env, macros, templates_dir,
+                                            compare)
         written.update({edition.folder + rel: data for rel, data in files.items()})
         warnings += [f"{edition.name} edition: {note}" if len(editions) > 1 else note for note in notes]
+        search_docs += docs
+    written[INDEX_FILE] = index_script(search_docs)  # one index at the root, for every edition's pages
     if compare:
         try:
             written["compare.html"] = env.get_template("compare.html").render(
@@ -279,7 +284,9 @@ def _edition_view(edition: Edition, site: Site, seen_from: Edition) -> dict[str,
 
 
 def _edition_files(edition: Edition, site: Site, editions: list[Edition], sites: list[Site], content: list[ContentFile],
-                   env: Environment, macros, templates_dir: Path, compare: bool) -> tuple[dict[str, bytes], list[str]]:
+                   env: Environment, macros, templates_dir: Path, compare: bool
+                   ) -> tuple[dict[str, bytes], list[str], list[dict[str, Any]]]:
+    """An edition's files (relative to its folder), the warnings of its render and its search documents."""
     for cf in content:
         _reference_pass(cf, site, env, templates_dir)
     used: set[str] = set()
@@ -291,9 +298,12 @@ def _edition_files(edition: Edition, site: Site, editions: list[Edition], sites:
     warnings += [f"figure {fid!r} (section {site.figures[fid][0]}) is produced but no content file shows it"
                  for fid in unused]
     views = [_edition_view(e, other, edition) for e, other in zip(editions, sites)]
+    root = "../" if edition.folder else ""
     extra = {"edition": views[editions.index(edition)], "editions": views,
-             "compare_href": ("../" if edition.folder else "") + "compare.html" if compare else None}
-    return _site_files(site, rendered, used, env, templates_dir, edition.object_path, extra), warnings
+             "compare_href": root + "compare.html" if compare else None, "search_index": root + INDEX_FILE}
+    docs = [doc for page in site.pages.values()
+            for doc in page_documents(rendered[page.name], edition.folder + page.file, page.title, edition.name)]
+    return _site_files(site, rendered, used, env, templates_dir, edition.object_path, extra), warnings, docs
 
 
 def _environment(templates_dir: Path):

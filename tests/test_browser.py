@@ -543,6 +543,28 @@ def test_a_cross_reference_clicked_in_the_text_lands_on_its_target(browser, base
                 f"{href}: the link says {link_text!r}, the target is numbered {number!r}"
 
 
+@pytest.mark.parametrize("scheme", ["http", "file"])
+def test_search_loads_when_used_finds_a_section_and_enter_opens_it(browser, bases, scheme):
+    """From a page served or opened as a file: nothing of the search loads until the reader types; then
+    the best result for a section's subject is that section, and Enter lands on its heading."""
+    with visit(browser, bases[scheme], "part-b.html") as page:
+        assert page.evaluate("() => typeof window.lunr === 'undefined' && typeof window.SITE_SEARCH === 'undefined'")
+        box = page.get_by_role("searchbox", name="Search the report")
+        box.fill("classifier-free guidance")
+        page.wait_for_selector(".search-list a")
+        assert page.locator(".search-list a").first.get_attribute("href").endswith("/part-a.html#cfg")
+        assert "match" in page.locator(".search-status").text_content()
+        box.press("Enter")
+        page.wait_for_url("**/part-a.html#cfg")
+        assert_landed(f"search ({scheme}) -> part-a.html#cfg", page.evaluate(SETTLE, "cfg"))
+        box = page.get_by_role("searchbox", name="Search the report")
+        box.fill("zzyzx qqq")
+        page.wait_for_function("() => document.querySelector('.search-status').textContent.startsWith('Nothing')")
+        assert page.locator(".search-list a").count() == 0
+        box.press("Escape")
+        assert page.locator(".search-panel").is_hidden()
+
+
 def test_every_deep_link_lands_on_its_heading(browser, bases, site):
     """Each page#fragment the site links to, opened fresh as from a bookmark or another page."""
     if site != COMMITTED:

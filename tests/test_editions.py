@@ -42,7 +42,10 @@ def links(path: Path) -> list[str]:
 
 
 def without_edition_line(text: str) -> str:
-    return re.sub(r'<p class="edition-line">.*?</p>', "", text, flags=re.S)
+    """A page without what says which edition it is: its edition line, and the path up to the one search
+    index that serves every edition."""
+    text = re.sub(r'<p class="edition-line">.*?</p>', "", text, flags=re.S)
+    return text.replace('data-index="../search-index.js"', 'data-index="search-index.js"')
 
 
 @pytest.fixture(scope="module")
@@ -109,3 +112,17 @@ def test_the_comparison_puts_each_editions_numbers_side_by_side(two_editions):
     assert f"<td>{cpu_default[2]}</td>" in section, "the cpu edition's accuracy at γ = 5"
     assert text.count('class="pixelated"') == 2, "one final sample grid per edition"
     assert "s</td>" in text[text.index('id="settings"'):text.index('id="accuracy"')], "training times from the freezes"
+
+
+def test_one_search_index_at_the_root_finds_the_pages_of_both_editions(two_editions):
+    import json
+
+    site, _result, _summary = two_editions
+    assert 'data-index="../search-index.js"' in (site / "cpu" / "part-a.html").read_text()
+    assert 'data-index="search-index.js"' in (site / "part-a.html").read_text()
+    assert not (site / "cpu" / "search-index.js").exists()
+    text = (site / "search-index.js").read_text()
+    docs = json.loads(text[text.index("{"):text.rindex("}") + 1])["docs"]
+    assert docs["part-a.html#cfg"]["edition"] == "smoke" and docs["cpu/part-a.html#cfg"]["edition"] == "cpu"
+    assert {ref.split("#")[0] for ref in docs} == {f"{folder}{page}" for folder in ("", "cpu/") for page in
+                                                 ("index.html", "part-a.html", "part-b.html", "appendix.html")}

@@ -660,7 +660,7 @@ def test_the_site_files_beside_the_pages(fixture_site, tmp_path):
     assert sizes["pages"] == sum(p.stat().st_size for p in files if p.suffix == ".html")
     assert sizes["figures"] == sum(p.stat().st_size for p in (out / "figures").iterdir())
     assert sizes["static"] == sum(p.stat().st_size for p in (out / "static").rglob("*") if p.is_file())
-    assert sizes["other"] == (out / "manifest.json").stat().st_size
+    assert sizes["other"] == (out / "manifest.json").stat().st_size + (out / "search-index.js").stat().st_size
     assert sum(sizes.values()) == summary["bytes"] == sum(p.stat().st_size for p in files)
 
 

@@ -245,7 +245,109 @@
     window.addEventListener("resize", mark);
   }
 
+  /* Search: lunr.js (vendored) and the build's index (a script, so that it loads from file:// too) are
+   * fetched when the reader first types; results list up to ten sections, best first, each with the
+   * sentence around the first word that matched. Enter opens the first, the arrows move, Escape closes. */
+  function initSearch() {
+    var form = document.querySelector(".site-search");
+    if (!form) return;
+    var input = form.querySelector("input"), panel = form.querySelector(".search-panel");
+    var status = form.querySelector(".search-status"), list = form.querySelector(".search-list");
+    var base = new URL(form.getAttribute("data-index"), location.href);
+    var state = "idle", index = null, docs = null, editions = 1;
+
+    function load(src, done) {
+      var script = document.createElement("script");
+      script.src = src;
+      script.onload = done;
+      script.onerror = function () {
+        state = "failed";
+        status.textContent = "The search index could not be loaded; the contents of each page still work.";
+      };
+      document.head.appendChild(script);
+    }
+    function ready(then) {
+      if (state === "ready") { then(); return; }
+      if (state !== "idle") return;
+      state = "loading";
+      status.textContent = "Loading the search index\u2026";
+      load(form.getAttribute("data-engine"), function () {
+        load(form.getAttribute("data-index"), function () {
+          index = window.SITE_SEARCH.index && window.lunr.Index.load(window.SITE_SEARCH.index);
+          docs = window.SITE_SEARCH.docs;
+          var seen = {};
+          Object.keys(docs).forEach(function (k) { seen[docs[k].edition] = true; });
+          editions = Object.keys(seen).length;
+          state = "ready";
+          update();
+        });
+      });
+    }
+    function snippet(text, words) {
+      var lower = text.toLowerCase(), at = -1, word = "";
+      words.some(function (w) { at = lower.indexOf(w); word = w; return at >= 0; });
+      var p = document.createElement("span");
+      p.className = "search-snippet";
+      if (at < 0) { p.textContent = text.slice(0, 160) + (text.length > 160 ? "\u2026" : ""); return p; }
+      var start = Math.max(0, at - 70), end = Math.min(text.length, at + word.length + 90);
+      var mark = document.createElement("mark");
+      mark.textContent = text.slice(at, at + word.length);
+      p.appendChild(document.createTextNode((start ? "\u2026" : "") + text.slice(start, at)));
+      p.appendChild(mark);
+      p.appendChild(document.createTextNode(text.slice(at + word.length, end) + (end < text.length ? "\u2026" : "")));
+      return p;
+    }
+    function update() {
+      var q = input.value.trim();
+      if (q.length < 2) { panel.hidden = true; return; }
+      panel.hidden = false;
+      if (state !== "ready") { ready(function () {}); return; }
+      var words = window.lunr.tokenizer(q).map(String).filter(Boolean);
+      var hits = words.length && index ? index.query(function (query) {
+        words.forEach(function (w) {
+          query.term(w, {boost: 10});  // the word itself, stemmed as the index was
+          query.term(w, {wildcard: window.lunr.Query.wildcard.TRAILING, usePipeline: false});  // as typed so far
+        });
+      }) : [];
+      list.textContent = "";
+      hits.slice(0, 10).forEach(function (hit) {
+        var doc = docs[hit.ref], li = document.createElement("li"), a = document.createElement("a");
+        a.href = new URL(hit.ref, base).href;
+        var title = document.createElement("span"), where = document.createElement("span");
+        title.className = "search-title";
+        title.textContent = doc.title;
+        where.className = "search-where";
+        where.textContent = doc.page + (editions > 1 ? " \u00b7 " + doc.edition + " edition" : "");
+        a.appendChild(title);
+        a.appendChild(where);
+        a.appendChild(snippet(doc.text, words));
+        a.addEventListener("click", function () { panel.hidden = true; });
+        li.appendChild(a);
+        list.appendChild(li);
+      });
+      status.textContent = hits.length === 0 ? "Nothing matches \u201c" + q + "\u201d." :
+        hits.length === 1 ? "1 section matches." :
+        (hits.length > 10 ? hits.length + " sections match; the best 10:" : hits.length + " sections match.");
+    }
+    function links() { return Array.prototype.slice.call(list.querySelectorAll("a")); }
+    input.addEventListener("focus", function () { if (input.value.trim().length >= 2) update(); });
+    input.addEventListener("input", update);
+    form.addEventListener("submit", function (event) {
+      event.preventDefault();
+      var first = links()[0];
+      if (first) first.click();
+    });
+    form.addEventListener("keydown", function (event) {
+      var all = links(), at = all.indexOf(document.activeElement);
+      if (event.key === "Escape") { panel.hidden = true; input.focus(); }
+      else if (event.key === "ArrowDown" && all.length) { event.preventDefault(); all[Math.min(at + 1, all.length - 1)].focus(); }
+      else if (event.key === "ArrowUp" && at >= 0) { event.preventDefault(); (at === 0 ? input : all[at - 1]).focus(); }
+    });
+    document.addEventListener("click", function (event) { if (!form.contains(event.target)) panel.hidden = true; });
+  }
+
   function init() {
+    initSearch();
     initScrollers();
     initZoom();
     initAnagrams();

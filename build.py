@@ -78,10 +78,16 @@ def parse_args(argv=None) -> argparse.Namespace:
                         "sections/, diffusion/, backends/ or builder/ changes; open pages reload where they were "
                         "(a live preview; the published files never contain its reload script)")
     p.add_argument("--port", type=int, default=8000, help="the preview's port (default 8000; 0: any free port)")
+    p.add_argument("--pdf", nargs="?", const=Path("report.pdf"), type=Path, metavar="FILE",
+                   help="after the build, print the report (the site's first edition) with headless Chromium into "
+                        "one PDF, FILE or report.pdf: a title page, the contents with page numbers, every page, and "
+                        "the figures' provenance as an appendix")
     args = p.parse_args(argv)
-    if args.serve and (args.clean or args.list or args.explain or args.freeze):
-        p.error("--serve previews the site as it is built; it cannot be combined with --clean, --list, --explain "
-                "or --freeze. Run those on their own, then --serve.")
+    if args.serve and (args.clean or args.list or args.explain or args.freeze or args.pdf):
+        p.error("--serve previews the site as it is built; it cannot be combined with --clean, --list, --explain, "
+                "--freeze or --pdf. Run those on their own, then --serve.")
+    if args.pdf and (args.clean or args.list or args.explain):
+        p.error("--pdf prints the site that the build writes; it cannot be combined with --clean, --list or --explain.")
     return args
 
 
@@ -195,6 +201,21 @@ def main(argv=None) -> int:
         sizes = ", ".join(f"{kind} {size / 1e6:.2f}" for kind, size in summary.get("sizes", {}).items())
         print(f"site: {settings.site_dir} ({summary['files']} files, {summary['bytes'] / 1e6:.2f} MB: {sizes}; "
               f"{summary['changed']} written, {summary['removed']} removed) in {time.perf_counter() - start:.1f} s")
+    if args.pdf and summary and result.ok:
+        from builder.pdf import print_report
+
+        start = time.perf_counter()
+        try:
+            printed = print_report(settings.site_dir, PROJECT.pages, settings.templates_dir, args.pdf)
+        except BuildError as exc:
+            print(f"error: the PDF was not written: {exc}", file=sys.stderr)
+            return 1
+        print(f"pdf: {args.pdf} ({printed['pages']} pages, {printed['bytes'] / 1e6:.1f} MB) in "
+              f"{time.perf_counter() - start:.0f} s")
+    elif args.pdf:
+        print("error: the PDF was not written, because the build did not finish; fix what it says above and "
+              "build again with --pdf.", file=sys.stderr)
+        return 1
     return 0 if result.ok else 1
 
 

@@ -32,7 +32,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                "  python build.py --only b1_2_noising  build one section and what it needs\n"
                "  python build.py --explain a1_1_forward   say why a section would re-run\n"
                "  python build.py --profile smoke --site-dir /tmp/site   a quick end-to-end check\n"
-               "  python build.py --serve              a live preview on http://127.0.0.1:8000/")
+               "  python build.py --serve              a live preview on http://127.0.0.1:8000/\n"
+               "  python build.py cache gc             delete what no recent build used (also: cache verify)")
     p.add_argument("--only", nargs="+", metavar="SECTION",
                    help="build only these sections (and the sections they depend on); the site is rendered "
                         "if every other section is in the cache")
@@ -147,10 +148,52 @@ def _without_serve(argv: list[str]) -> list[str]:
     return kept
 
 
+def cache_command(argv: list[str]) -> int:
+    """``build.py cache gc|verify``: keep the local cache in bounds, or check it (builder.cache_gc)."""
+    from builder.cache import Store
+    from builder.cache_gc import collect, verify
+
+    p = argparse.ArgumentParser(prog="build.py cache", description=cache_command.__doc__)
+    where = argparse.ArgumentParser(add_help=False)
+    where.add_argument("--cache-dir", type=Path, default=PROJECT.root / ".cache", help="the cache (default .cache/)")
+    commands = p.add_subparsers(dest="command", required=True)
+    gc = commands.add_parser("gc", parents=[where],
+                             help="delete the results no recent build reached, and the files only they used")
+    gc.add_argument("--keep-builds", type=int, default=3, metavar="N",
+                    help="keep what the newest N builds of each checkout and profile reached (default 3)")
+    gc.add_argument("--keep-mb", type=float, default=0.0, metavar="MB",
+                    help="also keep this much of the other results, most recently used first (default 0)")
+    gc.add_argument("--dry-run", action="store_true", help="say what would be deleted, delete nothing")
+    check = commands.add_parser("verify", parents=[where], help="re-hash every file of the cache")
+    check.add_argument("--repair", action="store_true", help="remove the files whose bytes changed")
+    args = p.parse_args(argv)
+    if args.command == "gc" and args.keep_builds < 1:
+        p.error("--keep-builds must be at least 1: the newest build of each checkout is always kept")
+    store = Store(args.cache_dir)
+    if not (args.cache_dir / "objects").is_dir() and not (args.cache_dir / "entries").is_dir():
+        print(f"cache {args.command}: there is no cache at {args.cache_dir} (nothing to do)")
+        return 0
+    try:
+        with store.lock():
+            if args.command == "gc":
+                done = collect(store, args.keep_builds, int(args.keep_mb * 1e6), dry_run=args.dry_run)
+                print(done.summary(args.dry_run))
+                return 0
+            checked = verify(store, repair=args.repair)
+            print(checked.summary())
+            return 1 if checked.corrupt and not args.repair else 0
+    except BuildError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
 def main(argv=None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["cache"]:
+        return cache_command(argv[1:])
     args = parse_args(argv)
     if args.serve:
-        return preview(args, list(sys.argv[1:] if argv is None else argv))
+        return preview(args, argv)
     settings = app.Settings(PROJECT, profile=args.profile, device=args.device, dtype=args.dtype, seed=args.seed,
                             only=args.only, force=args.force, cache_dir=args.cache_dir, site_dir=args.site_dir,
                             frozen_dir=args.frozen_dir, strict=args.strict, freeze=args.freeze)

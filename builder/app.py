@@ -11,6 +11,7 @@ from jinja2 import TemplateError
 
 from . import BuildError
 from .cache import Store
+from .cache_gc import record_build
 from .engine import BuildConfig, BuildResult, Engine, Resource, SectionResult
 from .fingerprint import hash_value
 from .project import Project
@@ -151,7 +152,12 @@ def build(settings: Settings, progress_bar: bool = True, out=sys.stdout) -> tupl
     engine = make_engine(settings)
     deterministic_kernels(engine.config.device)
     with engine.store.lock():
-        return _build(engine, settings, progress_bar, out)
+        result, summary = _build(engine, settings, progress_bar, out)
+        # What this build used of the local cache, so that `cache gc` keeps it (results in a frozen layer
+        # are not the local cache's to delete).
+        reached = {r.id: r.entry.key for r in result.results if r.entry is not None and r.entry.layer is None}
+        record_build(engine.store, settings.project.root, engine.config.profile, reached)
+        return result, summary
 
 
 def deterministic_kernels(device: str) -> None:

@@ -1,0 +1,184 @@
+"""Keeping a local cache in bounds: which builds used what, garbage collection, and verification.
+
+Every build leaves a small record in ``builds/`` of the cache: the checkout it ran in, its profile,
+when, and the key of each section result it reached in this cache. ``collect`` (``build.py cache gc``)
+keeps everything that the newest builds of each checkout and profile reached, so that a cache shared
+by two checkouts never loses what the other one's recent builds use, then, within an optional size
+budget, the most recently used of the rest; it deletes the other records and every object no remaining
+record names. ``verify`` (``build.py cache verify``) re-hashes every object. Both hold the cache's lock,
+so they never run beside a build.
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .cache import Store, atomic_write_text, referenced_objects
+from .fingerprint import sha256_file
+
+BUILDS = "builds"
+
+
+def record_build(store: Store, checkout: Path, profile: str, reached: dict[str, str], now: float | None = None) -> None:
+    """Note which local results a build reached (best effort: a full disk must not fail a finished build)."""
+    now = time.time() if now is None else now
+    record = {"checkout": str(Path(checkout).resolve()), "profile": profile, "time": now,
+              "reached": dict(sorted(reached.items()))}
+    name = f"{time.strftime('%Y%m%dT%H%M%S', time.gmtime(now))}-{int(now * 1e6) % 10**6:06d}-{os.getpid()}.json"
+    try:
+        atomic_write_text(store.root / BUILDS / name, json.dumps(record, indent=1, sort_keys=True))
+    except OSError:
+        pass
+
+
+@dataclass
+class Collected:
+    """What ``collect`` kept and deleted (or, in a dry run, would delete)."""
+
+    kept_entries: int = 0
+    deleted_entries: list[str] = field(default_factory=list)  # "section/key"
+    deleted_objects: int = 0
+    freed_bytes: int = 0
+    kept_bytes: int = 0
+    deleted_records: int = 0
+
+    def summary(self, dry_run: bool) -> str:
+        verb = "would delete" if dry_run else "deleted"
+        return (f"cache gc: kept {self.kept_entries} results ({self.kept_bytes / 1e6:.1f} MB); {verb} "
+                f"{len(self.deleted_entries)} results and {self.deleted_objects} files, "
+                f"{self.freed_bytes / 1e6:.1f} MB, and {self.deleted_records} old build records")
+
+
+def collect(store: Store, keep_builds: int = 3, keep_bytes: int | None = None, dry_run: bool = False) -> Collected:
+    """Delete what no recent build reached: see the module's docstring. ``keep_bytes`` (default: none)
+    is how much of the older results to keep, most recently used first."""
+    if keep_builds < 1:
+        raise ValueError("keep_builds must be at least 1: the newest build of each checkout is always kept")
+    records = _records(store)
+    groups: dict[tuple[str, str], list[tuple[Path, dict]]] = {}
+    for path, record in records:
+        groups.setdefault((record["checkout"], record["profile"]), []).append((path, record))
+    protected: set[tuple[str, str]] = set()
+    old_records: list[Path] = []
+    last_used: dict[tuple[str, str], float] = {}
+    for members in groups.values():
+        members.sort(key=lambda item: item[1]["time"], reverse=True)
+        for rank, (path, record) in enumerate(members):
+            for section, key in record["reached"].items():
+                if rank < keep_builds:
+                    protected.add((section, key))
+                last_used[section, key] = max(last_used.get((section, key), 0.0), record["time"])
+            if rank >= keep_builds:
+                old_records.append(path)
+
+    entries = _entries(store)
+    kept: dict[tuple[str, str], dict] = {k: rec for k, rec in entries.items() if k in protected}
+    sizes: dict[str, int] = {}
+
+    def object_size(sha: str) -> int:
+        if sha not in sizes:
+            path = store.local_object_path(sha)
+            sizes[sha] = path.stat().st_size if path.is_file() else 0
+        return sizes[sha]
+
+    kept_objects = {sha for rec in kept.values() for sha in referenced_objects(rec["outputs"])}
+    budget = keep_bytes or 0
+    others = sorted((k for k in entries if k not in kept),
+                    key=lambda k: max(last_used.get(k, 0.0), _mtime(store, *k)), reverse=True)
+    report = Collected()
+    for section, key in others:
+        record = entries[section, key]
+        new = {sha for sha in referenced_objects(record["outputs"]) if sha not in kept_objects}
+        cost = sum(object_size(sha) for sha in new)
+        if cost <= budget:
+            budget -= cost
+            kept[section, key] = record
+            kept_objects |= new
+        else:
+            report.deleted_entries.append(f"{section}/{key}")
+    report.kept_entries = len(kept)
+    report.kept_bytes = sum(object_size(sha) for sha in kept_objects)
+    objects_dir = store.root / "objects"
+    garbage = [p for p in objects_dir.glob("*/*") if p.is_file() and p.name not in kept_objects] \
+        if objects_dir.is_dir() else []
+    report.deleted_objects = len(garbage)
+    report.freed_bytes = sum(p.stat().st_size for p in garbage)
+    report.deleted_records = len(old_records)
+    if dry_run:
+        return report
+    for name in report.deleted_entries:  # the records first: a result without its files is never visible
+        section, key = name.split("/", 1)
+        (store.root / "entries" / section / f"{key}.json").unlink(missing_ok=True)
+    for path in garbage + old_records:
+        path.unlink(missing_ok=True)
+    return report
+
+
+@dataclass
+class Verified:
+    objects: int = 0
+    bytes: int = 0
+    corrupt: list[str] = field(default_factory=list)  # objects whose bytes no longer hash to their name
+    removed: bool = False
+
+    def summary(self) -> str:
+        if not self.corrupt:
+            return f"cache verify: all {self.objects} files ({self.bytes / 1e6:.1f} MB) match their hashes"
+        shown = ", ".join(sha[:16] for sha in self.corrupt[:5]) + (" ..." if len(self.corrupt) > 5 else "")
+        then = ("they were removed, so the results that named them will be computed again by the next build"
+                if self.removed else "run `build.py cache verify --repair` to remove them (the results that name "
+                                     "them are then computed again by the next build)")
+        return (f"cache verify: {len(self.corrupt)} of {self.objects} files do not match their hashes ({shown}); "
+                f"{then}")
+
+
+def verify(store: Store, repair: bool = False) -> Verified:
+    """Re-hash every object of the local cache; with ``repair``, remove the ones that changed."""
+    report = Verified()
+    objects_dir = store.root / "objects"
+    for path in sorted(objects_dir.glob("*/*")) if objects_dir.is_dir() else []:
+        if not path.is_file():
+            continue
+        report.objects += 1
+        report.bytes += path.stat().st_size
+        if sha256_file(path) != path.name:
+            report.corrupt.append(path.name)
+            if repair:
+                path.unlink()
+    report.removed = repair and bool(report.corrupt)
+    return report
+
+
+def _records(store: Store) -> list[tuple[Path, dict[str, Any]]]:
+    records = []
+    folder = store.root / BUILDS
+    for path in sorted(folder.glob("*.json")) if folder.is_dir() else []:
+        try:
+            record = json.loads(path.read_text(encoding="utf-8"))
+            if {"checkout", "profile", "time", "reached"} <= set(record):
+                records.append((path, record))
+        except (OSError, json.JSONDecodeError):
+            continue  # a damaged record protects nothing; gc leaves the file for a person to look at
+    return records
+
+
+def _entries(store: Store) -> dict[tuple[str, str], dict[str, Any]]:
+    entries = {}
+    folder = store.root / "entries"
+    for path in sorted(folder.glob("*/*.json")) if folder.is_dir() else []:
+        try:
+            entries[path.parent.name, path.stem] = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError):
+            entries[path.parent.name, path.stem] = {"outputs": []}  # unreadable: a miss anyway, and deletable
+    return entries
+
+
+def _mtime(store: Store, section: str, key: str) -> float:
+    try:
+        return (store.root / "entries" / section / f"{key}.json").stat().st_mtime
+    except OSError:
+        return 0.0

@@ -536,7 +536,7 @@ def test_a_cross_reference_clicked_in_the_text_lands_on_its_target(browser, base
         for href in list(dict.fromkeys(hrefs)) + hrefs[:1]:
             page.locator(f'main a.xref[href="{href}"]').first.click()
             assert_landed(f"part-a.html, the text's link {href}", page.evaluate(SETTLE, href[1:]))
-            number = page.evaluate("(id) => (document.getElementById(id).querySelector('.eq-number, h2') || {}).textContent",
+            number = page.evaluate("(id) => (document.getElementById(id).querySelector('.eq-number, .fig-number, h2') || {}).textContent",
                                    href[1:])
             link_text = page.locator(f'main a.xref[href="{href}"]').first.text_content()
             assert number and (number.strip("()") in link_text or number.split(" ")[0] in link_text), \

@@ -18,10 +18,13 @@ from typing import Callable, Iterable
 EVENTS_PATH = "/__preview/events"
 _SCRIPT_MARK = "data-preview-reload"
 
-# A reload keeps the reader's place: browsers restore the scroll position of a page they reload (the
-# browser test checks it). The page knows the generation it was sent in, so a rebuild that ends before
-# the event stream connects still reloads it; EventSource reconnects by itself if the server restarts.
 def reload_script(generation: int) -> str:
+    """The script a served page gets: it reloads the page when the build's generation moves on.
+
+    The page knows the generation it was sent in, so a rebuild that ends before the event stream
+    connects still reloads it; EventSource reconnects by itself if the server restarts. A reload keeps
+    the reader's place: browsers restore the scroll position of a page they reload (the browser test
+    checks it)."""
     return (f'<script {_SCRIPT_MARK}>\nnew EventSource("{EVENTS_PATH}").onmessage = (event) => {{\n'
             f'  if (event.data !== "{generation}") location.reload();\n}};\n</script>\n')
 

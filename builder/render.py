@@ -602,13 +602,7 @@ class _References(_Scope):
     def figure(self, fig_id: str, beside: dict[str, Any] | None = None) -> Markup:
         self.lookup(fig_id)
         page = self.site.pages[self.cf.page]
-        label = f"fig-{fig_id}"
-        if label in self.site.labels:
-            first = self.site.labels[label]
-            raise _ContentError(self.where, f"the figure {fig_id!r} is shown a second time (first at {first['file']}"
-                                            f", line {first['line']}). Show a figure once and link to it elsewhere "
-                                            f"with {{{{ ref({label!r}) }}}}.")
-        _define(self.site, label, "fig", self.cf, _running_line(self.where, self.cf.body_line - 1))
+        _define(self.site, f"fig-{fig_id}", "fig", self.cf, _running_line(self.where, self.cf.body_line - 1))
         self.site.shown.setdefault(fig_id, {"href": f"{page.file}#fig-{fig_id}",
                                             "where": f"{page.short}, {self.cf.meta['title']}"})
         return Markup("")
@@ -644,9 +638,12 @@ def _define(site: Site, label: str, kind: str, cf: ContentFile, line: int | None
     its title starts with) or fail, naming both places, if it is already taken."""
     where = f"{cf.path}, line {line}" if line else str(cf.path)
     if label in site.labels:
-        first = site.labels[label]
-        raise BuildError(f"{where}: the label {label!r} is defined a second time (first at {first['file']}, line "
-                         f"{first['line']}). Give each {'section' if kind == 'sec' else 'equation'} its own label.")
+        first = f"first at {site.labels[label]['file']}, line {site.labels[label]['line']}"
+        if kind == "fig":
+            raise BuildError(f"{where}: the figure {label[4:]!r} is shown a second time ({first}). Show a figure "
+                             f"once and link to it elsewhere with {{{{ ref({label!r}) }}}}.")
+        raise BuildError(f"{where}: the label {label!r} is defined a second time ({first}). Give each "
+                         f"{'section' if kind == 'sec' else 'equation'} its own label.")
     page = cf.page
     if kind == "sec":
         number, text = _section_number(cf.meta["title"])

@@ -133,10 +133,14 @@ def manifest_of(engine: Engine, entries: dict[str, Any], results: dict[str, Sect
             sections[gid]["stale"] = {"changes": res.stale, "refresh": engine.refresh_command(entry)}
         if res is not None and res.stale_upstream:
             sections[gid]["stale_upstream"] = list(res.stale_upstream)
+    # Where the results were computed, from their own records: a build that takes them from a freeze
+    # reports the freeze's device and dtype, so every machine that renders it writes the same site.
+    devices = sorted({s["device"].split(":")[0] for s in sections.values()}) or [config.device.split(":")[0]]
+    dtypes = sorted({str(s["dtype"]) for s in sections.values()}) or [config.dtype]
     build = {
         "stale": sorted(gid for gid, s in sections.items() if "stale" in s),
-        "profile": config.profile, "seed": config.seed, "device": config.device.split(":")[0],
-        "dtype": config.dtype, "versions": engine.project.versions,
+        "profile": config.profile, "seed": config.seed, "device": " and ".join(devices),
+        "dtype": " and ".join(dtypes), "versions": engine.project.versions,
         "resources": {name: res.identity for name, res in sorted(config.resources.items())},
         "source_digest": hash_value({gid: s["key"] for gid, s in sorted(sections.items())}),
     }

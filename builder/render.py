@@ -189,9 +189,11 @@ class Site:
     def _size(self, file: dict[str, Any]) -> dict[str, int]:
         """An image's intrinsic width and height, for its <img> tag: a browser that knows them lays the
         page out before the (lazy) images arrive, so nothing below moves and links land."""
-        if self.object_path is None or file["ext"] not in ("png", "gif") or "sha" not in file:
+        if self.object_path is None or "sha" not in file:
             return {}
         path = self.object_path(file["sha"])
+        if file["ext"] not in ("png", "gif"):
+            return {"bytes": path.stat().st_size}
         width, height = png_size(path)
         return {"width": width, "height": height, "bytes": path.stat().st_size}
 
@@ -313,6 +315,8 @@ def _environment(templates_dir: Path):
     env.filters["pct"] = lambda v, digits=0: f"{100 * v:.{digits}f}%"
     env.filters["num"] = table_number
     env.filters["tojson_attr"] = lambda v: json.dumps(v, ensure_ascii=False, separators=(",", ":"))
+    # What a static file weighs, for a button that says what it will download.
+    env.globals["static_bytes"] = lambda name: (templates_dir / "static" / name).stat().st_size
     try:
         macros = env.get_template("macros.html").module
     except Exception as exc:

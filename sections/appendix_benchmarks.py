@@ -33,6 +33,7 @@ def _machine(m):
 def run(ctx):
     build, sampling, training, gpu = _load("build"), _load("sampling"), _load("training"), _load("gpu")
     deepfloyd_cpu, deepfloyd_gpu = _load("deepfloyd_full_size"), _load("deepfloyd_gpu")
+    live = _load("live_sampler")
     machines = [(what, _machine(r["machine"])) for what, r in
                 (("build times", build), ("sampling throughput", sampling), ("training throughput", training)) if r]
     if gpu:
@@ -42,6 +43,8 @@ def run(ctx):
     if deepfloyd_gpu:
         machines.append(("DeepFloyd IF at full size, GPU (scripts/gpu-check-deepfloyd)",
                          _gpu_machine(deepfloyd_gpu["environment"])))
+    if live:
+        machines.append(("live sampler (Chromium " + live["chromium"] + ")", _machine(live["machine"])))
     if machines:
         ctx.save_table("bench_machine", ["benchmark", "measured on"], machines,
                        caption="The machine each benchmark ran on, as the benchmark recorded it.")
@@ -70,6 +73,15 @@ def run(ctx):
                                "(python -m bench.sampling_throughput; both measured in the same run).")
     if gpu:
         gpu_tables(ctx, gpu)
+    if live:
+        ctx.save_table("bench_live", ["run", "digits", "steps", "ms per step", "seconds"],
+                       [[r["run"], r["digits"], r["steps"], f"{r['ms_per_step']:.1f}", f"{r['seconds']:.2f}"]
+                        for r in live["runs"]],
+                       caption=f"The live sampler of Part B 2.5 in headless Chromium ({live['backend']}; the "
+                               f"D = {live['model']['num_hiddens']} model, {live['model']['parameters']:,} "
+                               f"parameters): the fastest of {live['repeats']} runs each, as the page's worker "
+                               f"times them; the first press also loads the runtime and the model "
+                               f"({live['first_press_seconds']:.1f} s). python -m bench.live_sampler.")
     if deepfloyd_cpu or deepfloyd_gpu:
         deepfloyd_tables(ctx, deepfloyd_cpu, deepfloyd_gpu)
     if training:

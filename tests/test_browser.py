@@ -615,3 +615,85 @@ def test_axe_finds_no_violation(browser, bases, width, scheme):
             if violations:
                 found[page_name] = violations
     assert not found, f"axe-core violations at {width} px, {scheme}: {found}"
+
+
+RUN_LIVE = """(choice) => new Promise((resolve) => {
+  const box = document.querySelector(".live-sampler"), form = box.querySelector(".live-controls");
+  form.elements.digit.value = choice.digit;
+  form.elements.steps.value = String(choice.steps);
+  form.elements.seed.value = String(choice.seed);
+  form.elements.guidance.value = String(choice.guidance);
+  box.addEventListener("live-sampler-done", (e) => resolve(e.detail), {once: true});
+  box.querySelector(".live-run").click();
+})"""
+
+
+def python_live_sample(site: Path, digits, guidance, steps, seed):
+    """diffusion/live.py's loop on the site's own ONNX file and settings, with the page's noise."""
+    import json
+
+    import numpy as np
+    import torch
+
+    ort = pytest.importorskip("onnxruntime")
+    from diffusion import live
+    from diffusion.ddpm import Schedule
+
+    cfg = json.loads((site / "figures" / "b3_live-settings.json").read_text())
+    schedule = Schedule(*(torch.tensor(cfg[k], dtype=torch.float32) for k in ("betas", "alphas", "alpha_bars")))
+    session = ort.InferenceSession(str(site / "figures" / "b3_live-model.onnx"))
+
+    def eps(x, c, t):
+        return torch.from_numpy(session.run(None, {"x": x.numpy(), "c": c.numpy(), "t": t.numpy()})[0])
+    noise = live.portable_noise(seed, digits, cfg["T"], tuple(cfg["shape"]))
+    x = live.sample(eps, digits, schedule, guidance, live.strided_timesteps(cfg["T"], steps), noise)
+    return noise(0).numpy().ravel(), x.numpy().ravel()
+
+
+def test_live_sampler_draws_pythons_digits_loads_nothing_before_asked_and_moves_nothing(browser, bases, site):
+    """The page's Algorithm 4 (onnxruntime-web, WebAssembly) against diffusion/live.py on the same ONNX file
+    and noise: x_T exactly, the final images within 1e-4 (measured: 2.3e-6 after 30 steps of the cpu
+    model). One digit over all 300 steps, all ten strided, and that digit again alone."""
+    import numpy as np
+
+    with visit(browser, bases["http"], "part-b.html") as page:
+        fetched = []
+        page.on("request", lambda r: fetched.append(r.url))
+        box = page.locator(".live-sampler")
+        box.scroll_into_view_if_needed()
+        page.wait_for_timeout(300)
+        assert page.locator(".live-controls").is_visible()
+        assert not [u for u in fetched if "onnx" in u or "wasm" in u or "worker" in u], fetched
+        height = page.evaluate("document.scrollingElement.scrollHeight")
+        runs = [{"digit": "7", "steps": 300, "seed": 12345, "guidance": 3.5},
+                {"digit": "all", "steps": 30, "seed": 4000000000, "guidance": 5},
+                {"digit": "4", "steps": 30, "seed": 4000000000, "guidance": 5}]
+        results = []
+        for choice in runs:
+            got = page.evaluate(RUN_LIVE, choice)
+            digits = list(range(10)) if choice["digit"] == "all" else [int(choice["digit"])]
+            assert got["digits"] == digits and got["steps"] == choice["steps"]
+            assert got["backend"].startswith("WebAssembly")
+            x_t, x0 = python_live_sample(site, digits, float(choice["guidance"]), choice["steps"], choice["seed"])
+            assert np.abs(np.array(got["xT"], dtype=np.float32) - x_t).max() <= 1e-6
+            assert np.abs(np.array(got["x"]) - x0).max() < 1e-4, choice
+            results.append(np.array(got["x"]))
+        assert np.abs(results[2] - results[1][4 * 784:5 * 784]).max() < 1e-4  # a digit alone is its column
+        status = page.locator(".live-status").inner_text()
+        assert status.startswith("Done: 30 steps") and "ms per step) on WebAssembly" in status
+        assert "digit 4" in page.locator(".live-x0").get_attribute("aria-label")
+        assert page.evaluate("document.scrollingElement.scrollHeight") == height, "running the sampler moved the page"
+        assert any(u.endswith("ort-wasm-simd-threaded.wasm") for u in fetched)
+        if AXE.is_file():
+            page.add_script_tag(content=AXE.read_text(encoding="utf-8"))
+            violations = page.evaluate("""async () => (await axe.run(".live-sampler", {resultTypes: ["violations"]}))
+                .violations.map((v) => v.id)""")
+            assert violations == []
+
+
+def test_live_sampler_says_in_one_sentence_why_it_cannot_run_from_a_file(browser, bases):
+    with visit(browser, bases["file"], "part-b.html") as page:
+        status = page.locator(".live-sampler .live-status").inner_text()
+        assert "served over HTTP" in status and status.count(". ") == 0
+        assert not page.locator(".live-controls").is_visible()
+        assert page.locator("#fig-b3_guidance img").count() > 0  # the static figures stay

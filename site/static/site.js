@@ -346,6 +346,136 @@
     document.addEventListener("click", function (event) { if (!form.contains(event.target)) panel.hidden = true; });
   }
 
+  /* The live sampler: the controls show at once (their space is kept, so nothing moves later); the
+   * worker, the runtime and the model load only when the button is pressed. The worker posts every
+   * step; the canvases draw x_t and the predicted x0, one cell per digit. When a run ends the
+   * sampler dispatches "live-sampler-done" on itself with the final images (the browser tests
+   * compare them with Python's). */
+  function liveUnsupported() {
+    if (location.protocol === "file:") {
+      return "The live sampler runs only when this page is served over HTTP (browsers do not load " +
+             "WebAssembly into pages opened from files); the figures above show this model's samples.";
+    }
+    if (typeof WebAssembly !== "object" || typeof Worker !== "function") {
+      return "This browser has no WebAssembly or Web Workers, which the live sampler needs; the figures " +
+             "above show this model's samples.";
+    }
+    return "";
+  }
+
+  function drawCells(canvas, data, digits, cells, width, height) {
+    var ctx = canvas.getContext("2d"), size = width * height;
+    var image = ctx.createImageData(width * cells, height);
+    for (var j = 0; j < digits.length; j++) {
+      for (var p = 0; p < size; p++) {
+        var v = Math.round(Math.max(0, Math.min(1, data[j * size + p])) * 255);
+        var o = ((p / width | 0) * width * cells + digits[j] * width + p % width) * 4;
+        image.data[o] = image.data[o + 1] = image.data[o + 2] = v;
+        image.data[o + 3] = 255;
+      }
+    }
+    ctx.putImageData(image, 0, 0);
+  }
+
+  function initLiveSampler() {
+    each(".live-sampler", function (box) {
+      var form = box.querySelector(".live-controls");
+      var status = box.querySelector(".live-status");
+      var rows = box.querySelector(".live-rows");
+      var xt = box.querySelector(".live-xt"), x0 = box.querySelector(".live-x0");
+      var button = form.querySelector(".live-run");
+      var gamma = form.elements.guidance, gammaOut = form.elements["guidance-value"];
+      var cells = parseInt(box.getAttribute("data-classes"), 10);
+      var width = xt.width / cells, height = xt.height;
+      var why = liveUnsupported();
+      if (why) { status.textContent = why; return; }
+      var worker = null, ready = null, backend = "", runId = 0, running = false, digits = [], settings = "";
+      status.textContent = "Press the button to load the sampler; nothing is downloaded before.";
+      form.hidden = false;
+      rows.hidden = false;
+      gamma.addEventListener("input", function () { gammaOut.value = gamma.value; });
+
+      function describe(step, steps) {
+        var what = digits.length === cells ? "digits 0 to " + (cells - 1) : "the digit " + digits[0];
+        return " of " + what + " (" + settings + "), after step " + step + " of " + steps + ".";
+      }
+      function load() {
+        if (ready) return ready;
+        status.textContent = "Loading the runtime and the model (" + button.getAttribute("data-download") + ")…";
+        worker = new Worker(box.getAttribute("data-worker"), {type: "module"});
+        ready = new Promise(function (resolve, reject) {
+          worker.addEventListener("message", function first(event) {
+            if (event.data.type === "ready") { backend = event.data.backend; resolve(); }
+            else if (event.data.type === "error") reject(new Error(event.data.message));
+            else return;
+            worker.removeEventListener("message", first);
+          });
+          worker.addEventListener("error", function () { reject(new Error("the worker could not start")); });
+        });
+        worker.addEventListener("message", onMessage);
+        worker.postMessage({type: "load", model: new URL(box.getAttribute("data-model"), location.href).href,
+                            settings: new URL(box.getAttribute("data-settings"), location.href).href});
+        return ready;
+      }
+      function finish() {
+        running = false;
+        button.textContent = "Sample";
+      }
+      function onMessage(event) {
+        var m = event.data;
+        if (m.type === "step" && m.id === runId) {
+          drawCells(xt, m.x, digits, cells, width, height);
+          drawCells(x0, m.x0, digits, cells, width, height);
+          status.textContent = "Step " + m.i + " of " + m.steps + " (t = " + m.t + "): " +
+            m.msPerStep.toFixed(1) + " ms per step on " + backend + ".";
+          if (m.i === m.steps || m.i % 10 === 0) {
+            xt.setAttribute("aria-label", "The noisy images x_t" + describe(m.i, m.steps));
+            x0.setAttribute("aria-label", "The predicted clean images" + describe(m.i, m.steps));
+          }
+        } else if (m.type === "done" && m.id === runId) {
+          finish();
+          status.textContent = "Done: " + m.steps + " steps in " + (m.totalMs / 1000).toFixed(1) + " s (" +
+            m.msPerStep.toFixed(1) + " ms per step) on " + backend + ".";
+          box.dispatchEvent(new CustomEvent("live-sampler-done", {detail: {
+            x: Array.from(m.x), xT: Array.from(m.xT), digits: digits.slice(), steps: m.steps,
+            msPerStep: m.msPerStep, totalMs: m.totalMs, backend: backend}}));
+        } else if (m.type === "stopped" && m.id === runId) {
+          finish();
+          status.textContent = "Stopped; the images show the last step.";
+        } else if (m.type === "error") {
+          finish();
+          status.textContent = "The sampler failed: " + m.message;
+        }
+      }
+      form.addEventListener("submit", function (event) {
+        event.preventDefault();
+        if (running) { worker.postMessage({type: "stop"}); return; }
+        var seed = Number(form.elements.seed.value);
+        if (!Number.isInteger(seed) || seed < 0 || seed > 4294967295) {
+          status.textContent = "The seed is a whole number from 0 to 4294967295.";
+          form.elements.seed.focus();
+          return;
+        }
+        var choice = form.elements.digit.value;
+        digits = [];
+        if (choice === "all") { for (var d = 0; d < cells; d++) digits.push(d); } else digits.push(Number(choice));
+        var steps = Number(form.elements.steps.value), g = Number(gamma.value);
+        settings = "γ = " + g + ", " + steps + " steps, seed " + seed;
+        running = true;
+        button.textContent = "Stop";
+        [xt, x0].forEach(function (c) { c.getContext("2d").clearRect(0, 0, c.width, c.height); });
+        load().then(function () {
+          runId += 1;
+          worker.postMessage({type: "sample", id: runId, digits: digits, guidance: g, steps: steps, seed: seed});
+        }, function (err) {
+          finish();
+          ready = null;
+          status.textContent = "The sampler could not load: " + err.message;
+        });
+      });
+    });
+  }
+
   function init() {
     initSearch();
     initScrollers();
@@ -354,6 +484,7 @@
     initHybrids();
     initPlayers();
     initToc();
+    initLiveSampler();
   }
   if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", init);
   else init();

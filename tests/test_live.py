@@ -1,0 +1,153 @@
+"""The live sampler's Python side: the portable noise, the strided step, Algorithm 4 fed any noise, the
+ONNX export against torch, the committed settings against the training schedule, and the vendored
+runtime. The browser runs of the same loop are in tests/test_browser.py."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from diffusion import live, rng
+from diffusion.ddpm import linear_schedule, sample_class
+from diffusion.unet import ClassConditionalUNet
+
+ROOT = Path(__file__).resolve().parent.parent
+SITE = ROOT / "site"
+VENDOR = ROOT / "templates" / "static" / "vendor" / "onnxruntime-web"
+ort = pytest.importorskip("onnxruntime", reason="onnxruntime (a test dependency) is not installed")
+
+
+def tiny_model(seed=0, hiddens=4):
+    torch.manual_seed(seed)
+    model = ClassConditionalUNet(num_hiddens=hiddens).eval()
+    for m in model.modules():  # BatchNorm statistics away from 0 and 1, so the export must fold them right
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.5, 0.5)
+            m.running_var.uniform_(0.5, 2.0)
+    return model
+
+
+def test_portable_noise_is_standard_normal_per_seed_and_digit_and_the_same_every_time():
+    draw = live.portable_normal(7, 3, 5, 200_000, 301)
+    assert draw.dtype == np.float32 and abs(draw.mean()) < 0.01 and abs(draw.std() - 1) < 0.01
+    assert abs(np.mean(draw ** 4) - 3) < 0.06  # a normal's fourth moment, not only its first two
+    assert np.array_equal(draw, live.portable_normal(7, 3, 5, 200_000, 301))
+    others = [live.portable_normal(8, 3, 5, 784, 301), live.portable_normal(7, 4, 5, 784, 301),
+              live.portable_normal(7, 3, 6, 784, 301)]
+    for other in others:
+        assert abs(np.corrcoef(draw[:784], other)[0, 1]) < 0.15
+    # Neighbouring pixels are independent too (a weak hash of a counter would correlate them).
+    assert abs(np.corrcoef(draw[:-1], draw[1:])[0, 1]) < 0.01
+    with pytest.raises(ValueError, match="32-bit"):
+        live.portable_normal(2 ** 32, 0, 0, 4, 301)
+    with pytest.raises(ValueError, match="outside"):
+        live.portable_normal(0, 0, 301, 4, 301)
+
+
+def test_strided_timesteps_and_their_step_coefficients():
+    assert live.strided_timesteps(300, 300) == list(range(300, 0, -1))
+    assert live.strided_timesteps(300, 30) == list(range(300, 0, -10))
+    with pytest.raises(ValueError, match="divide T = 300"):
+        live.strided_timesteps(300, 7)
+    s = linear_schedule(300)
+    alpha, beta = live.step_coefficients(s, 120, 119)
+    assert alpha == s.alphas[120] and beta == s.betas[120]
+    alpha, beta = live.step_coefficients(s, 120, 110)
+    assert torch.isclose(alpha, s.alpha_bars[120] / s.alpha_bars[110]) and torch.isclose(alpha + beta, torch.tensor(1.0))
+    assert torch.isclose(alpha, torch.prod(s.alphas[111:121]), rtol=1e-5)
+
+
+def test_the_loop_fed_a_torch_generator_equals_sample_class():
+    """With every step and the noise drawn in the order sample_class draws it, the page's loop is Algorithm 4."""
+    model, schedule = tiny_model(), linear_schedule(20)
+    labels = [3, 0, 7]
+    expected = sample_class(model, labels, schedule, rng.generator(5), guidance=3.0, keep_every=0).images
+    gen = rng.generator(5)
+    got = live.sample(model, labels, schedule, 3.0, live.strided_timesteps(20, 20),
+                      lambda i: rng.randn((3, 1, 28, 28), gen))
+    assert torch.equal(got, expected)
+
+
+def test_the_loop_with_portable_noise_is_per_digit_and_strided_steps_change_it():
+    model, schedule = tiny_model(), linear_schedule(20)
+    every = live.strided_timesteps(20, 20)
+    alone = live.sample(model, [4], schedule, 5.0, every, live.portable_noise(9, [4], 20))
+    all_ten = live.sample(model, list(range(10)), schedule, 5.0, every, live.portable_noise(9, list(range(10)), 20))
+    assert torch.allclose(alone[0], all_ten[4], atol=1e-5)
+    strided = live.sample(model, [4], schedule, 5.0, live.strided_timesteps(20, 5), live.portable_noise(9, [4], 20))
+    assert strided.isfinite().all() and not torch.allclose(strided, alone, atol=1e-3)
+
+
+def run_onnx(session, x, c, t):
+    return session.run(None, {"x": x.numpy(), "c": c.numpy(), "t": t.numpy()})[0]
+
+
+def test_the_onnx_export_computes_what_torch_does_for_any_batch():
+    from diffusion.onnx_export import export_class_unet
+
+    model = tiny_model(hiddens=8)
+    data = export_class_unet(model, 10)
+    assert data == export_class_unet(model, 10)  # bytes decided by the weights: cacheable by content
+    session = ort.InferenceSession(data)
+    gen = torch.Generator().manual_seed(0)
+    for n in (1, 3, 20):
+        x = torch.randn(n, 1, 28, 28, generator=gen)
+        c = torch.nn.functional.one_hot(torch.randint(0, 10, (n,), generator=gen), 10).float()
+        c[: n // 2] = 0  # some rows without a class, as the unconditional half
+        t = torch.rand(n, generator=gen)
+        with torch.no_grad():
+            expected = model(x, c, t).numpy()
+        assert np.abs(run_onnx(session, x, c, t) - expected).max() < 1e-5
+
+
+def committed_settings():
+    path = SITE / "figures" / "b3_live-settings.json"
+    if not path.is_file():
+        pytest.skip("the committed site has no live sampler")
+    return json.loads(path.read_text()), json.loads((SITE / "manifest.json").read_text())["sections"]
+
+
+def test_the_committed_settings_hold_the_schedule_part_b_trains_with():
+    settings, sections = committed_settings()
+    p = sections["b3_train_class"]["params"]
+    schedule = linear_schedule(p["T"], p["beta1"], p["beta2"])
+    assert settings["T"] == p["T"] and settings["num_classes"] == p["num_classes"]
+    for name in ("betas", "alphas", "alpha_bars"):
+        assert torch.equal(torch.tensor(settings[name], dtype=torch.float32), getattr(schedule, name))
+    assert settings["noise"]["draws_per_digit"] == p["T"] + 1
+    assert all(p["T"] % s == 0 for s in settings["controls"]["steps"]) and p["T"] in settings["controls"]["steps"]
+
+
+def test_the_committed_onnx_model_is_the_frozen_final_model():
+    """The published file against the torch model it came from (the cpu freeze's b3_train_class)."""
+    _settings, sections = committed_settings()
+    key = sections["b3_train_class"]["key"]
+    record = json.loads((ROOT / "frozen" / "cpu" / "entries" / "b3_train_class" / f"{key}.json").read_text())
+    sha = next(o for o in record["outputs"] if o["id"] == "model-final")["files"][0]["sha"]
+    saved = torch.load(ROOT / "frozen" / "cpu" / "objects" / sha[:2] / sha, weights_only=False)
+    model = ClassConditionalUNet(**saved["config"])
+    model.load_state_dict(saved["state_dict"])
+    model.eval()
+    session = ort.InferenceSession(str(SITE / "figures" / "b3_live-model.onnx"))
+    gen = torch.Generator().manual_seed(1)
+    x, t = torch.randn(8, 1, 28, 28, generator=gen), torch.rand(8, generator=gen)
+    c = torch.cat([torch.eye(10)[:4], torch.zeros(4, 10)])
+    with torch.no_grad():
+        expected = model(x, c, t).numpy()
+    assert np.abs(run_onnx(session, x, c, t) - expected).max() < 1e-4
+
+
+def test_the_vendored_runtime_is_npms_onnxruntime_web_1_30_0_with_its_licence():
+    bundle = (VENDOR / "ort.wasm.bundle.min.mjs").read_bytes()
+    assert b"ONNX Runtime Web v1.30.0" in bundle[:200]
+    assert "MIT License" in (VENDOR / "LICENSE.txt").read_text()
+    assert sorted(p.name for p in VENDOR.iterdir()) == ["LICENSE.txt", "ort-wasm-simd-threaded.wasm",
+                                                      "ort.wasm.bundle.min.mjs"]
+    npm = ROOT / "node_modules" / "onnxruntime-web" / "dist"
+    if not npm.is_dir():
+        pytest.skip("node_modules/onnxruntime-web is not installed (npm ci)")
+    for name in ("ort.wasm.bundle.min.mjs", "ort-wasm-simd-threaded.wasm"):
+        assert (VENDOR / name).read_bytes() == (npm / name).read_bytes(), name

@@ -1,8 +1,11 @@
 """The benchmark scripts themselves, on the smoke profile and tiny sizes (their numbers are not
 checked here: timing goals belong to the benchmarks, not to tests)."""
 import json
+from pathlib import Path
 
-from bench import build_times, sampling_throughput
+import pytest
+
+from bench import build_times, live_sampler, sampling_throughput
 
 
 def test_incremental_rebuilds_run_only_the_affected_sections(smoke_build, tmp_path):
@@ -26,3 +29,15 @@ def test_sampling_benchmark_measures_both_loops_in_one_run(tmp_path):
         ratio = row["ours_images_per_second"] / row["naive_images_per_second"]
         assert abs(row["speedup"] - ratio) < 0.01 * ratio + 0.01
     assert json.loads(out.read_text()) == result
+
+
+@pytest.mark.browser
+def test_live_sampler_benchmark_times_every_run_in_chromium(smoke_build, tmp_path):
+    if not Path(live_sampler.CHROMIUM).exists():
+        pytest.skip(f"{live_sampler.CHROMIUM} is not installed")
+    out = tmp_path / "live.json"
+    result = live_sampler.main(["--site", str(smoke_build["site"]), "--repeats", "1", "--json", str(out)])
+    assert [(r["digits"], r["steps"]) for r in result["runs"]] == [(1, 300), (10, 300), (1, 30), (10, 30)]
+    for r in result["runs"]:
+        assert r["ms_per_step"] > 0 and abs(r["seconds"] - r["ms_per_step"] * r["steps"] / 1000) < 0.02 * r["seconds"] + 0.01
+    assert result["backend"].startswith("WebAssembly") and json.loads(out.read_text()) == result

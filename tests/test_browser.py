@@ -697,3 +697,21 @@ def test_live_sampler_says_in_one_sentence_why_it_cannot_run_from_a_file(browser
         assert "served over HTTP" in status and status.count(". ") == 0
         assert not page.locator(".live-controls").is_visible()
         assert page.locator("#fig-b3_guidance img").count() > 0  # the static figures stay
+
+
+def test_live_sampler_runs_and_stops_from_the_keyboard(browser, bases):
+    with visit(browser, bases["http"], "part-b.html") as page:
+        status = page.locator(".live-sampler .live-status")
+        page.locator(".live-controls select[name=digit]").focus()
+        page.keyboard.press("Home")  # "all 10", the first option
+        page.locator(".live-run").focus()
+        page.keyboard.press("Enter")
+        sync_api.expect(status).to_contain_text("Step ", timeout=60000)
+        assert page.locator(".live-run").inner_text() == "Stop"
+        page.keyboard.press("Enter")
+        sync_api.expect(status).to_have_text("Stopped; the images show the last step.", timeout=10000)
+        assert page.locator(".live-run").inner_text() == "Sample"
+        page.keyboard.press("Enter")  # a new run after a stop, stopped again
+        sync_api.expect(status).to_contain_text("Step ", timeout=10000)
+        page.keyboard.press("Enter")
+        sync_api.expect(status).to_contain_text("Stopped", timeout=10000)

@@ -19,6 +19,16 @@ let session = null;
 let cfg = null;
 let current = 0; // the id of the run in progress; "stop" clears it and the run ends after its step
 
+// session.run on one WASM thread settles without leaving the task, so a "stop" message would wait for
+// the whole run; each step ends by letting queued messages in (a MessageChannel task, not a clamped timer).
+const tick = new MessageChannel();
+function letMessagesIn() {
+  return new Promise((resolve) => {
+    tick.port1.onmessage = () => resolve();
+    tick.port2.postMessage(0);
+  });
+}
+
 // --- portable noise (diffusion/live.py: _mix32, _uniform, portable_normal) -----------------------
 
 const GOLDEN = 0x9e3779b9;
@@ -108,6 +118,7 @@ async function sample({digits, guidance, steps, seed, id}) {
     x = next;
     const msPerStep = (performance.now() - started) / (i + 1);
     self.postMessage({type: "step", id, i: i + 1, steps: timesteps.length, t: s, x, x0, msPerStep});
+    await letMessagesIn();
   }
   const totalMs = performance.now() - started;
   self.postMessage({type: "done", id, x, xT, steps: timesteps.length, msPerStep: totalMs / timesteps.length, totalMs});

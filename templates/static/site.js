@@ -390,6 +390,7 @@
       var why = liveUnsupported();
       if (why) { status.textContent = why; return; }
       var worker = null, ready = null, backend = "", runId = 0, running = false, digits = [], settings = "";
+      var started = false, cancelled = false;
       status.textContent = "Press the button to load the sampler; nothing is downloaded before.";
       form.hidden = false;
       rows.hidden = false;
@@ -419,6 +420,7 @@
       }
       function finish() {
         running = false;
+        started = false;
         button.textContent = "Sample";
       }
       function onMessage(event) {
@@ -449,7 +451,11 @@
       }
       form.addEventListener("submit", function (event) {
         event.preventDefault();
-        if (running) { worker.postMessage({type: "stop"}); return; }
+        if (running) {
+          if (started) worker.postMessage({type: "stop"});
+          else cancelled = true; // still loading: the run will not start
+          return;
+        }
         var seed = Number(form.elements.seed.value);
         if (!Number.isInteger(seed) || seed < 0 || seed > 4294967295) {
           status.textContent = "The seed is a whole number from 0 to 4294967295.";
@@ -462,9 +468,16 @@
         var steps = Number(form.elements.steps.value), g = Number(gamma.value);
         settings = "γ = " + g + ", " + steps + " steps, seed " + seed;
         running = true;
+        cancelled = false;
         button.textContent = "Stop";
         [xt, x0].forEach(function (c) { c.getContext("2d").clearRect(0, 0, c.width, c.height); });
         load().then(function () {
+          if (cancelled) {
+            finish();
+            status.textContent = "Stopped before the first step.";
+            return;
+          }
+          started = true;
           runId += 1;
           worker.postMessage({type: "sample", id: runId, digits: digits, guidance: g, steps: steps, seed: seed});
         }, function (err) {

@@ -632,7 +632,6 @@ def python_live_sample(site: Path, digits, guidance, steps, seed):
     """diffusion/live.py's loop on the site's own ONNX file and settings, with the page's noise."""
     import json
 
-    import numpy as np
     import torch
 
     ort = pytest.importorskip("onnxruntime")

@@ -22,13 +22,15 @@ from bench.common import describe_machine, save_result
 
 ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM = "/usr/bin/chromium"
+# Sets the controls as a reader would and presses the button; resolves with the run's "live-sampler-done"
+# detail (the final images, x_T, the timing and the backend). tests/test_browser.py drives it too.
 RUN = """(choice) => new Promise((resolve) => {
   const box = document.querySelector(".live-sampler"), form = box.querySelector(".live-controls");
   form.elements.digit.value = choice.digit;
   form.elements.steps.value = String(choice.steps);
-  form.elements.seed.value = "0";
-  box.addEventListener("live-sampler-done", (e) => resolve({msPerStep: e.detail.msPerStep,
-    totalMs: e.detail.totalMs, backend: e.detail.backend}), {once: true});
+  form.elements.seed.value = String(choice.seed ?? 0);
+  if (choice.guidance !== undefined) form.elements.guidance.value = String(choice.guidance);
+  box.addEventListener("live-sampler-done", (e) => resolve(e.detail), {once: true});
   box.querySelector(".live-run").click();
 })"""
 

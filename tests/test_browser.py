@@ -21,6 +21,8 @@ from pathlib import Path
 
 import pytest
 
+from bench import live_sampler
+
 pytestmark = pytest.mark.browser
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -617,17 +619,6 @@ def test_axe_finds_no_violation(browser, bases, width, scheme):
     assert not found, f"axe-core violations at {width} px, {scheme}: {found}"
 
 
-RUN_LIVE = """(choice) => new Promise((resolve) => {
-  const box = document.querySelector(".live-sampler"), form = box.querySelector(".live-controls");
-  form.elements.digit.value = choice.digit;
-  form.elements.steps.value = String(choice.steps);
-  form.elements.seed.value = String(choice.seed);
-  form.elements.guidance.value = String(choice.guidance);
-  box.addEventListener("live-sampler-done", (e) => resolve(e.detail), {once: true});
-  box.querySelector(".live-run").click();
-})"""
-
-
 def python_live_sample(site: Path, digits, guidance, steps, seed):
     """diffusion/live.py's loop on the site's own ONNX file and settings, with the page's noise."""
     import json
@@ -669,7 +660,7 @@ def test_live_sampler_draws_pythons_digits_loads_nothing_before_asked_and_moves_
                 {"digit": "4", "steps": 30, "seed": 4000000000, "guidance": 5}]
         results = []
         for choice in runs:
-            got = page.evaluate(RUN_LIVE, choice)
+            got = page.evaluate(live_sampler.RUN, choice)
             digits = list(range(10)) if choice["digit"] == "all" else [int(choice["digit"])]
             assert got["digits"] == digits and got["steps"] == choice["steps"]
             assert got["backend"].startswith("WebAssembly")

@@ -107,13 +107,14 @@ async function sample({digits, guidance, steps, seed, id}) {
     const abarT = cfg.alpha_bars[t], abarS = cfg.alpha_bars[s];
     const [alpha, beta] = stepCoefficients(t, s);
     const cx0 = Math.sqrt(abarS) * beta / (1 - abarT), cxt = Math.sqrt(alpha) * (1 - abarS) / (1 - abarT);
+    const sqrtOneMinusAbarT = Math.sqrt(1 - abarT), sqrtAbarT = Math.sqrt(abarT), sigma = Math.sqrt(beta);
     const z = s > 0 ? noise(seed, digits, i + 1, size) : null;
-    const next = new Float32Array(n * size), x0 = new Float32Array(n * size);
-    for (let j = 0; j < n * size; j++) {
-      const eps = e[n * size + j] + guidance * (e[j] - e[n * size + j]); // eps_u + gamma (eps_c - eps_u)
-      x0[j] = (x[j] - Math.sqrt(1 - abarT) * eps) / Math.sqrt(abarT);
+    const half = n * size, next = new Float32Array(half), x0 = new Float32Array(half);
+    for (let j = 0; j < half; j++) {
+      const eps = e[half + j] + guidance * (e[j] - e[half + j]); // eps_u + gamma (eps_c - eps_u)
+      x0[j] = (x[j] - sqrtOneMinusAbarT * eps) / sqrtAbarT;
       const mean = cx0 * x0[j] + cxt * x[j];
-      next[j] = z ? mean + Math.sqrt(beta) * z[j] : mean;
+      next[j] = z ? mean + sigma * z[j] : mean;
     }
     x = next;
     const msPerStep = (performance.now() - started) / (i + 1);

@@ -35,6 +35,20 @@ RUN = """(choice) => new Promise((resolve) => {
 })"""
 
 
+def gflop_per_digit_step(num_hiddens: int, num_classes: int) -> float:
+    """The floating-point work of one digit's step, counted by torch on the exported graph's torch twin."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from diffusion.onnx_export import GuidedPair
+    from diffusion.unet import ClassConditionalUNet
+
+    pair = GuidedPair(ClassConditionalUNet(num_classes=num_classes, num_hiddens=num_hiddens).eval())
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        pair(torch.zeros(1, 1, 28, 28), torch.zeros(1, num_classes), torch.zeros(1))
+    return counter.get_total_flops() / 1e9
+
+
 def measure(site: Path, repeats: int) -> dict:
     import json
 
@@ -51,7 +65,9 @@ def measure(site: Path, repeats: int) -> dict:
     T = settings["T"]
     runs = [("one digit", "3", T), ("all ten digits", "all", T), ("one digit, strided", "3", T // 10),
             ("all ten digits, strided", "all", T // 10)]
-    out = {"T": T, "model": settings["model"], "repeats": repeats, "runs": []}
+    out = {"T": T, "model": settings["model"], "repeats": repeats, "runs": [],
+           "gflop_per_digit_step": round(gflop_per_digit_step(settings["model"]["num_hiddens"],
+                                                              settings["num_classes"]), 4)}
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"])
         page = browser.new_page()

@@ -10,7 +10,9 @@ of the class-conditioned UNet. Two things make its result comparable with this o
   seed 7 is the same image whether it is drawn alone or with the other nine.
 * **The same step.** ``sample`` below takes its noise from a callable, so the very loop that the
   page mirrors can also be fed a torch generator's draws, and then it equals
-  ``diffusion.ddpm.sample_class`` (tests/test_live.py).
+  ``diffusion.ddpm.sample_class`` (tests/test_live.py). It takes the model the same way: a function
+  from (x_t, c, t/T) to the pair (eps_c, eps_u), which the page's ONNX graph computes with the
+  encoder shared (diffusion/onnx_export.py) and ``doubled`` computes as sample_class does.
 
 A strided schedule visits t = T, T - k, ..., k (k = T / steps) and steps from t to s = t - k with
 the cumulative products at those two steps: alpha = abar_t / abar_s and beta = 1 - alpha take the
@@ -81,23 +83,39 @@ def step_coefficients(schedule: Schedule, t: int, s: int) -> tuple[float, float]
     return alpha, 1 - alpha
 
 
-EpsFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]  # (x, c, t/T) -> eps
+# (x_t, one-hot c, t/T) -> (eps_theta(x_t, c, t/T), eps_theta(x_t, null, t/T))
+GuidedPairFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
 
 
-def sample(eps_fn: EpsFn, digits: Sequence[int], schedule: Schedule, guidance: float, timesteps: Sequence[int],
-           noise: Callable[[int], torch.Tensor], num_classes: int = 10,
+def doubled(model: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]) -> GuidedPairFn:
+    """The pair from one call of ``model`` on the batch [x_t, x_t] with [c, 0], as sample_class computes it."""
+    def pair(x, c, t):
+        return model(torch.cat([x, x]), torch.cat([c, torch.zeros_like(c)]), torch.cat([t, t])).chunk(2)
+    return pair
+
+
+def onnx_pair(session) -> GuidedPairFn:
+    """The pair from an onnxruntime session of the exported graph (inputs x, c, t; outputs eps_c, eps_u)."""
+    def pair(x, c, t):
+        eps_c, eps_u = session.run(None, {"x": x.numpy(), "c": c.numpy(), "t": t.numpy()})
+        return torch.from_numpy(eps_c), torch.from_numpy(eps_u)
+    return pair
+
+
+def sample(guided_pair: GuidedPairFn, digits: Sequence[int], schedule: Schedule, guidance: float,
+           timesteps: Sequence[int], noise: Callable[[int], torch.Tensor], num_classes: int = 10,
            on_step: Callable[[int, torch.Tensor, torch.Tensor], None] | None = None) -> torch.Tensor:
     """Algorithm 4 over ``timesteps`` (descending); ``noise(i)`` is x_T for i = 0 and z of step i otherwise.
 
     ``on_step(t, x_s, x0_hat)`` sees each step's result, as the page draws it.
     """
     n = len(digits)
-    c = torch.cat([F.one_hot(torch.as_tensor(list(digits)), num_classes).float(), torch.zeros(n, num_classes)])
+    c = F.one_hot(torch.as_tensor(list(digits)), num_classes).float()
     x = noise(0)
     T = schedule.T
     for i, t in enumerate(timesteps):
         s = timesteps[i + 1] if i + 1 < len(timesteps) else 0
-        eps_c, eps_u = eps_fn(torch.cat([x, x]), c, torch.full((2 * n,), t / T)).float().chunk(2)
+        eps_c, eps_u = (e.float() for e in guided_pair(x, c, torch.full((n,), t / T)))
         eps = eps_u + guidance * (eps_c - eps_u)
         abar_t, abar_s = schedule.alpha_bars[t], schedule.alpha_bars[s]
         alpha, beta = step_coefficients(schedule, t, s)

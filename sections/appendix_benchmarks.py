@@ -74,12 +74,14 @@ def run(ctx):
     if gpu:
         gpu_tables(ctx, gpu)
     if live:
-        ctx.save_table("bench_live", ["run", "digits", "steps", "ms per step", "seconds"],
-                       [[r["run"], r["digits"], r["steps"], f"{r['ms_per_step']:.1f}", f"{r['seconds']:.2f}"]
-                        for r in live["runs"]],
+        gflop = live["gflop_per_digit_step"]
+        ctx.save_table("bench_live", ["run", "digits", "steps", "ms per step", "seconds", "GFLOP/s"],
+                       [[r["run"], r["digits"], r["steps"], f"{r['ms_per_step']:.1f}", f"{r['seconds']:.2f}",
+                         f"{r['digits'] * gflop / (r['ms_per_step'] / 1000):.1f}"] for r in live["runs"]],
                        caption=f"The live sampler of Part B 2.5 in headless Chromium ({live['backend']}; the "
                                f"D = {live['model']['num_hiddens']} model, {live['model']['parameters']:,} "
-                               f"parameters): the fastest of {live['repeats']} runs each, as the page's worker "
+                               f"parameters, {gflop * 1000:.0f} MFLOP per digit and step as torch counts them): "
+                               f"the fastest of {live['repeats']} runs each, as the page's worker "
                                f"times them; the first press also loads the runtime and the model "
                                f"({live['first_press_seconds']:.1f} s). python -m bench.live_sampler.")
     if deepfloyd_cpu or deepfloyd_gpu:

@@ -5,7 +5,7 @@ import json
 
 from builder.section import Section
 from diffusion.ddpm import linear_schedule
-from diffusion.onnx_export import INPUTS, OPSET, OUTPUT, export_class_unet
+from diffusion.onnx_export import INPUTS, OPSET, OUTPUTS, export_guided_pair
 
 SECTION = Section(
     id="b3_live_sampler",
@@ -23,7 +23,7 @@ def run(ctx):
     tp = up.params
     model = up.model("final")
     shape = [1, 28, 28]
-    onnx = export_class_unet(model, tp["num_classes"], tuple(shape))
+    onnx = export_guided_pair(model, tuple(shape))
     schedule = linear_schedule(tp["T"], tp["beta1"], tp["beta2"])
     T = schedule.T
     settings = {
@@ -31,7 +31,7 @@ def run(ctx):
         "T": T, "betas": schedule.betas.tolist(), "alphas": schedule.alphas.tolist(),
         "alpha_bars": schedule.alpha_bars.tolist(),
         "num_classes": tp["num_classes"], "shape": shape,
-        "onnx": {"inputs": list(INPUTS), "output": OUTPUT, "opset": OPSET},
+        "onnx": {"inputs": list(INPUTS), "outputs": list(OUTPUTS), "opset": OPSET},
         "controls": {"guidance": p.guidance, "guidance_max": p.guidance_max, "seed": p.seed,
                      "steps": [s for s in range(p.min_steps, T + 1) if T % s == 0]},
         # diffusion/live.py: a digit's noise images are draws 0..T of its own counter range.

@@ -633,10 +633,8 @@ def python_live_sample(site: Path, digits, guidance, steps, seed):
     schedule = Schedule(*(torch.tensor(cfg[k], dtype=torch.float32) for k in ("betas", "alphas", "alpha_bars")))
     session = ort.InferenceSession(str(site / "figures" / "b3_live-model.onnx"))
 
-    def eps(x, c, t):
-        return torch.from_numpy(session.run(None, {"x": x.numpy(), "c": c.numpy(), "t": t.numpy()})[0])
     noise = live.portable_noise(seed, digits, cfg["T"], tuple(cfg["shape"]))
-    x = live.sample(eps, digits, schedule, guidance, live.strided_timesteps(cfg["T"], steps), noise)
+    x = live.sample(live.onnx_pair(session), digits, schedule, guidance, live.strided_timesteps(cfg["T"], steps), noise)
     return noise(0).numpy().ravel(), x.numpy().ravel()
 
 

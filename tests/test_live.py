@@ -27,6 +27,12 @@ def tiny_model(seed=0, hiddens=4):
         if isinstance(m, torch.nn.BatchNorm2d):
             m.running_mean.uniform_(-0.5, 0.5)
             m.running_var.uniform_(0.5, 2.0)
+    # At its initial scale the class hardly moves an untrained model's output (1e-6): too little for a test
+    # to tell eps_c from eps_u. Unit-normal conditioning weights make it 1e-4 to 1e-3.
+    for fc in (model.fc1_c, model.fc2_c, model.fc1_t, model.fc2_t):
+        for linear in (fc[0], fc[2]):
+            torch.nn.init.normal_(linear.weight)
+            torch.nn.init.normal_(linear.bias)
     return model
 
 
@@ -66,41 +72,48 @@ def test_the_loop_fed_a_torch_generator_equals_sample_class():
     labels = [3, 0, 7]
     expected = sample_class(model, labels, schedule, rng.generator(5), guidance=3.0, keep_every=0).images
     gen = rng.generator(5)
-    got = live.sample(model, labels, schedule, 3.0, live.strided_timesteps(20, 20),
+    got = live.sample(live.doubled(model), labels, schedule, 3.0, live.strided_timesteps(20, 20),
                       lambda i: rng.randn((3, 1, 28, 28), gen))
     assert torch.equal(got, expected)
 
 
 def test_the_loop_with_portable_noise_is_per_digit_and_strided_steps_change_it():
+    from diffusion.onnx_export import GuidedPair
+
     model, schedule = tiny_model(), linear_schedule(20)
-    every = live.strided_timesteps(20, 20)
-    alone = live.sample(model, [4], schedule, 5.0, every, live.portable_noise(9, [4], 20))
-    all_ten = live.sample(model, list(range(10)), schedule, 5.0, every, live.portable_noise(9, list(range(10)), 20))
-    assert torch.allclose(alone[0], all_ten[4], atol=1e-5)
-    strided = live.sample(model, [4], schedule, 5.0, live.strided_timesteps(20, 5), live.portable_noise(9, [4], 20))
+    pair, every = GuidedPair(model), live.strided_timesteps(20, 20)  # the exported graph's torch twin
+    with torch.no_grad():
+        alone = live.sample(pair, [4], schedule, 5.0, every, live.portable_noise(9, [4], 20))
+        all_ten = live.sample(pair, list(range(10)), schedule, 5.0, every, live.portable_noise(9, list(range(10)), 20))
+        assert torch.allclose(alone[0], all_ten[4], atol=1e-5)
+        doubled = live.sample(live.doubled(model), [4], schedule, 5.0, every, live.portable_noise(9, [4], 20))
+        assert torch.allclose(alone, doubled, atol=1e-5)  # sharing the encoder changes no result
+        strided = live.sample(pair, [4], schedule, 5.0, live.strided_timesteps(20, 5), live.portable_noise(9, [4], 20))
     assert strided.isfinite().all() and not torch.allclose(strided, alone, atol=1e-3)
 
 
 def run_onnx(session, x, c, t):
-    return session.run(None, {"x": x.numpy(), "c": c.numpy(), "t": t.numpy()})[0]
+    return session.run(None, {"x": x.numpy(), "c": c.numpy(), "t": t.numpy()})
 
 
-def test_the_onnx_export_computes_what_torch_does_for_any_batch():
-    from diffusion.onnx_export import export_class_unet
+def test_the_onnx_export_computes_both_halves_of_guidance_as_torch_does_for_any_batch():
+    """The graph shares the encoder between eps_c and eps_u; each must still be the UNet's own output."""
+    from diffusion.onnx_export import OUTPUTS, export_guided_pair
 
     model = tiny_model(hiddens=8)
-    data = export_class_unet(model, 10)
-    assert data == export_class_unet(model, 10)  # bytes decided by the weights: cacheable by content
+    data = export_guided_pair(model)
+    assert data == export_guided_pair(model)  # bytes decided by the weights: cacheable by content
     session = ort.InferenceSession(data)
+    assert [o.name for o in session.get_outputs()] == list(OUTPUTS)
     gen = torch.Generator().manual_seed(0)
     for n in (1, 3, 20):
         x = torch.randn(n, 1, 28, 28, generator=gen)
         c = torch.nn.functional.one_hot(torch.randint(0, 10, (n,), generator=gen), 10).float()
-        c[: n // 2] = 0  # some rows without a class, as the unconditional half
         t = torch.rand(n, generator=gen)
         with torch.no_grad():
-            expected = model(x, c, t).numpy()
-        assert np.abs(run_onnx(session, x, c, t) - expected).max() < 1e-5
+            expected = model(x, c, t).numpy(), model(x, torch.zeros_like(c), t).numpy()
+        for got, want in zip(run_onnx(session, x, c, t), expected):
+            assert got.shape == (n, 1, 28, 28) and np.abs(got - want).max() < 1e-5
 
 
 def committed_settings():
@@ -134,10 +147,11 @@ def test_the_committed_onnx_model_is_the_frozen_final_model():
     session = ort.InferenceSession(str(SITE / "figures" / "b3_live-model.onnx"))
     gen = torch.Generator().manual_seed(1)
     x, t = torch.randn(8, 1, 28, 28, generator=gen), torch.rand(8, generator=gen)
-    c = torch.cat([torch.eye(10)[:4], torch.zeros(4, 10)])
+    c = torch.eye(10)[:8]
     with torch.no_grad():
-        expected = model(x, c, t).numpy()
-    assert np.abs(run_onnx(session, x, c, t) - expected).max() < 1e-4
+        expected = model(x, c, t).numpy(), model(x, torch.zeros_like(c), t).numpy()
+    for got, want in zip(run_onnx(session, x, c, t), expected):
+        assert np.abs(got - want).max() < 1e-4
 
 
 def test_the_vendored_runtime_is_npms_onnxruntime_web_1_30_0_with_its_licence():

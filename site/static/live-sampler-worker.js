@@ -81,14 +81,14 @@ async function sample({digits, guidance, steps, seed, id}) {
   if (T % steps !== 0) throw new Error(`${steps} steps do not divide T = ${T}`);
   const k = T / steps, timesteps = [];
   for (let t = T; t > 0; t -= k) timesteps.push(t);
-  // One batch of 2n: the conditional half (one-hot classes), then the unconditional half (zeros).
-  const c = new Float32Array(2 * n * classes);
+  // The graph returns eps_c (the one-hot classes) and eps_u (the null class) for the same x_t.
+  const c = new Float32Array(n * classes);
   digits.forEach((d, j) => { c[j * classes + d] = 1; });
-  const cTensor = new ort.Tensor("float32", c, [2 * n, classes]);
-  const [inX, inC, inT] = cfg.onnx.inputs;
+  const cTensor = new ort.Tensor("float32", c, [n, classes]);
+  const [inX, inC, inT] = cfg.onnx.inputs, [outC, outU] = cfg.onnx.outputs;
   let x = noise(seed, digits, 0, size);
   const xT = x.slice();
-  const xx = new Float32Array(2 * n * size), tt = new Float32Array(2 * n);
+  const tt = new Float32Array(n);
   const started = performance.now();
   for (let i = 0; i < timesteps.length; i++) {
     if (id !== current) {
@@ -96,22 +96,19 @@ async function sample({digits, guidance, steps, seed, id}) {
       return;
     }
     const t = timesteps[i], s = i + 1 < timesteps.length ? timesteps[i + 1] : 0;
-    xx.set(x, 0);
-    xx.set(x, n * size);
     tt.fill(t / T);
     const out = await session.run({
-      [inX]: new ort.Tensor("float32", xx, [2 * n, ...cfg.shape]), [inC]: cTensor,
-      [inT]: new ort.Tensor("float32", tt, [2 * n]),
+      [inX]: new ort.Tensor("float32", x, [n, ...cfg.shape]), [inC]: cTensor, [inT]: new ort.Tensor("float32", tt, [n]),
     });
-    const e = out[cfg.onnx.output].data;
+    const ec = out[outC].data, eu = out[outU].data;
     const abarT = cfg.alpha_bars[t], abarS = cfg.alpha_bars[s];
     const [alpha, beta] = stepCoefficients(t, s);
     const cx0 = Math.sqrt(abarS) * beta / (1 - abarT), cxt = Math.sqrt(alpha) * (1 - abarS) / (1 - abarT);
     const sqrtOneMinusAbarT = Math.sqrt(1 - abarT), sqrtAbarT = Math.sqrt(abarT), sigma = Math.sqrt(beta);
     const z = s > 0 ? noise(seed, digits, i + 1, size) : null;
-    const half = n * size, next = new Float32Array(half), x0 = new Float32Array(half);
-    for (let j = 0; j < half; j++) {
-      const eps = e[half + j] + guidance * (e[j] - e[half + j]); // eps_u + gamma (eps_c - eps_u)
+    const next = new Float32Array(n * size), x0 = new Float32Array(n * size);
+    for (let j = 0; j < n * size; j++) {
+      const eps = eu[j] + guidance * (ec[j] - eu[j]); // eps_u + gamma (eps_c - eps_u)
       x0[j] = (x[j] - sqrtOneMinusAbarT * eps) / sqrtAbarT;
       const mean = cx0 * x0[j] + cxt * x[j];
       next[j] = z ? mean + sigma * z[j] : mean;

@@ -30,6 +30,7 @@ RUN = """(choice) => new Promise((resolve) => {
   form.elements.steps.value = String(choice.steps);
   form.elements.seed.value = String(choice.seed ?? 0);
   if (choice.guidance !== undefined) form.elements.guidance.value = String(choice.guidance);
+  if (choice.backend !== undefined) form.elements.backend.value = choice.backend;
   box.addEventListener("live-sampler-done", (e) => resolve(e.detail), {once: true});
   box.querySelector(".live-run").click();
 })"""

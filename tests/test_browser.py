@@ -49,19 +49,37 @@ def site(request) -> Path:
 
 
 @pytest.fixture(scope="module")
-def browser():
+def playwright():
     try:
         manager = sync_api.sync_playwright().start()
     except Exception as exc:  # pragma: no cover - depends on the machine
         pytest.skip(f"playwright could not start: {exc}")
+    yield manager
+    manager.stop()
+
+
+def launch(playwright, args):
     try:
-        chromium = manager.chromium.launch(executable_path=str(CHROMIUM), args=LAUNCH_ARGS)
+        return playwright.chromium.launch(executable_path=str(CHROMIUM), args=args)
     except Exception as exc:  # pragma: no cover - depends on the machine
-        manager.stop()
         pytest.skip(f"playwright could not launch {CHROMIUM}: {exc}")
+
+
+@pytest.fixture(scope="module")
+def browser(playwright):
+    chromium = launch(playwright, LAUNCH_ARGS)
     yield chromium
     chromium.close()
-    manager.stop()
+
+
+@pytest.fixture(scope="module")
+def webgpu_browser(playwright):
+    """Chromium with WebGPU on SwiftShader, Chromium's software Vulkan: a real WebGPU adapter on any CPU
+    (a "fallback" one, as browsers call software adapters), so the sampler's WebGPU path runs here."""
+    chromium = launch(playwright, [a for a in LAUNCH_ARGS if a != "--disable-gpu"]
+                      + ["--enable-unsafe-webgpu", "--use-webgpu-adapter=swiftshader"])
+    yield chromium
+    chromium.close()
 
 
 class _QuietHandler(http.server.SimpleHTTPRequestHandler):
@@ -653,6 +671,8 @@ def test_live_sampler_draws_pythons_digits_loads_nothing_before_asked_and_moves_
         assert page.locator(".live-controls").is_visible()
         assert not [u for u in fetched if "onnx" in u or "wasm" in u or "worker" in u], fetched
         height = page.evaluate("document.scrollingElement.scrollHeight")
+        webgpu = page.locator(".live-controls select[name=backend] option[value=webgpu]")
+        assert webgpu.is_disabled(), "this Chromium runs without a GPU, so WebGPU is not offered"
         runs = [{"digit": "7", "steps": 300, "seed": 12345, "guidance": 3.5},
                 {"digit": "all", "steps": 30, "seed": 4000000000, "guidance": 5},
                 {"digit": "4", "steps": 30, "seed": 4000000000, "guidance": 5}]
@@ -679,6 +699,39 @@ def test_live_sampler_draws_pythons_digits_loads_nothing_before_asked_and_moves_
             assert violations == []
 
 
+def test_live_sampler_offers_webgpu_where_the_browser_has_an_adapter_and_draws_pythons_digits(webgpu_browser, bases,
+                                                                                             site):
+    """WebGPU on SwiftShader against diffusion/live.py on the same ONNX file: x_T exactly, the final image within
+    1e-4 after 10 steps (measured: see the README). Only the WebGPU build of the runtime is downloaded; choosing
+    WebAssembly afterwards starts the other build in a new worker."""
+    import numpy as np
+
+    with visit(webgpu_browser, bases["http"], "part-b.html") as page:
+        fetched = []
+        page.on("request", lambda r: fetched.append(r.url.rsplit("/", 1)[-1]))
+        backends = page.locator(".live-controls select[name=backend]")
+        sync_api.expect(backends.locator("option[value=webgpu]")).to_be_enabled(timeout=10000)
+        assert backends.input_value() == "wasm", "a software adapter is offered, not chosen for the reader"
+        backends.select_option("webgpu")
+        vendor = site / "static" / "vendor" / "onnxruntime-web"
+        download = sum((site / p).stat().st_size for p in ["figures/b3_live-model.onnx", "figures/b3_live-settings.json",
+                                                            "static/live-sampler-worker.js"])
+        download += sum((vendor / n).stat().st_size for n in ["ort.webgpu.bundle.min.mjs",
+                                                              "ort-wasm-simd-threaded.asyncify.wasm"])
+        assert page.locator(".live-run").inner_text() == f"Load the sampler ({download / 1e6:.1f} MB) and sample"
+        choice = {"digit": "7", "steps": 10, "seed": 99, "guidance": 4, "backend": "webgpu"}
+        got = page.evaluate(live_sampler.RUN, choice)
+        assert got["backend"] == "WebGPU"
+        x_t, x0 = python_live_sample(site, [7], 4.0, 10, 99)
+        assert np.abs(np.array(got["xT"], dtype=np.float32) - x_t).max() <= 1e-6
+        assert np.abs(np.array(got["x"]) - x0).max() < 1e-4
+        assert "ort-wasm-simd-threaded.asyncify.wasm" in fetched and "ort-wasm-simd-threaded.wasm" not in fetched
+        assert "on WebGPU" in page.locator(".live-status").inner_text()
+        again = page.evaluate(live_sampler.RUN, {**choice, "backend": "wasm"})
+        assert again["backend"].startswith("WebAssembly") and "ort-wasm-simd-threaded.wasm" in fetched
+        assert np.abs(np.array(again["x"]) - x0).max() < 1e-4
+
+
 def test_live_sampler_says_in_one_sentence_why_it_cannot_run_from_a_file(browser, bases):
     with visit(browser, bases["file"], "part-b.html") as page:
         status = page.locator(".live-sampler .live-status").inner_text()
@@ -703,3 +756,12 @@ def test_live_sampler_runs_and_stops_from_the_keyboard(browser, bases):
         sync_api.expect(status).to_contain_text("Step ", timeout=10000)
         page.keyboard.press("Enter")
         sync_api.expect(status).to_contain_text("Stopped", timeout=10000)
+        # One past the 32-bit range: the browser's own validation (the input's max) refuses to start a run and
+        # takes the reader to the seed.
+        page.locator(".live-controls input[name=seed]").fill("4294967296")
+        page.locator(".live-run").focus()
+        page.keyboard.press("Enter")
+        assert page.evaluate("document.activeElement.name") == "seed"
+        assert page.evaluate("document.activeElement.validity.rangeOverflow")
+        assert page.locator(".live-run").inner_text() == "Sample"
+        sync_api.expect(status).to_contain_text("Stopped")

@@ -158,10 +158,14 @@ def test_the_vendored_runtime_is_npms_onnxruntime_web_1_30_0_with_its_licence():
     bundle = (VENDOR / "ort.wasm.bundle.min.mjs").read_bytes()
     assert b"ONNX Runtime Web v1.30.0" in bundle[:200]
     assert "MIT License" in (VENDOR / "LICENSE.txt").read_text()
-    assert sorted(p.name for p in VENDOR.iterdir()) == ["LICENSE.txt", "ort-wasm-simd-threaded.wasm",
-                                                      "ort.wasm.bundle.min.mjs"]
+    assert b"ONNX Runtime Web v1.30.0" in (VENDOR / "ort.webgpu.bundle.min.mjs").read_bytes()[:200]
+    # Each backend's bundle and the one binary it loads (the WebGPU build's is the asyncify one), nothing else.
+    runtime = ["ort-wasm-simd-threaded.asyncify.wasm", "ort-wasm-simd-threaded.wasm", "ort.wasm.bundle.min.mjs",
+               "ort.webgpu.bundle.min.mjs"]
+    assert sorted(p.name for p in VENDOR.iterdir()) == ["LICENSE.txt"] + runtime
+    assert b"ort-wasm-simd-threaded.asyncify.wasm" in (VENDOR / "ort.webgpu.bundle.min.mjs").read_bytes()
     npm = ROOT / "node_modules" / "onnxruntime-web" / "dist"
     if not npm.is_dir():
         pytest.skip("node_modules/onnxruntime-web is not installed (npm ci)")
-    for name in ("ort.wasm.bundle.min.mjs", "ort-wasm-simd-threaded.wasm"):
+    for name in runtime:
         assert (VENDOR / name).read_bytes() == (npm / name).read_bytes(), name

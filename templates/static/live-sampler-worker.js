@@ -1,20 +1,16 @@
 // The live sampler's worker: Algorithm 4 on the ONNX export of the class-conditioned UNet, with
-// onnxruntime-web's WebAssembly backend on one thread. It mirrors diffusion/live.py line for line
+// onnxruntime-web on WebAssembly (one thread) or WebGPU. It mirrors diffusion/live.py line for line
 // (the noise generator and the step); every constant comes from the settings JSON the build wrote.
 //
-// Messages in:  {type: "load", model, settings}  (URLs)
+// Messages in:  {type: "load", model, settings, backend, bundle, binary}  (URLs; backend "wasm" | "webgpu")
 //               {type: "sample", digits, guidance, steps, seed, id} | {type: "stop"}
 // Messages out: {type: "ready", backend, loadMs} | {type: "step", id, i, steps, t, x, x0, msPerStep}
 //               {type: "done", id, x, xT, steps, msPerStep, totalMs} | {type: "stopped", id}
 //               {type: "error", message}
-// The page sends "sample" only when no run is in progress (a session runs one batch at a time).
-import * as ort from "./vendor/onnxruntime-web/ort.wasm.bundle.min.mjs";
+// The page sends "sample" only when no run is in progress (a session runs one batch at a time), and
+// starts a new worker to change the backend (each backend is its own build of the runtime).
 
-ort.env.wasm.numThreads = 1; // threads need cross-origin isolation, which GitHub Pages cannot give
-// Only the binary's place: a folder here would also send the runtime for its JavaScript glue, which the
-// bundle already holds (and the site does not vendor).
-ort.env.wasm.wasmPaths = {wasm: new URL("./vendor/onnxruntime-web/ort-wasm-simd-threaded.wasm", import.meta.url).href};
-
+let ort = null;
 let session = null;
 let cfg = null;
 let current = 0; // the id of the run in progress; "stop" clears it and the run ends after its step
@@ -127,10 +123,19 @@ self.onmessage = async (event) => {
   try {
     if (msg.type === "load") {
       const started = performance.now();
+      if (msg.backend === "webgpu" && !(navigator.gpu && await navigator.gpu.requestAdapter())) {
+        throw new Error("this browser offers no WebGPU adapter; choose WebAssembly");
+      }
+      ort = await import(msg.bundle);
+      ort.env.wasm.numThreads = 1; // threads need cross-origin isolation, which GitHub Pages cannot give
+      // Only the binary's place: a folder here would also send the runtime for its JavaScript glue, which
+      // the bundle already holds (and the site does not vendor).
+      ort.env.wasm.wasmPaths = {wasm: msg.binary};
       cfg = await (await fetch(msg.settings)).json();
-      session = await ort.InferenceSession.create(msg.model, {executionProviders: ["wasm"],
+      session = await ort.InferenceSession.create(msg.model, {executionProviders: [msg.backend],
                                                               graphOptimizationLevel: "all"});
-      self.postMessage({type: "ready", backend: "WebAssembly, one thread", loadMs: performance.now() - started});
+      const backend = msg.backend === "webgpu" ? "WebGPU" : "WebAssembly, one thread";
+      self.postMessage({type: "ready", backend, loadMs: performance.now() - started});
     } else if (msg.type === "sample") {
       current = msg.id;
       await sample(msg);

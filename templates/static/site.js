@@ -390,19 +390,44 @@
       var why = liveUnsupported();
       if (why) { status.textContent = why; return; }
       var worker = null, ready = null, backend = "", runId = 0, running = false, digits = [], settings = "";
-      var started = false, cancelled = false;
+      var started = false, cancelled = false, loaded = "", chosen = false;
+      var backends = form.elements.backend;
       status.textContent = "Press the button to load the sampler; nothing is downloaded before.";
       form.hidden = false;
       rows.hidden = false;
       gamma.addEventListener("input", function () { gammaOut.value = gamma.value; });
+
+      function runtime() { return backends.options[backends.selectedIndex]; }
+      function label() {
+        return worker && loaded === backends.value ? "Sample" : "Load the sampler (" + runtime().getAttribute("data-download") + ") and sample";
+      }
+      backends.addEventListener("change", function () {
+        chosen = true;
+        if (!running) button.textContent = label();
+      });
+      // WebGPU is offered where the browser has an adapter (asking for one downloads nothing). A software
+      // adapter is offered but not chosen for the reader: WebAssembly is faster than an emulated GPU.
+      if (navigator.gpu) {
+        navigator.gpu.requestAdapter().then(function (adapter) {
+          if (!adapter) return;
+          backends.querySelector("option[value=webgpu]").disabled = false;
+          if (!(adapter.info && adapter.info.isFallbackAdapter) && !chosen && !running) {
+            backends.value = "webgpu";
+            button.textContent = label();
+          }
+        }, function () {});
+      }
 
       function describe(step, steps) {
         var what = digits.length === cells ? "digits 0 to " + (cells - 1) : "the digit " + digits[0];
         return " of " + what + " (" + settings + "), after step " + step + " of " + steps + ".";
       }
       function load() {
-        if (ready) return ready;
-        status.textContent = "Loading the runtime and the model (" + button.getAttribute("data-download") + ")…";
+        if (ready && loaded === backends.value) return ready;
+        if (worker) worker.terminate(); // another backend is another build of the runtime
+        var option = runtime();
+        loaded = option.value;
+        status.textContent = "Loading the runtime and the model (" + option.getAttribute("data-download") + ")…";
         worker = new Worker(box.getAttribute("data-worker"), {type: "module"});
         ready = new Promise(function (resolve, reject) {
           worker.addEventListener("message", function first(event) {
@@ -414,14 +439,16 @@
           worker.addEventListener("error", function () { reject(new Error("the worker could not start")); });
         });
         worker.addEventListener("message", onMessage);
-        worker.postMessage({type: "load", model: new URL(box.getAttribute("data-model"), location.href).href,
-                            settings: new URL(box.getAttribute("data-settings"), location.href).href});
+        function absolute(path) { return new URL(path, location.href).href; }
+        worker.postMessage({type: "load", model: absolute(box.getAttribute("data-model")),
+                            settings: absolute(box.getAttribute("data-settings")), backend: option.value,
+                            bundle: absolute(option.getAttribute("data-bundle")), binary: absolute(option.getAttribute("data-binary"))});
         return ready;
       }
       function finish() {
         running = false;
         started = false;
-        button.textContent = "Sample";
+        button.textContent = label();
       }
       function onMessage(event) {
         var m = event.data;
@@ -456,9 +483,9 @@
           else cancelled = true; // still loading: the run will not start
           return;
         }
-        var seed = Number(form.elements.seed.value);
-        if (!Number.isInteger(seed) || seed < 0 || seed > 4294967295) {
-          status.textContent = "The seed is a whole number from 0 to 4294967295.";
+        var seedInput = form.elements.seed, seed = Number(seedInput.value);
+        if (!Number.isInteger(seed) || seed < Number(seedInput.min) || seed > Number(seedInput.max)) {
+          status.textContent = "The seed is a whole number from " + seedInput.min + " to " + seedInput.max + ".";
           form.elements.seed.focus();
           return;
         }
@@ -481,8 +508,10 @@
           runId += 1;
           worker.postMessage({type: "sample", id: runId, digits: digits, guidance: g, steps: steps, seed: seed});
         }, function (err) {
-          finish();
+          worker.terminate();
+          worker = null;
           ready = null;
+          finish();
           status.textContent = "The sampler could not load: " + err.message;
         });
       });

@@ -159,6 +159,9 @@ def _render_math(fragment: str, where: str) -> str:
     return _MATH.sub(replace, fragment)
 
 
+VENDOR = "static/vendor/"
+
+
 @dataclass
 class Site:
     """What the passes share: the figures by id (each file with the ``path`` it has in the site),
@@ -173,6 +176,9 @@ class Site:
     counts: dict[tuple[str, str], int] = field(default_factory=dict)  # (page, kind) -> labels numbered so far
     references: dict[str, dict[str, Any]] = field(default_factory=dict)  # key -> entry, from references.toml
     references_at: str | None = None  # the page file that lists them, found by the reference pass
+    # Where the pages find static/vendor/: third-party runtimes (tens of MB) are written once, at the
+    # site's root, and the editions in folders share them.
+    vendor: str = VENDOR
 
     def __post_init__(self):
         for sid, sec in self.manifest["sections"].items():
@@ -245,8 +251,8 @@ def render_editions(editions: list[Edition], pages: tuple[Page, ...], content_di
     references = read_references(content[0].path.parent) if content else {}
     # One Site per edition: its figures, with each image's size read once, serve its pages and the views
     # of it that the other editions' pages and the comparison show.
-    sites = [Site(e.manifest, {page.name: page for page in pages}, e.object_path, references=references)
-             for e in editions]
+    sites = [Site(e.manifest, {page.name: page for page in pages}, e.object_path, references=references,
+                  vendor=("../" if e.folder else "") + VENDOR) for e in editions]
     search_docs: list[dict[str, Any]] = []
     for edition, site in zip(editions, sites):
         files, notes, docs = _edition_files(edition, site, editions, sites, content, env, macros, templates_dir,
@@ -302,7 +308,8 @@ def _edition_files(edition: Edition, site: Site, editions: list[Edition], sites:
     views = [_edition_view(e, other, edition) for e, other in zip(editions, sites)]
     root = "../" if edition.folder else ""
     extra = {"edition": views[editions.index(edition)], "editions": views,
-             "compare_href": root + "compare.html" if compare else None, "search_index": root + INDEX_FILE}
+             "compare_href": root + "compare.html" if compare else None, "search_index": root + INDEX_FILE,
+             "vendor": site.vendor}
     docs = [doc for page in site.pages.values()
             for doc in page_documents(rendered[page.name], edition.folder + page.file, page.title, edition.name)]
     return _site_files(site, rendered, used, env, templates_dir, edition.object_path, extra), warnings, docs
@@ -337,8 +344,9 @@ def _site_files(site: Site, rendered: dict[str, list[dict[str, Any]]], used: set
                 written[f["path"]] = object_path(f["sha"]).read_bytes()
     static = templates_dir / "static"
     for path in sorted(static.rglob("*")) if static.is_dir() else []:
-        if path.is_file():
-            written[f"static/{path.relative_to(static).as_posix()}"] = path.read_bytes()
+        name = f"static/{path.relative_to(static).as_posix()}"
+        if path.is_file() and (site.vendor == VENDOR or not name.startswith(VENDOR)):  # vendor/: the root's
+            written[name] = path.read_bytes()
 
     # A page without content (e.g. the appendix of a toy project) is neither written nor linked.
     pages = list(site.pages.values())
@@ -720,7 +728,8 @@ class _Placed(_Scope):
                                             f"'heading' and 'cells' (the new column, by each row's first cell).")
         self.used.add(fig_id)
         number = self.site.labels[f"fig-{fig_id}"]["number"]
-        return self.place(self.macros.figure(fig, self.site.manifest["sections"][sid], number, beside))
+        return self.place(self.macros.figure(fig, self.site.manifest["sections"][sid], number, beside,
+                                             vendor=self.site.vendor))
 
     def ref(self, label: str) -> Markup:
         """``ref("fig-<figure id>")``, ``ref("eq-<label>")``, ``ref("sec-<content id>")``: "Figure 12",

@@ -30,7 +30,10 @@ class _Links(HTMLParser):
 
     def handle_starttag(self, tag, attrs):
         attrs = dict(attrs)
-        for name in ("href", "src"):
+        # The files a script fetches count too: the search index and engine, the live sampler's worker,
+        # model, settings and each runtime's bundle and binary.
+        for name in ("href", "src", "data-index", "data-engine", "data-worker", "data-model", "data-settings",
+                     "data-bundle", "data-binary"):
             if attrs.get(name):
                 self.hrefs.append(attrs[name])
 
@@ -45,7 +48,8 @@ def without_edition_line(text: str) -> str:
     """A page without what says which edition it is: its edition line, and the path up to the one search
     index that serves every edition."""
     text = re.sub(r'<p class="edition-line">.*?</p>', "", text, flags=re.S)
-    return text.replace('data-index="../search-index.js"', 'data-index="search-index.js"')
+    return text.replace('data-index="../search-index.js"', 'data-index="search-index.js"').replace(
+        '"../static/vendor/', '"static/vendor/')
 
 
 @pytest.fixture(scope="module")
@@ -83,6 +87,16 @@ def test_every_page_links_to_the_same_page_of_the_other_edition_and_the_comparis
         cpu_line = re.search(r'<p class="edition-line">.*?</p>', (site / "cpu" / page).read_text(), re.S).group()
         assert f'href="cpu/{page}"' in root_line and 'href="compare.html"' in root_line
         assert f'href="../{page}"' in cpu_line and 'href="../compare.html"' in cpu_line
+
+
+def test_the_vendored_runtimes_are_written_once_at_the_root(two_editions):
+    """onnxruntime-web's binaries are tens of MB: the edition in a folder uses the root's static/vendor/."""
+    site, _result, _summary = two_editions
+    assert (site / "static" / "vendor" / "onnxruntime-web" / "ort-wasm-simd-threaded.wasm").is_file()
+    assert not (site / "cpu" / "static" / "vendor").exists() and (site / "cpu" / "static" / "site.js").is_file()
+    page = (site / "cpu" / "part-b.html").read_text()
+    assert 'data-bundle="../static/vendor/onnxruntime-web/ort.wasm.bundle.min.mjs"' in page
+    assert 'data-engine="../static/vendor/lunr.min.js"' in page
 
 
 def test_no_link_of_either_edition_or_the_comparison_is_broken(two_editions):

@@ -36,7 +36,7 @@ RUN = """(choice) => new Promise((resolve) => {
 })"""
 
 
-def gflop_per_digit_step(num_hiddens: int, num_classes: int) -> float:
+def gflop_per_digit_step(num_hiddens: int, num_classes: int, shape: list[int]) -> float:
     """The floating-point work of one digit's step, counted by torch on the exported graph's torch twin."""
     import torch
     from torch.utils.flop_counter import FlopCounterMode
@@ -44,9 +44,9 @@ def gflop_per_digit_step(num_hiddens: int, num_classes: int) -> float:
     from diffusion.onnx_export import GuidedPair
     from diffusion.unet import ClassConditionalUNet
 
-    pair = GuidedPair(ClassConditionalUNet(num_classes=num_classes, num_hiddens=num_hiddens).eval())
+    pair = GuidedPair(ClassConditionalUNet(shape[0], num_classes, num_hiddens).eval())
     with FlopCounterMode(display=False) as counter, torch.no_grad():
-        pair(torch.zeros(1, 1, 28, 28), torch.zeros(1, num_classes), torch.zeros(1))
+        pair(torch.zeros(1, *shape), torch.zeros(1, num_classes), torch.zeros(1))
     return counter.get_total_flops() / 1e9
 
 
@@ -68,7 +68,7 @@ def measure(site: Path, repeats: int) -> dict:
             ("all ten digits, strided", "all", T // 10)]
     out = {"T": T, "model": settings["model"], "repeats": repeats, "runs": [],
            "gflop_per_digit_step": round(gflop_per_digit_step(settings["model"]["num_hiddens"],
-                                                              settings["num_classes"]), 4)}
+                                                              settings["num_classes"], settings["shape"]), 4)}
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"])
         page = browser.new_page()

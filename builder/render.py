@@ -728,8 +728,8 @@ class _Placed(_Scope):
                                             f"'heading' and 'cells' (the new column, by each row's first cell).")
         self.used.add(fig_id)
         number = self.site.labels[f"fig-{fig_id}"]["number"]
-        return self.place(self.macros.figure(fig, self.site.manifest["sections"][sid], number, beside,
-                                             vendor=self.site.vendor))
+        return self.place(self.macros.figure(fig, self.site.manifest["sections"][sid], number, self.site.vendor,
+                                             beside))
 
     def ref(self, label: str) -> Markup:
         """``ref("fig-<figure id>")``, ``ref("eq-<label>")``, ``ref("sec-<content id>")``: "Figure 12",

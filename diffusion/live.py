@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 
 from .ddpm import Schedule
+from .onnx_export import INPUTS, OUTPUTS
 
 _GOLDEN = 0x9E3779B9
 _TWO_24 = float(1 << 24)
@@ -95,9 +96,9 @@ def doubled(model: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Te
 
 
 def onnx_pair(session) -> GuidedPairFn:
-    """The pair from an onnxruntime session of the exported graph (inputs x, c, t; outputs eps_c, eps_u)."""
+    """The pair from an onnxruntime session of the exported graph (diffusion/onnx_export.py)."""
     def pair(x, c, t):
-        eps_c, eps_u = session.run(None, {"x": x.numpy(), "c": c.numpy(), "t": t.numpy()})
+        eps_c, eps_u = session.run(list(OUTPUTS), {name: v.numpy() for name, v in zip(INPUTS, (x, c, t))})
         return torch.from_numpy(eps_c), torch.from_numpy(eps_u)
     return pair
 

@@ -92,10 +92,6 @@ def test_the_loop_with_portable_noise_is_per_digit_and_strided_steps_change_it()
     assert strided.isfinite().all() and not torch.allclose(strided, alone, atol=1e-3)
 
 
-def run_onnx(session, x, c, t):
-    return session.run(None, {"x": x.numpy(), "c": c.numpy(), "t": t.numpy()})
-
-
 def test_the_onnx_export_computes_both_halves_of_guidance_as_torch_does_for_any_batch():
     """The graph shares the encoder between eps_c and eps_u; each must still be the UNet's own output."""
     from diffusion.onnx_export import OUTPUTS, export_guided_pair
@@ -112,8 +108,8 @@ def test_the_onnx_export_computes_both_halves_of_guidance_as_torch_does_for_any_
         t = torch.rand(n, generator=gen)
         with torch.no_grad():
             expected = model(x, c, t).numpy(), model(x, torch.zeros_like(c), t).numpy()
-        for got, want in zip(run_onnx(session, x, c, t), expected):
-            assert got.shape == (n, 1, 28, 28) and np.abs(got - want).max() < 1e-5
+        for got, want in zip(live.onnx_pair(session)(x, c, t), expected):
+            assert got.shape == (n, 1, 28, 28) and np.abs(got.numpy() - want).max() < 1e-5
 
 
 def committed_settings():
@@ -150,8 +146,8 @@ def test_the_committed_onnx_model_is_the_frozen_final_model():
     c = torch.eye(10)[:8]
     with torch.no_grad():
         expected = model(x, c, t).numpy(), model(x, torch.zeros_like(c), t).numpy()
-    for got, want in zip(run_onnx(session, x, c, t), expected):
-        assert np.abs(got - want).max() < 1e-4
+    for got, want in zip(live.onnx_pair(session)(x, c, t), expected):
+        assert np.abs(got.numpy() - want).max() < 1e-4
 
 
 def test_the_vendored_runtime_is_npms_onnxruntime_web_1_30_0_with_its_licence():

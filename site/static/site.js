@@ -486,7 +486,7 @@
         var seedInput = form.elements.seed, seed = Number(seedInput.value);
         if (!Number.isInteger(seed) || seed < Number(seedInput.min) || seed > Number(seedInput.max)) {
           status.textContent = "The seed is a whole number from " + seedInput.min + " to " + seedInput.max + ".";
-          form.elements.seed.focus();
+          seedInput.focus();
           return;
         }
         var choice = form.elements.digit.value;

@@ -14,10 +14,11 @@ def test_real_files_load_with_the_published_label_counts():
 
 
 def test_corrupted_file_is_refused_and_left_alone(tmp_path):
+    originals = data.fetch()  # a test must not rely on another one having fetched MNIST first
     raw = data.raw_dir(tmp_path)
     raw.mkdir(parents=True)
     for name in data.SHA256:
-        shutil.copyfile(data.raw_dir() / name, raw / name)
+        shutil.copyfile(originals / name, raw / name)
     victim = raw / "t10k-labels-idx1-ubyte"
     victim.write_bytes(victim.read_bytes()[:-1] + b"\x07")
     with pytest.raises(data.MnistUnavailable, match=r"corrupted.*Delete it and run the build again"):

@@ -64,6 +64,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--freeze", action="store_true",
                    help="after a complete build, write its results into FROZEN_DIR/<profile>/ (replacing what "
                         "was there), so that any machine renders them without recomputing")
+    p.add_argument("--cache-url", metavar="URL",
+                   help="a cache shared with other machines, at any fsspec URL (file://, s3://, gs://, ...; also "
+                        "$FUN_DIFFUSION_CACHE_URL): results are looked up there after the local cache and the "
+                        "freeze, and what this build computes is uploaded. Credentials come from the backend's "
+                        "own configuration (for s3://, AWS_* variables or ~/.aws); the URL is only ever shown "
+                        "with its password and query values as ***")
     p.add_argument("--strict", action="store_true",
                    help="fail instead of showing a stale frozen result (one an earlier version of its section "
                         "computed, which this machine cannot recompute cheaply); for publishing")
@@ -196,7 +202,8 @@ def main(argv=None) -> int:
         return preview(args, argv)
     settings = app.Settings(PROJECT, profile=args.profile, device=args.device, dtype=args.dtype, seed=args.seed,
                             only=args.only, force=args.force, cache_dir=args.cache_dir, site_dir=args.site_dir,
-                            frozen_dir=args.frozen_dir, strict=args.strict, freeze=args.freeze)
+                            frozen_dir=args.frozen_dir, strict=args.strict, freeze=args.freeze,
+                            cache_url=args.cache_url)
     try:
         if not args.clean:
             config = app.resolve(settings)  # a bad --device, --profile or --dtype is reported before anything uses it
@@ -224,6 +231,8 @@ def main(argv=None) -> int:
     print(app.summary_table(result))
     if args.report:
         app.write_report(args.report, result, summary)
+    for warning in result.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
     for res in result.results:
         if res.status == "failed":
             print(f"error: section {res.id} failed: {res.error}", file=sys.stderr)

@@ -38,6 +38,7 @@ class Settings:
     frozen_dir: Path | None = None  # committed freezes, one folder per profile (frozen/<profile>/)
     strict: bool = False  # fail on a stale frozen result instead of showing it marked
     freeze: bool = False  # after a complete build, write its results into frozen/<profile>/
+    cache_url: str | None = None  # a shared cache (builder.shared_cache); None: $FUN_DIFFUSION_CACHE_URL, if set
     resources: dict[str, Resource] = field(default_factory=dict)
 
     def __post_init__(self):
@@ -87,10 +88,12 @@ def resolve(settings: Settings) -> BuildConfig:
     if settings.seed < 0:
         raise BuildError(f"--seed must be a non-negative integer, got {settings.seed}.")
     layer = Path(settings.frozen_dir) / profile
+    from .shared_cache import from_settings
+
     return BuildConfig(profile=profile, device=device, dtype=dtype, seed=settings.seed,
                        cache_root=Path(settings.cache_dir), resources=dict(settings.resources),
                        force=frozenset(settings.force or ()), frozen=(layer,) if layer.is_dir() else (),
-                       strict=settings.strict)
+                       strict=settings.strict, shared=from_settings(settings.cache_url))
 
 
 def make_engine(settings: Settings) -> Engine:
@@ -161,6 +164,11 @@ def build(settings: Settings, progress_bar: bool = True, out=sys.stdout) -> tupl
         # are not the local cache's to delete).
         reached = {r.id: r.entry.key for r in result.results if r.entry is not None and r.entry.layer is None}
         record_build(engine.store, settings.project.root, engine.config.profile, reached)
+        shared = engine.config.shared
+        if shared is not None:
+            result.shared = shared.summary()
+            if shared.failure:
+                result.warnings.append(shared.failure)
         return result, summary
 
 
@@ -293,7 +301,7 @@ def report(result: BuildResult, summary: dict | None) -> dict[str, Any]:
     return {"ok": result.ok and not (summary or {}).get("error"), "executed": result.executed,
             "sections": [{"id": r.id, "status": r.status, "seconds": round(r.seconds, 2), "error": r.error,
                           "peak_gpu_bytes": r.peak_gpu_bytes} for r in result.results],
-            "site": summary}
+            "warnings": result.warnings, "site": summary}
 
 
 def write_report(path: Path, result: BuildResult, summary: dict | None) -> None:
@@ -317,15 +325,18 @@ def summary_table(result: BuildResult) -> str:
     ran = len(result.executed)
     lines.append(f"{ran} of {len(result.results)} sections executed"
                  + (" (everything came from the cache)" if ran == 0 else ""))
+    if result.shared:
+        lines.append(result.shared)
     return "\n".join(lines)
 
 
 def list_sections(settings: Settings) -> str:
     engine = make_engine(settings)
-    peek = engine.peek()
+    peek = engine.peek(fetch=False)
     rows = [("section", "cache", "depends on", "title")]
     for gid, (_, entry) in peek.items():
-        rows.append((gid, "cached" if entry else "to build", ", ".join(engine.depends(gid)) or "-",
+        state = "to build" if entry is None else "shared" if entry.shared else "cached"
+        rows.append((gid, state, ", ".join(engine.depends(gid)) or "-",
                      engine.sections[gid].section.title))
     widths = [max(len(r[i]) for r in rows) for i in range(3)]
     lines = ["  ".join(r[i].ljust(widths[i]) for i in range(3)) + "  " + r[3] for r in rows]

@@ -69,6 +69,8 @@ class Entry:
     key: str
     record: dict[str, Any]
     layer: Path | None = None
+    fetched: bool = False  # copied into the local cache from a shared cache by this build
+    shared: str | None = None  # only looked at in the shared cache at this (shown) URL: its files are not here
 
     @property
     def outputs(self) -> list[dict[str, Any]]:
@@ -114,6 +116,13 @@ class Store:
                 return path
         return local
 
+    def adopt_object(self, path: Path, sha: str) -> None:
+        """Move a staged file whose sha256 is ``sha`` into the local cache (replacing one that may have
+        failed verification)."""
+        target = self.local_object_path(sha)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(path, target)
+
     def verify_object(self, sha: str, root: Path | None = None) -> bool:
         path = self.local_object_path(sha, root)
         return path.is_file() and sha256_file(path) == sha
@@ -125,9 +134,12 @@ class Store:
     def lookup(self, section: str, key: str) -> Entry | None:
         """The record for ``key`` if it exists, in the local cache or else a layer, with every object
         it names intact in that same place (a layer's record never leans on the local cache's files)."""
-        entry = self._lookup_in(section, key, None)
-        if entry is not None:
-            return entry
+        return self.lookup_local(section, key) or self.lookup_layers(section, key)
+
+    def lookup_local(self, section: str, key: str) -> Entry | None:
+        return self._lookup_in(section, key, None)
+
+    def lookup_layers(self, section: str, key: str) -> Entry | None:
         return next((e for e in self.layer_entries(section) if e.key == key), None)
 
     def _lookup_in(self, section: str, key: str, root: Path | None) -> Entry | None:

@@ -6,7 +6,6 @@ reproduces the same bytes does not invalidate anything after it (early cut-off).
 """
 from __future__ import annotations
 
-import os
 import random
 import time
 import traceback
@@ -64,12 +63,14 @@ class BuildConfig:
     force: frozenset[str] = frozenset()
     frozen: tuple[Path, ...] = ()  # read-only layers of the store: this profile's committed freeze
     strict: bool = False  # a stale frozen result fails its section instead of being shown marked
+    shared: Any = None  # a builder.shared_cache.SharedCache: results other machines computed (--cache-url)
 
 
 @dataclass
 class SectionResult:
     id: str
-    status: str  # hit, frozen (a hit in a frozen layer), miss, forced, stale, failed, skipped
+    status: str  # hit, frozen (a hit in a frozen layer), shared (from --cache-url), miss, forced, stale,
+    # failed, skipped
     seconds: float
     entry: Entry | None = None
     error: str | None = None
@@ -82,10 +83,12 @@ class SectionResult:
 @dataclass
 class BuildResult:
     results: list[SectionResult] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)  # problems that did not stop the build
+    shared: str | None = None  # what the shared cache gave and took, in a line
 
     @property
     def ok(self) -> bool:
-        return all(r.status in ("hit", "frozen", "miss", "forced", "stale") for r in self.results)
+        return all(r.status in ("hit", "frozen", "shared", "miss", "forced", "stale") for r in self.results)
 
     @property
     def executed(self) -> list[str]:
@@ -161,13 +164,14 @@ class Engine:
         }
 
     # -- inspection without running ----------------------------------------------------------
-    def peek(self, wanted: list[str] | None = None) -> dict[str, tuple[dict[str, Any], Entry | None]]:
-        """Key components and cached entry (or None) of each section, running nothing."""
+    def peek(self, wanted: list[str] | None = None, fetch: bool = True) -> dict[str, tuple[dict[str, Any], Entry | None]]:
+        """Key components and cached entry (or None) of each section, running nothing (``fetch``: copying
+        what only the shared cache has into the local one)."""
         out: dict[str, tuple[dict[str, Any], Entry | None]] = {}
         for gid in self.order(wanted):
             upstream = {dep: out[dep][1] for dep in self.depends(gid)}
             components = self.key_components(gid, upstream)
-            entry = self.find(gid, components)
+            entry = self.find(gid, components, fetch)
             if entry is None:
                 frozen = self._stale_candidate(gid)
                 if not self._refreshable(gid, frozen):
@@ -175,15 +179,20 @@ class Engine:
             out[gid] = (components, entry)
         return out
 
-    def find(self, gid: str, components: dict[str, Any]) -> Entry | None:
+    def find(self, gid: str, components: dict[str, Any], fetch: bool = True) -> Entry | None:
         """The valid result for these key components: in the local cache or a frozen layer, or a frozen
-        result computed in another environment (see ``ENVIRONMENT``) with everything else equal."""
-        entry = self.store.lookup(gid, hash_value(components))
+        result computed in another environment (see ``ENVIRONMENT``) with everything else equal, or else
+        in the shared cache (copied into the local one; with ``fetch`` False, only looked at)."""
+        key = hash_value(components)
+        entry = self.store.lookup(gid, key)
         if entry is not None:
             return entry
         for frozen in self.store.layer_entries(gid):
             if hash_value(_in_environment(components, frozen)) == frozen.key:
                 return frozen
+        shared = self.config.shared
+        if shared is not None:
+            return shared.fetch(gid, key, self.store) if fetch else shared.peek(gid, key)
         return None
 
     def _stale_candidate(self, gid: str) -> Entry | None:
@@ -209,9 +218,12 @@ class Engine:
         return f"python build.py --profile {self.config.profile} --freeze (on {where})"
 
     def explain(self, gid: str) -> list[str]:
-        components, _ = self.peek([gid])[gid]
+        components, _ = self.peek([gid], fetch=False)[gid]
         key = hash_value(components)
-        entry = self.find(gid, components)
+        entry = self.find(gid, components, fetch=False)
+        if entry is not None and entry.shared:
+            return [f"{gid}: SHARED (key {key[:16]}); the shared cache at {entry.shared} has this result, and a "
+                    f"build will copy it into the local cache (checking every file) instead of running it."]
         if entry is not None:
             where = "the cached outputs are" if entry.layer is None else f"the frozen outputs in {entry.layer} are"
             return [f"{gid}: HIT (key {key[:16]}); {where} intact and will be reused."]
@@ -267,6 +279,9 @@ class Engine:
             entry = self.find(gid, components)
             if entry is not None:
                 self.store.remember_components(gid, components)
+                if entry.fetched:
+                    return SectionResult(gid, "shared", 0.0, entry)
+                self._publish(gid, entry)  # a result from before the shared cache was used, if it lacks it
                 return SectionResult(gid, "hit" if entry.layer is None else "frozen", 0.0, entry)
             frozen = self._stale_candidate(gid)
             if not self._refreshable(gid, frozen):
@@ -333,12 +348,9 @@ class Engine:
             crash_point(f"section:{gid}")
             for out in ctx.outputs:
                 for f in out["files"]:
-                    # Always replace: an existing object may be one that failed verification.
                     staged = staging / f["sha"]
                     if staged.is_file():  # two outputs with the same bytes share one staged file
-                        target = self.store.local_object_path(f["sha"])
-                        target.parent.mkdir(parents=True, exist_ok=True)
-                        os.replace(staged, target)
+                        self.store.adopt_object(staged, f["sha"])
             entry = self.store.commit(gid, key, {
                 "section": gid, "title": mod.section.title, "components": components,
                 "outputs": ctx.outputs, "wall_seconds": round(seconds, 2), "machine": machine(self.config.device),
@@ -346,7 +358,13 @@ class Engine:
             })
         self.store.remember_components(gid, components)
         self.store.drop_scratch(gid)
+        self._publish(gid, entry)
         return SectionResult(gid, "forced" if forced else "miss", seconds, entry, peak_gpu_bytes=peak)
+
+    def _publish(self, gid: str, entry: Entry) -> None:
+        """Offer a local result to the shared cache (frozen ones are every checkout's already)."""
+        if self.config.shared is not None and entry.layer is None:
+            self.config.shared.publish(gid, entry, self.store)
 
     def _failure(self, mod: SectionModule, components: dict[str, Any], exc: Exception, seconds: float) -> SectionResult:
         """A failed section's result: a BuildError's own message, one paragraph for a full disk or a

@@ -12,6 +12,7 @@ parser.add_argument("--without", nargs="*", default=[], metavar="PACKAGE")
 parser.add_argument("--no-test", action="store_true", help="leave out the test dependencies")
 args = parser.parse_args()
 project = tomllib.loads((Path(__file__).resolve().parent.parent / "pyproject.toml").read_text())["project"]
-deps = project["dependencies"] + ([] if args.no_test else project["optional-dependencies"]["test"])
+extras = project["optional-dependencies"]
+deps = project["dependencies"] + extras["scale-out"] + ([] if args.no_test else extras["test"])
 skip = {name.lower() for name in args.without}
 print("\n".join(d for d in deps if re.split(r"[=<>!~\[ ]", d, maxsplit=1)[0].lower() not in skip))

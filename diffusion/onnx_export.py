@@ -85,4 +85,17 @@ def export_guided_pair(model: ClassConditionalUNet, shape=(1, 28, 28)) -> bytes:
                                     input_names=list(INPUTS), output_names=list(OUTPUTS),
                                     dynamic_shapes={name: {0: batch} for name in INPUTS})
         program.optimize()
-    return program.model_proto.SerializeToString()
+    proto = program.model_proto
+    _drop_stack_traces(proto)
+    return proto.SerializeToString()
+
+
+def _drop_stack_traces(proto) -> None:
+    """The exporter notes on every node the Python stack that made it, with absolute file paths: the
+    bytes would then depend on where the checkout and the virtual environment are. Nothing reads them."""
+    graphs = [proto.graph] + [f for f in proto.functions]
+    for graph in graphs:
+        for node in graph.node:
+            kept = [p for p in node.metadata_props if not p.key.endswith("stack_trace")]
+            del node.metadata_props[:]
+            node.metadata_props.extend(kept)

@@ -70,6 +70,15 @@ def parse_args(argv=None) -> argparse.Namespace:
                         "freeze, and what this build computes is uploaded. Credentials come from the backend's "
                         "own configuration (for s3://, AWS_* variables or ~/.aws); the URL is only ever shown "
                         "with its password and query values as ***")
+    p.add_argument("--jobs", "-j", type=int, default=1, metavar="N",
+                   help="run up to N independent sections at once, each in a worker process with the CPU threads "
+                        "and GPU share its module declares (Section.needs); the outputs are the same bytes as "
+                        "one at a time (default 1)")
+    p.add_argument("--executor", choices=["local", "ray"], default="local",
+                   help="where parallel sections run: local worker processes (default), or Ray tasks with their "
+                        "declared resources on the cluster at --ray-address or $RAY_ADDRESS (else a local Ray "
+                        "instance); a remote cluster needs --cache-url for the outputs to come back")
+    p.add_argument("--ray-address", metavar="ADDRESS", help="the Ray cluster for --executor ray")
     p.add_argument("--strict", action="store_true",
                    help="fail instead of showing a stale frozen result (one an earlier version of its section "
                         "computed, which this machine cannot recompute cheaply); for publishing")
@@ -200,10 +209,13 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     if args.serve:
         return preview(args, argv)
+    if args.executor == "ray":  # Ray's tasks run from a copy of the source without data/: point them at it
+        os.environ.setdefault("MNIST_ROOT", str(PROJECT.root / "data"))
     settings = app.Settings(PROJECT, profile=args.profile, device=args.device, dtype=args.dtype, seed=args.seed,
                             only=args.only, force=args.force, cache_dir=args.cache_dir, site_dir=args.site_dir,
                             frozen_dir=args.frozen_dir, strict=args.strict, freeze=args.freeze,
-                            cache_url=args.cache_url)
+                            cache_url=args.cache_url, jobs=args.jobs, executor=args.executor,
+                            ray_address=args.ray_address)
     try:
         if not args.clean:
             config = app.resolve(settings)  # a bad --device, --profile or --dtype is reported before anything uses it

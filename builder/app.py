@@ -39,6 +39,9 @@ class Settings:
     strict: bool = False  # fail on a stale frozen result instead of showing it marked
     freeze: bool = False  # after a complete build, write its results into frozen/<profile>/
     cache_url: str | None = None  # a shared cache (builder.shared_cache); None: $FUN_DIFFUSION_CACHE_URL, if set
+    jobs: int = 1  # sections at once (builder.parallel)
+    executor: str = "local"  # local worker processes, or ray
+    ray_address: str | None = None
     resources: dict[str, Resource] = field(default_factory=dict)
 
     def __post_init__(self):
@@ -87,13 +90,16 @@ def resolve(settings: Settings) -> BuildConfig:
         raise BuildError(f"unknown dtype {dtype!r}; use auto, float32, bfloat16 or float16.")
     if settings.seed < 0:
         raise BuildError(f"--seed must be a non-negative integer, got {settings.seed}.")
+    if settings.jobs < 1:
+        raise BuildError(f"--jobs must be at least 1 (one section at a time), got {settings.jobs}.")
     layer = Path(settings.frozen_dir) / profile
     from .shared_cache import from_settings
 
     return BuildConfig(profile=profile, device=device, dtype=dtype, seed=settings.seed,
                        cache_root=Path(settings.cache_dir), resources=dict(settings.resources),
                        force=frozenset(settings.force or ()), frozen=(layer,) if layer.is_dir() else (),
-                       strict=settings.strict, shared=from_settings(settings.cache_url))
+                       strict=settings.strict, shared=from_settings(settings.cache_url), jobs=settings.jobs,
+                       executor=settings.executor, ray_address=settings.ray_address)
 
 
 def make_engine(settings: Settings) -> Engine:

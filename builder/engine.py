@@ -6,6 +6,7 @@ reproduces the same bytes does not invalidate anything after it (early cut-off).
 """
 from __future__ import annotations
 
+import os
 import random
 import time
 import traceback
@@ -64,6 +65,10 @@ class BuildConfig:
     frozen: tuple[Path, ...] = ()  # read-only layers of the store: this profile's committed freeze
     strict: bool = False  # a stale frozen result fails its section instead of being shown marked
     shared: Any = None  # a builder.shared_cache.SharedCache: results other machines computed (--cache-url)
+    threads: int | None = None  # CPU threads of a section that declares none (None: torch's default here)
+    jobs: int = 1  # sections run at once (builder.parallel); 1: one after another, in this process
+    executor: str = "local"  # where parallel sections run: "local" worker processes or "ray"
+    ray_address: str | None = None  # a Ray cluster to join (None: $RAY_ADDRESS, else a local instance)
 
 
 @dataclass
@@ -250,42 +255,48 @@ class Engine:
             return self._build(wanted, progress, on_section)
 
     def _build(self, wanted, progress, on_section) -> BuildResult:
-        result = BuildResult()
-        entries: dict[str, Entry | None] = {}
-        failed: set[str] = set()
-        stale_from: dict[str, tuple[str, ...]] = {}  # section -> the stale results it rests on
+        if self.config.jobs > 1 or self.config.executor != "local":
+            from .parallel import build_in_parallel
+
+            return build_in_parallel(self, wanted, on_section)
+        ledger = Ledger(self)
         for gid in self.order(wanted):
-            deps = self.depends(gid)
-            if any(dep in failed for dep in deps):
-                failed.add(gid)
-                res = SectionResult(gid, "skipped", 0.0, error="an upstream section failed")
+            if ledger.blocked(gid):
+                res = ledger.skip(gid)
             else:
-                res = self._build_one(gid, {dep: entries[dep] for dep in deps}, progress)
-                if res.status == "failed":
-                    failed.add(gid)
-                res.stale_upstream = tuple(sorted({s for dep in deps for s in stale_from.get(dep, ())}))
-                stale_from[gid] = res.stale_upstream + ((gid,) if res.status == "stale" else ())
-            entries[gid] = res.entry
-            result.results.append(res)
+                upstream = ledger.upstream(gid)
+                components, key, res = self._settle(gid, upstream)
+                if res is None:
+                    res = self._execute(gid, components, key, upstream, progress)
+                    self._publish_result(res)
+                ledger.finish(res)
             if on_section:
                 on_section(res)
-        return result
+        return ledger.result
 
-    def _build_one(self, gid: str, upstream: dict[str, Entry], progress) -> SectionResult:
+    def _settle(self, gid: str, upstream: dict[str, Entry | None]
+                ) -> tuple[dict[str, Any], str, SectionResult | None]:
+        """The section's key, and its result where no run is needed: a hit (local, frozen or shared) or a
+        stale frozen result shown as it is; None where it must run."""
         components = self.key_components(gid, upstream)
         key = hash_value(components)
-        forced = gid in self.config.force
-        if not forced:
-            entry = self.find(gid, components)
-            if entry is not None:
-                self.store.remember_components(gid, components)
-                if entry.fetched:
-                    return SectionResult(gid, "shared", 0.0, entry)
-                self._publish(gid, entry)  # a result from before the shared cache was used, if it lacks it
-                return SectionResult(gid, "hit" if entry.layer is None else "frozen", 0.0, entry)
-            frozen = self._stale_candidate(gid)
-            if not self._refreshable(gid, frozen):
-                return self._stale(gid, frozen, components)
+        if gid in self.config.force:
+            return components, key, None
+        entry = self.find(gid, components)
+        if entry is not None:
+            self.store.remember_components(gid, components)
+            if entry.fetched:
+                return components, key, SectionResult(gid, "shared", 0.0, entry)
+            self._publish(gid, entry)  # a result from before the shared cache was used, if it lacks it
+            return components, key, SectionResult(gid, "hit" if entry.layer is None else "frozen", 0.0, entry)
+        frozen = self._stale_candidate(gid)
+        if not self._refreshable(gid, frozen):
+            return components, key, self._stale(gid, frozen, components)
+        return components, key, None
+
+    def _execute(self, gid: str, components: dict[str, Any], key: str, upstream: dict[str, Entry | None],
+                 progress=None) -> SectionResult:
+        """Run a section and store its outputs; a failure becomes a failed result, whatever it was."""
         mod = self.sections[gid]
         start = time.perf_counter()
         try:
@@ -297,6 +308,12 @@ class Engine:
                 self._failure(mod, components, exc, time.perf_counter() - start)
         diagnose.release_gpu_memory()  # the exception and the tensors its traceback held are gone now
         return failed
+
+    def threads_for(self, gid: str) -> int:
+        """The CPU threads a section computes with: its declaration, else the build's default; never more
+        than this machine's cores. The same in a serial and a parallel build, so their bytes are equal."""
+        declared = self.sections[gid].section.needs.threads
+        return max(1, min(declared or self.config.threads or _default_threads(), _cores()))
 
     def _missing_model(self, gid: str, components: dict[str, Any], upstream: dict[str, Entry],
                        exc: Exception) -> SectionResult | None:
@@ -338,7 +355,8 @@ class Engine:
             )
             _seed_everything(components["seed"])
             try:
-                mod.run(ctx)
+                with _torch_threads(self.threads_for(gid)):
+                    mod.run(ctx)
                 ctx.params.check_all_read()
             except Exception as exc:
                 exc._staged_bytes = _bytes_under(staging)  # what it had written, for a full-disk message
@@ -358,8 +376,11 @@ class Engine:
             })
         self.store.remember_components(gid, components)
         self.store.drop_scratch(gid)
-        self._publish(gid, entry)
         return SectionResult(gid, "forced" if forced else "miss", seconds, entry, peak_gpu_bytes=peak)
+
+    def _publish_result(self, res: SectionResult) -> None:
+        if res.status in ("miss", "forced") and res.entry is not None:
+            self._publish(res.id, res.entry)
 
     def _publish(self, gid: str, entry: Entry) -> None:
         """Offer a local result to the shared cache (frozen ones are every checkout's already)."""
@@ -409,6 +430,82 @@ class Engine:
             paths = [self.store.object_path(f["sha"]) for o in record.get("outputs", []) for f in o["files"]]
             sizes.append(sum(p.stat().st_size for p in paths if p.is_file()))
         return max(sizes) if sizes else None
+
+
+class Ledger:
+    """What a build has settled so far: each section's result, which failed, and the stale results each
+    one rests on, in whatever order the sections finish."""
+
+    def __init__(self, engine: Engine):
+        self.engine = engine
+        self.result = BuildResult()
+        self.entries: dict[str, Entry | None] = {}
+        self.failed: set[str] = set()
+        self.stale_from: dict[str, tuple[str, ...]] = {}  # section -> the stale results it rests on
+
+    def ready(self, gid: str) -> bool:
+        return all(dep in self.entries for dep in self.engine.depends(gid))
+
+    def blocked(self, gid: str) -> bool:
+        return any(dep in self.failed for dep in self.engine.depends(gid))
+
+    def upstream(self, gid: str) -> dict[str, Entry | None]:
+        return {dep: self.entries[dep] for dep in self.engine.depends(gid)}
+
+    def skip(self, gid: str) -> SectionResult:
+        res = SectionResult(gid, "skipped", 0.0, error="an upstream section failed")
+        self.failed.add(gid)
+        self._record(res)
+        return res
+
+    def finish(self, res: SectionResult) -> None:
+        deps = self.engine.depends(res.id)
+        if res.status == "failed":
+            self.failed.add(res.id)
+        res.stale_upstream = tuple(sorted({s for dep in deps for s in self.stale_from.get(dep, ())}))
+        self.stale_from[res.id] = res.stale_upstream + ((res.id,) if res.status == "stale" else ())
+        self._record(res)
+
+    def _record(self, res: SectionResult) -> None:
+        self.entries[res.id] = res.entry
+        self.result.results.append(res)
+
+
+def _cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+_DEFAULT_THREADS: list[int] = []
+
+
+def _default_threads() -> int:
+    """Torch's own thread count in this process, read once, before any section changes it."""
+    if not _DEFAULT_THREADS:
+        import torch
+
+        _DEFAULT_THREADS.append(torch.get_num_threads())
+    return _DEFAULT_THREADS[0]
+
+
+class _torch_threads:
+    """Compute with ``n`` threads inside the block, and give back the count found outside it."""
+
+    def __init__(self, n: int):
+        self.n = n
+
+    def __enter__(self):
+        import torch
+
+        _default_threads()
+        self.before = torch.get_num_threads()
+        if self.before != self.n:
+            torch.set_num_threads(self.n)
+
+    def __exit__(self, *exc):
+        import torch
+
+        if torch.get_num_threads() != self.before:
+            torch.set_num_threads(self.before)
 
 
 def _in_environment(components: dict[str, Any], entry: Entry) -> dict[str, Any]:

@@ -8,6 +8,31 @@ PROFILES = ("smoke", "cpu", "spec")
 
 
 @dataclass(frozen=True)
+class Needs:
+    """What a section occupies while it runs, for ``--jobs`` and ``--executor ray`` to schedule it.
+
+    ``threads``: the CPU threads it computes with, in every build, serial or parallel (a thread count
+    changes the last bits of a training run, so it must not depend on what else runs); None takes the
+    build's default, torch's own (every core, or ``OMP_NUM_THREADS``). ``gpu``: the share of one GPU
+    it occupies on CUDA (0.5: two such sections share a GPU). ``gpu_memory_gb``: it is placed only on
+    a GPU with that much memory not claimed by the sections already there. ``accelerator``: the kind of
+    GPU it must have on a Ray cluster (Ray's ``accelerator_type``, e.g. "H100"); one machine's GPUs are
+    what they are, so ``--jobs`` does not look at it.
+    """
+
+    threads: int | None = None
+    gpu: float = 1.0
+    gpu_memory_gb: float | None = None
+    accelerator: str | None = None
+
+    def __post_init__(self):
+        if self.threads is not None and self.threads < 1:
+            raise ValueError(f"Needs(threads={self.threads}): a section computes with at least one thread")
+        if not 0 < self.gpu <= 1:
+            raise ValueError(f"Needs(gpu={self.gpu}): the share of one GPU is in (0, 1]")
+
+
+@dataclass(frozen=True)
 class Section:
     """One report section: what its ``run(ctx)`` computes from.
 
@@ -16,7 +41,8 @@ class Section:
     artifacts ``run(ctx)`` reads through ``ctx.upstream``; ``inputs`` names input data
     (``"mnist"`` or repository paths such as ``content/images/x.png``) whose checksums join the
     cache key. ``uses`` names the shared resources (``engine.Resource``, e.g. a pretrained model)
-    that ``run`` asks for with ``ctx.resource(name)``; their identities join the key.
+    that ``run`` asks for with ``ctx.resource(name)``; their identities join the key. ``needs``
+    says what it occupies while it runs (see ``Needs``).
 
     Every parameter a profile resolves must be read by ``run``: one that is declared but never
     read fails the build, so a key never holds a value that changes nothing.
@@ -29,6 +55,7 @@ class Section:
     depends: tuple[str, ...] = ()
     inputs: tuple[str, ...] = ()
     uses: tuple[str, ...] = ()
+    needs: Needs = Needs()
 
     def __post_init__(self):
         unknown = set(self.profiles) - set(PROFILES)

@@ -1,0 +1,155 @@
+"""--jobs and --executor ray: independent sections at once, placed by what they declare, with the same
+keys and bytes as one at a time; a failure still leaves the others' results cached.
+
+The scheduler's arithmetic is tested on its own (Slots), the worker processes on the toy project, and
+both executors end to end on the smoke profile against the serial smoke build.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from builder.parallel import Slots
+from builder.section import Needs, Section
+from tests.conftest import build, statuses as report_statuses
+from tests.test_cache import make_engine, statuses
+from tests.test_determinism import assert_same_site
+
+TIMED = '''
+import json, time
+import torch
+from builder.section import Needs, Section
+
+SECTION = Section(id="{name}", title="Timed", params={{"seconds": 0.0}}, profiles={{"smoke": {{"seconds": 1.5}}}},
+                  needs=Needs(threads={threads}){depends})
+
+
+def run(ctx):
+    start = time.time()
+    time.sleep(ctx.params.seconds)
+    ctx.save_json("timing", {{"start": start, "end": time.time(), "threads": torch.get_num_threads()}})
+'''
+
+
+def add_timed(root: Path, name: str, threads, depends: str = "") -> None:
+    text = TIMED.format(name=name, threads=threads, depends=f", depends=({depends!r},)" if depends else "")
+    (root / "toygens" / f"{name}.py").write_text(text)
+
+
+def timing(engine, gid: str) -> dict:
+    entry = next(r for r in engine.store.entries_of(gid))
+    sha = next(o for o in entry["outputs"] if o["id"] == "data-timing")["files"][0]["sha"]
+    return json.loads(engine.store.object_path(sha).read_text())
+
+
+def fake_engine(**needs: Needs):
+    """What Slots reads of an engine: each section's needs, and the threads it computes with."""
+    sections = {gid: SimpleNamespace(section=Section(id=gid, title=gid, needs=n)) for gid, n in needs.items()}
+    return SimpleNamespace(sections=sections, threads_for=lambda gid: sections[gid].section.needs.threads or 2)
+
+
+def test_threads_are_split_so_that_the_cores_are_never_oversubscribed():
+    engine = fake_engine(a=Needs(threads=1), b=Needs(threads=1), c=Needs(threads=1), whole=Needs())
+    slots = Slots(cores=2)
+    first, second = slots.claim(engine, "a"), slots.claim(engine, "b")
+    assert first and second and slots.claim(engine, "c") is None and slots.claim(engine, "whole") is None
+    slots.release(first)
+    assert slots.claim(engine, "whole") is None  # needs both cores
+    slots.release(second)
+    assert slots.claim(engine, "whole").threads == 2
+
+
+def test_one_section_per_gpu_unless_it_declares_itself_light_and_gpu_memory_is_respected():
+    gb = 2**30
+    engine = fake_engine(heavy=Needs(threads=1), heavy2=Needs(threads=1), light=Needs(threads=1, gpu=0.5),
+                         light2=Needs(threads=1, gpu=0.5), big=Needs(threads=1, gpu=0.5, gpu_memory_gb=30),
+                         huge=Needs(threads=1, gpu_memory_gb=200))
+    slots = Slots(cores=16, gpu_total=[80 * gb, 40 * gb])
+    assert slots.claim(engine, "heavy").gpu == 0 and slots.claim(engine, "heavy2").gpu == 1
+    assert slots.claim(engine, "light") is None  # both GPUs are taken whole
+    slots = Slots(cores=16, gpu_total=[80 * gb, 40 * gb])
+    assert [slots.claim(engine, g).gpu for g in ("light", "light2")] == [0, 0]  # two light ones share a GPU
+    assert slots.claim(engine, "big").gpu == 1 and slots.claim(engine, "big") is None  # 40 GB - 30 < 30
+    assert "more than the largest GPU here has (80.0 GB)" in slots.never_fits(engine, "huge")
+    assert Slots(cores=2).never_fits(engine, "huge") is None  # a CPU build has no GPU memory to respect
+
+
+@pytest.mark.parametrize("bad", [dict(threads=0), dict(gpu=0), dict(gpu=1.5)])
+def test_impossible_needs_are_refused_where_they_are_declared(bad):
+    with pytest.raises(ValueError, match="Needs"):
+        Needs(**bad)
+
+
+def test_parallel_workers_give_the_serial_keys_and_outputs_and_run_at_once(toy_project):
+    add_timed(toy_project, "slow_a", 1)
+    add_timed(toy_project, "slow_b", 1)
+    add_timed(toy_project, "whole", None, depends="slow_a")
+    serial = make_engine(toy_project, profile="smoke")
+    serial.config.threads = 2
+    serial_result = serial.build()
+    records = {gid: serial.store.entries_of(gid) for gid in statuses(serial_result)}
+
+    parallel = make_engine(toy_project, profile="smoke")
+    parallel.store.root = toy_project / "cache-parallel"
+    parallel.config.threads, parallel.config.jobs = 2, 2
+    result = parallel.build()
+    assert statuses(result) == {gid: "miss" for gid in records}
+    assert [r.id for r in result.results] == [r.id for r in serial_result.results]  # the summary's order
+    for gid, [record] in records.items():
+        [mine] = parallel.store.entries_of(gid)
+        if gid in ("slow_a", "slow_b", "whole"):
+            continue  # the timed ones hold the clock, and whole's key holds slow_a's digest
+        assert mine["key"] == record["key"] and mine["outputs"] == record["outputs"]
+    a, b, whole = (timing(parallel, g) for g in ("slow_a", "slow_b", "whole"))
+    assert a["start"] < b["end"] and b["start"] < a["end"], "the two one-thread sections must overlap"
+    assert whole["start"] >= a["end"], "a section starts after its upstream"
+    cores = min(2, len(__import__("os").sched_getaffinity(0)))
+    for engine in (serial, parallel):  # the declared threads, and the default, in either way of building
+        assert timing(engine, "slow_a")["threads"] == 1 and timing(engine, "whole")["threads"] == cores
+
+
+def test_a_failing_section_in_a_worker_leaves_the_others_cached_and_skips_its_dependents(toy_project, monkeypatch):
+    add_timed(toy_project, "after_side", 1, depends="side")
+    with monkeypatch.context() as patch:
+        patch.setattr(Section, "resolve", lambda self, profile: {"fail": True} if self.id == "side" else
+                      ({"n": 3} if self.id == "up" else {"seconds": 0.0} if self.id == "after_side" else {}))
+        engine = make_engine(toy_project)
+        engine.config.jobs = 2
+        result = engine.build()
+    by_id = {r.id: r for r in result.results}
+    assert by_id["side"].status == "failed" and "side failed on purpose" in by_id["side"].error
+    assert by_id["up"].status == by_id["down"].status == "miss"
+    assert by_id["after_side"].status == "skipped"
+    again = make_engine(toy_project)
+    again.config.jobs = 2
+    assert statuses(again.build()) == {"up": "hit", "down": "hit", "side": "miss", "after_side": "miss"}
+
+
+def test_a_worker_that_dies_fails_its_section_and_the_build_goes_on(toy_project):
+    (toy_project / "toygens" / "crash.py").write_text(
+        "import os\nfrom builder.section import Section\n\nSECTION = Section(id='crash', title='Crash')\n\n\n"
+        "def run(ctx):\n    os._exit(3)  # as the kernel's OOM killer would end it\n")
+    engine = make_engine(toy_project)
+    engine.config.jobs = 2
+    result = engine.build()
+    by_id = {r.id: r for r in result.results}
+    assert by_id["crash"].status == "failed" and "a worker process ended abruptly while crash ran" in by_id["crash"].error
+    for gid in ("up", "down", "side"):  # built, or taken down beside the crash and said so
+        assert by_id[gid].status == "miss" or "ended abruptly" in by_id[gid].error
+    (toy_project / "toygens" / "crash.py").unlink()
+    again = make_engine(toy_project)
+    again.config.jobs = 2
+    assert again.build().ok
+
+
+@pytest.mark.parametrize("executor", ["local", "ray"])
+def test_a_parallel_smoke_build_writes_the_serial_site_byte_for_byte(smoke_build, tmp_path, executor):
+    if executor == "ray":
+        pytest.importorskip("ray", reason="ray is an optional extra (scripts/env.sh installs it)")
+    args = ["--jobs", "2"] + (["--executor", "ray"] if executor == "ray" else [])
+    proc = build("--profile", "smoke", *args, cache=tmp_path / "cache", site=tmp_path / "site")
+    assert set(report_statuses(proc).values()) == {"miss"} and len(proc.report["executed"]) == 22
+    assert_same_site(smoke_build["site"], tmp_path / "site")

@@ -34,6 +34,7 @@ def run(ctx):
     build, sampling, training, gpu = _load("build"), _load("sampling"), _load("training"), _load("gpu")
     deepfloyd_cpu, deepfloyd_gpu = _load("deepfloyd_full_size"), _load("deepfloyd_gpu")
     live = _load("live_sampler")
+    scale = _load("scale_out")
     machines = [(what, _machine(r["machine"])) for what, r in
                 (("build times", build), ("sampling throughput", sampling), ("training throughput", training)) if r]
     if gpu:
@@ -45,6 +46,8 @@ def run(ctx):
                          _gpu_machine(deepfloyd_gpu["environment"])))
     if live:
         machines.append(("live sampler (Chromium " + live["chromium"] + ")", _machine(live["machine"])))
+    if scale:
+        machines.append(("parallel and shared builds", _machine(scale["machine"])))
     if machines:
         ctx.save_table("bench_machine", ["benchmark", "measured on"], machines,
                        caption="The machine each benchmark ran on, as the benchmark recorded it.")
@@ -84,6 +87,8 @@ def run(ctx):
                                f"the fastest of {live['repeats']} runs each, as the page's worker "
                                f"times them; the first press also loads the runtime and the model "
                                f"({live['first_press_seconds']:.1f} s). python -m bench.live_sampler.")
+    if scale:
+        scale_out_table(ctx, scale)
     if deepfloyd_cpu or deepfloyd_gpu:
         deepfloyd_tables(ctx, deepfloyd_cpu, deepfloyd_gpu)
     if training:
@@ -191,6 +196,31 @@ def deepfloyd_tables(ctx, cpu, gpu):
                        caption=f"All of Part A ({gpu['profile']} profile, --backend deepfloyd --upsample, fp16) through "
                                f"the full-size random pipelines on {_gpu_machine(gpu['environment'])} "
                                f"(scripts/gpu-check-deepfloyd).")
+
+
+SCALE_OUT_RUNS = {
+    "serial": "one section at a time, torch's own threads",
+    "serial-1": "one section at a time, one thread each",
+    "jobs": "--jobs {jobs}, one thread each",
+    "ray": "--executor ray --jobs {jobs} (a local Ray instance)",
+    "shared": "a second machine: empty local cache, --cache-url filled by another build",
+}
+
+
+def scale_out_table(ctx, scale):
+    rows = []
+    for mode, label in SCALE_OUT_RUNS.items():
+        r = scale["runs"].get(mode)
+        if r is None:
+            continue
+        same = r.get("same_site_as_serial_1")
+        rows.append([mode, label.format(jobs=scale["jobs"]), f"{r['seconds']:.1f}", r["executed"],
+                     "reference" if mode == "serial-1" else "-" if same is None else "yes" if same else "NO"])
+    ctx.save_table("bench_scale_out", ["run", "build", "seconds", "sections run", "same site as one at a time"],
+                   rows, caption=f"Cold builds of the {scale['profile']} profile, each into an empty cache, the "
+                                 f"fastest of {scale['repeats']} (python -m bench.scale_out). The serial build "
+                                 f"with torch's own thread count computes with other threads than the others, so "
+                                 f"its bytes are not compared.")
 
 
 def _gpu_machine(env):

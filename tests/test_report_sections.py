@@ -18,7 +18,7 @@ PART_B = ["b1_2_noising", "b1_loss", "b1_denoised_epoch1", "b1_denoised_final", 
           "b2_loss", "b2_hparams", "b3_loss", "b3_guidance", "b3_accuracy", "b3_hparams", "b3_live",
           "b1_quality", "b0_classifier", "b2_quality", "b2_quality_plot", "b3_accuracy_plot"]
 APPENDIX = ["bench_machine", "bench_cold", "bench_cold_plot", "bench_incremental", "bench_sampling", "bench_training",
-            "bench_deepfloyd", "bench_live"]
+            "bench_deepfloyd", "bench_live", "bench_scale_out"]
 
 
 def figures_of(manifest: dict) -> dict:
@@ -76,10 +76,14 @@ def test_committed_site_reports_a_judge_of_at_least_99_percent_and_the_benchmark
     assert [fid for fid in APPENDIX if fid not in figures] == []
     machines = dict(figures["bench_machine"]["table"]["rows"])
     assert {m.split(" (Chromium")[0] for m in machines} == {"build times", "sampling throughput", "training throughput",
-                                                         "DeepFloyd IF at full size, CPU", "live sampler"}
+                                                         "DeepFloyd IF at full size, CPU", "live sampler",
+                                                         "parallel and shared builds"}
     assert all("cores" in m for m in machines.values())
     ran = {row[0]: row[-1] for row in figures["bench_incremental"]["table"]["rows"]}
     assert ran["warm rebuild, nothing changed"] == "none"
+    scale = {row[0]: row for row in figures["bench_scale_out"]["table"]["rows"]}
+    assert [scale[m][-1] for m in ("jobs", "ray", "shared")] == ["yes", "yes", "yes"]  # the serial site, byte for byte
+    assert scale["shared"][3] == "0"  # a second machine with the shared cache runs nothing
     deepfloyd = figures["bench_deepfloyd"]["table"]
     exact = deepfloyd["columns"].index("equal to the pipeline bit for bit")
     assert len(deepfloyd["rows"]) == 3 and all(row[exact] == "yes" for row in deepfloyd["rows"])

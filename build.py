@@ -164,13 +164,17 @@ def _without_serve(argv: list[str]) -> list[str]:
 
 
 def cache_command(argv: list[str]) -> int:
-    """``build.py cache gc|verify``: keep the local cache in bounds, or check it (builder.cache_gc)."""
+    """``build.py cache gc|verify``: keep the local cache, or a shared one, in bounds, or check it
+    (builder.cache_gc, builder.shared_cache)."""
     from builder.cache import Store
     from builder.cache_gc import collect, verify
 
     p = argparse.ArgumentParser(prog="build.py cache", description=cache_command.__doc__)
     where = argparse.ArgumentParser(add_help=False)
     where.add_argument("--cache-dir", type=Path, default=PROJECT.root / ".cache", help="the cache (default .cache/)")
+    where.add_argument("--cache-url", metavar="URL",
+                       help="work on the shared cache at this fsspec URL instead of the local one (files younger "
+                            "than an hour are never deleted there: they may belong to a build that is uploading)")
     commands = p.add_subparsers(dest="command", required=True)
     gc = commands.add_parser("gc", parents=[where],
                              help="delete the results no recent build reached, and the files only they used")
@@ -184,6 +188,8 @@ def cache_command(argv: list[str]) -> int:
     args = p.parse_args(argv)
     if args.command == "gc" and args.keep_builds < 1:
         p.error("--keep-builds must be at least 1: the newest build of each checkout is always kept")
+    if args.cache_url:
+        return shared_cache_command(args)
     store = Store(args.cache_dir)
     if not (args.cache_dir / "objects").is_dir() and not (args.cache_dir / "entries").is_dir():
         print(f"cache {args.command}: there is no cache at {args.cache_dir} (nothing to do)")
@@ -199,6 +205,29 @@ def cache_command(argv: list[str]) -> int:
             return 1 if checked.corrupt and not args.repair else 0
     except BuildError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+def shared_cache_command(args) -> int:
+    from builder.shared_cache import SharedCache, collect_shared, verify_shared
+
+    try:
+        shared = SharedCache(args.cache_url)
+        if args.command == "gc":
+            done = collect_shared(shared, args.keep_builds, int(args.keep_mb * 1e6), dry_run=args.dry_run)
+            print(done.summary(args.dry_run).replace("cache gc:", f"cache gc ({shared.url}):", 1))
+            return 0
+        checked = verify_shared(shared, repair=args.repair)
+        print(checked.summary().replace("cache verify:", f"cache verify ({shared.url}):", 1)
+              .replace("build.py cache verify --repair", f"build.py cache verify --repair --cache-url {shared.url}"))
+        return 1 if checked.corrupt and not args.repair else 0
+    except BuildError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except Exception as exc:  # noqa: BLE001 - the backend's own errors, shown without the URL's secrets
+        print(f"error: cache {args.command} on the shared cache at {shared.url} stopped: "
+              f"{shared._scrub(f'{type(exc).__name__}: {exc}')[:400]}. What it deleted stays deleted (records "
+              f"before their files, so nothing half-deleted is a hit); run it again.", file=sys.stderr)
         return 2
 
 

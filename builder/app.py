@@ -172,6 +172,7 @@ def build(settings: Settings, progress_bar: bool = True, out=sys.stdout) -> tupl
         record_build(engine.store, settings.project.root, engine.config.profile, reached)
         shared = engine.config.shared
         if shared is not None:
+            shared.record_build(settings.project.root, engine.config.profile, reached)
             result.shared = shared.summary()
             if shared.failure:
                 result.warnings.append(shared.failure)

@@ -53,30 +53,60 @@ class Collected:
                 f"{self.freed_bytes / 1e6:.1f} MB, and {self.deleted_records} old build records")
 
 
-def collect(store: Store, keep_builds: int = 3, keep_bytes: int | None = None, dry_run: bool = False) -> Collected:
-    """Delete what no recent build reached: see the module's docstring. ``keep_bytes`` (default: none)
-    is how much of the older results to keep, most recently used first."""
+@dataclass
+class Choice:
+    """Which results a collection keeps: those recent builds reached, then the most recently used others
+    within a size budget."""
+
+    kept: dict[tuple[str, str], dict] = field(default_factory=dict)  # (section, key) -> record
+    deleted: list[tuple[str, str]] = field(default_factory=list)
+    kept_objects: set[str] = field(default_factory=set)
+    old_records: list[Any] = field(default_factory=list)  # build records past the newest keep_builds
+
+
+def choose(records: list[tuple[Any, dict]], entries: dict[tuple[str, str], dict], size_of, modified_of,
+           keep_builds: int, keep_bytes: int | None) -> Choice:
+    """The selection that ``collect`` and ``collect_shared`` share: ``records`` are (id, build record) pairs,
+    ``entries`` the result records by (section, key); ``size_of(sha)`` and ``modified_of((section, key))``
+    read sizes and times from wherever the cache is."""
     if keep_builds < 1:
         raise ValueError("keep_builds must be at least 1: the newest build of each checkout is always kept")
-    records = _records(store)
-    groups: dict[tuple[str, str], list[tuple[Path, dict]]] = {}
-    for path, record in records:
-        groups.setdefault((record["checkout"], record["profile"]), []).append((path, record))
+    groups: dict[tuple[str, str], list[tuple[Any, dict]]] = {}
+    for ident, record in records:
+        groups.setdefault((record["checkout"], record["profile"]), []).append((ident, record))
     protected: set[tuple[str, str]] = set()
-    old_records: list[Path] = []
+    choice = Choice()
     last_used: dict[tuple[str, str], float] = {}
     for members in groups.values():
         members.sort(key=lambda item: item[1]["time"], reverse=True)
-        for rank, (path, record) in enumerate(members):
+        for rank, (ident, record) in enumerate(members):
             for section, key in record["reached"].items():
                 if rank < keep_builds:
                     protected.add((section, key))
                 last_used[section, key] = max(last_used.get((section, key), 0.0), record["time"])
             if rank >= keep_builds:
-                old_records.append(path)
+                choice.old_records.append(ident)
+    choice.kept = {k: rec for k, rec in entries.items() if k in protected}
+    choice.kept_objects = {sha for rec in choice.kept.values() for sha in referenced_objects(rec["outputs"])}
+    budget = keep_bytes or 0
+    others = sorted((k for k in entries if k not in choice.kept),
+                    key=lambda k: max(last_used.get(k, 0.0), modified_of(k)), reverse=True)
+    for section, key in others:
+        record = entries[section, key]
+        new = {sha for sha in referenced_objects(record["outputs"]) if sha not in choice.kept_objects}
+        cost = sum(size_of(sha) for sha in new)
+        if cost <= budget:
+            budget -= cost
+            choice.kept[section, key] = record
+            choice.kept_objects |= new
+        else:
+            choice.deleted.append((section, key))
+    return choice
 
-    entries = _entries(store)
-    kept: dict[tuple[str, str], dict] = {k: rec for k, rec in entries.items() if k in protected}
+
+def collect(store: Store, keep_builds: int = 3, keep_bytes: int | None = None, dry_run: bool = False) -> Collected:
+    """Delete what no recent build reached: see the module's docstring. ``keep_bytes`` (default: none)
+    is how much of the older results to keep, most recently used first."""
     sizes: dict[str, int] = {}
 
     def object_size(sha: str) -> int:
@@ -85,35 +115,21 @@ def collect(store: Store, keep_builds: int = 3, keep_bytes: int | None = None, d
             sizes[sha] = path.stat().st_size if path.is_file() else 0
         return sizes[sha]
 
-    kept_objects = {sha for rec in kept.values() for sha in referenced_objects(rec["outputs"])}
-    budget = keep_bytes or 0
-    others = sorted((k for k in entries if k not in kept),
-                    key=lambda k: max(last_used.get(k, 0.0), _mtime(store, *k)), reverse=True)
-    report = Collected()
-    for section, key in others:
-        record = entries[section, key]
-        new = {sha for sha in referenced_objects(record["outputs"]) if sha not in kept_objects}
-        cost = sum(object_size(sha) for sha in new)
-        if cost <= budget:
-            budget -= cost
-            kept[section, key] = record
-            kept_objects |= new
-        else:
-            report.deleted_entries.append(f"{section}/{key}")
-    report.kept_entries = len(kept)
-    report.kept_bytes = sum(object_size(sha) for sha in kept_objects)
+    choice = choose(_records(store), _entries(store), object_size, lambda k: _mtime(store, *k), keep_builds, keep_bytes)
+    report = Collected(deleted_entries=[f"{section}/{key}" for section, key in choice.deleted])
+    report.kept_entries = len(choice.kept)
+    report.kept_bytes = sum(object_size(sha) for sha in choice.kept_objects)
     objects_dir = store.root / "objects"
-    garbage = [p for p in objects_dir.glob("*/*") if p.is_file() and p.name not in kept_objects] \
+    garbage = [p for p in objects_dir.glob("*/*") if p.is_file() and p.name not in choice.kept_objects] \
         if objects_dir.is_dir() else []
     report.deleted_objects = len(garbage)
     report.freed_bytes = sum(p.stat().st_size for p in garbage)
-    report.deleted_records = len(old_records)
+    report.deleted_records = len(choice.old_records)
     if dry_run:
         return report
-    for name in report.deleted_entries:  # the records first: a result without its files is never visible
-        section, key = name.split("/", 1)
+    for section, key in choice.deleted:  # the records first: a result without its files is never visible
         (store.root / "entries" / section / f"{key}.json").unlink(missing_ok=True)
-    for path in garbage + old_records:
+    for path in garbage + choice.old_records:
         path.unlink(missing_ok=True)
     return report
 

@@ -55,7 +55,7 @@ class Slots:
         threads = engine.threads_for(gid)
         if threads > self.free_cores:
             return None
-        if not self.gpu_total:
+        if not self.gpu_total or needs.gpu == 0:
             self.free_cores -= threads
             return Claim(threads, None, 0.0, 0)
         memory = int((needs.gpu_memory_gb or 0) * 2**30)

@@ -14,7 +14,8 @@ class Needs:
     ``threads``: the CPU threads it computes with, in every build, serial or parallel (a thread count
     changes the last bits of a training run, so it must not depend on what else runs); None takes the
     build's default, torch's own (every core, or ``OMP_NUM_THREADS``). ``gpu``: the share of one GPU
-    it occupies on CUDA (0.5: two such sections share a GPU). ``gpu_memory_gb``: it is placed only on
+    it occupies on CUDA (0.5: two such sections share a GPU; 0: it never uses one, e.g. a plot of
+    upstream data, and runs beside whatever holds the GPUs). ``gpu_memory_gb``: it is placed only on
     a GPU with that much memory not claimed by the sections already there. ``accelerator``: the kind of
     GPU it must have on a Ray cluster (Ray's ``accelerator_type``, e.g. "H100"); one machine's GPUs are
     what they are, so ``--jobs`` does not look at it.
@@ -28,8 +29,8 @@ class Needs:
     def __post_init__(self):
         if self.threads is not None and self.threads < 1:
             raise ValueError(f"Needs(threads={self.threads}): a section computes with at least one thread")
-        if not 0 < self.gpu <= 1:
-            raise ValueError(f"Needs(gpu={self.gpu}): the share of one GPU is in (0, 1]")
+        if not 0 <= self.gpu <= 1:
+            raise ValueError(f"Needs(gpu={self.gpu}): the share of one GPU is in [0, 1] (0: it uses none)")
 
 
 @dataclass(frozen=True)

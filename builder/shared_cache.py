@@ -7,6 +7,7 @@ fast path. Layout under the URL, as Bazel splits a remote cache:
 
   cas/ab/abcdef...              every output file, named by the sha256 of its bytes
   ac/<section>/<key>.json       the record of one result (the action cache), uploaded last
+  builds/<time>-<pid>.json      which results each build reached, for ``cache gc --cache-url``
   tmp/                          uploads in progress, moved into place when complete
 
 A record is uploaded only after every file it names, and every download is re-hashed, so a
@@ -16,12 +17,22 @@ write the same bytes under the same names. Credentials come from the backend's o
 password and query replaced by ``***``, and no URL enters a record, the manifest or the site.
 A shared cache that cannot be reached never fails a build: the first error is reported once, and
 the build goes on with what it has.
+
+``collect_shared`` and ``verify_shared`` are ``builder.cache_gc``'s gc and verify for it: the same choice
+of what to keep (what the newest builds of each checkout and profile reached, then the most recently
+used), with no lock to take, since machines share the cache while they build. So nothing younger than
+a grace period is deleted (it may be an upload whose record is not there yet), and records go before
+their files: a build that read a record just before gc deleted it finds a file missing, which is a
+miss, and uploads the result again.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
+import socket
+import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -29,6 +40,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from . import BuildError
 from .cache import Entry, Store, output_digest, referenced_objects
+from .cache_gc import Collected, Verified, choose
 from .fingerprint import sha256_file
 
 ENV = "FUN_DIFFUSION_CACHE_URL"
@@ -71,6 +83,13 @@ class SharedCache:
     def summary(self) -> str:
         return (f"shared cache {self.url}: {len(self.fetched)} results copied in, "
                 f"{len(self.published)} uploaded" + (" (then it failed: see the warning)" if self.failure else ""))
+
+    def _ready(self):
+        """The file system and root, for commands that cannot go on without them (gc, verify)."""
+        if self.failure:
+            raise BuildError(self.failure.split("; this build went on")[0] + ". Check the URL and the backend's "
+                             "credentials, then run the command again.")
+        return self.fs, self.root
 
     # -- paths -----------------------------------------------------------------------------
     def _record(self, section: str, key: str) -> str:
@@ -171,6 +190,19 @@ class SharedCache:
         self.fs.makedirs(parent, exist_ok=True)
         self.fs.mv(tmp, target)
 
+    def record_build(self, checkout: Path, profile: str, reached: dict[str, str], now: float | None = None) -> None:
+        """Note which results a build reached, so that ``collect_shared`` keeps them (best effort)."""
+        if self.failure or not reached:
+            return
+        now = time.time() if now is None else now
+        record = {"checkout": f"{socket.gethostname()}:{Path(checkout).resolve()}", "profile": profile, "time": now,
+                  "reached": dict(sorted(reached.items()))}
+        name = f"{time.strftime('%Y%m%dT%H%M%S', time.gmtime(now))}-{uuid.uuid4().hex[:12]}.json"
+        try:
+            self._upload_bytes(json.dumps(record, indent=1, sort_keys=True).encode(), f"{self.root}/builds/{name}")
+        except Exception as exc:  # noqa: BLE001
+            self._failed("write to", exc)
+
     # -- errors ------------------------------------------------------------------------------
     def _failed(self, verb: str, exc: Exception) -> None:
         if self.failure is None:
@@ -206,3 +238,85 @@ def from_settings(url: str | None) -> SharedCache | None:
     """The shared cache that ``--cache-url`` or the environment names, if any."""
     url = url or os.environ.get(ENV) or None
     return SharedCache(url) if url else None
+
+
+# -- gc and verify ----------------------------------------------------------------------------------
+
+GRACE_SECONDS = 3600.0
+
+
+def collect_shared(shared: SharedCache, keep_builds: int = 3, keep_bytes: int | None = None, dry_run: bool = False,
+                   grace: float = GRACE_SECONDS, now: float | None = None) -> Collected:
+    """``cache gc`` for a shared cache: see the module's docstring."""
+    fs, root = shared._ready()
+    now = time.time() if now is None else now
+    records = []
+    for path in sorted(fs.glob(f"{root}/builds/*.json")):
+        try:
+            record = json.loads(fs.cat_file(path))
+        except (OSError, ValueError):
+            continue  # a damaged record protects nothing; it is left for a person to look at
+        if {"checkout", "profile", "time", "reached"} <= set(record):
+            records.append((path, record))
+    entries, entry_times = {}, {}
+    for path, info in fs.find(f"{root}/ac", detail=True).items():
+        section, name = path.rsplit("/", 2)[-2:]
+        key = name.removesuffix(".json")
+        try:
+            entries[section, key] = json.loads(fs.cat_file(path))
+        except (OSError, ValueError):
+            entries[section, key] = {"outputs": []}  # unreadable: a miss anyway, and deletable
+        entry_times[section, key] = _modified(info)
+    objects = {path.rsplit("/", 1)[-1]: (path, info) for path, info in fs.find(f"{root}/cas", detail=True).items()}
+    choice = choose(records, entries, lambda sha: objects[sha][1]["size"] if sha in objects else 0,
+                    lambda k: entry_times.get(k, 0.0), keep_builds, keep_bytes)
+    young = {k for k, t in entry_times.items() if now - t < grace}
+    deleted = [k for k in choice.deleted if k not in young]
+    kept_objects = choice.kept_objects | {sha for k in young if k in choice.deleted
+                                           for sha in referenced_objects(entries[k]["outputs"])}
+    garbage = [(path, info) for sha, (path, info) in objects.items()
+               if sha not in kept_objects and now - _modified(info) >= grace]
+    leftovers = [path for path, info in fs.find(f"{root}/tmp", detail=True).items() if now - _modified(info) >= grace]
+    report = Collected(deleted_entries=[f"{s}/{k}" for s, k in deleted], deleted_objects=len(garbage),
+                       freed_bytes=sum(info["size"] for _, info in garbage), deleted_records=len(choice.old_records))
+    report.kept_entries = len(entries) - len(deleted)
+    report.kept_bytes = sum(info["size"] for sha, (_, info) in objects.items() if sha in kept_objects)
+    if dry_run:
+        return report
+    for section, key in deleted:  # the records first: a result without its files is never a hit
+        fs.rm_file(shared._record(section, key))
+    for path in [p for p, _ in garbage] + list(choice.old_records) + leftovers:
+        fs.rm_file(path)
+    return report
+
+
+def verify_shared(shared: SharedCache, repair: bool = False) -> Verified:
+    """Re-hash every file of a shared cache (each is downloaded); with ``repair``, delete the ones that changed."""
+    fs, root = shared._ready()
+    report = Verified()
+    for path, info in sorted(fs.find(f"{root}/cas", detail=True).items()):
+        report.objects += 1
+        report.bytes += info["size"]
+        with fs.open(path, "rb") as f:
+            actual = hashlib.file_digest(f, "sha256").hexdigest()
+        if actual != path.rsplit("/", 1)[-1]:
+            report.corrupt.append(path.rsplit("/", 1)[-1])
+            if repair:
+                fs.rm_file(path)
+    report.removed = repair and bool(report.corrupt)
+    return report
+
+
+def _modified(info: dict[str, Any]) -> float:
+    """When a file was last written, from what the backend's listing says (mtime, or an object's LastModified)."""
+    for name in ("mtime", "LastModified", "last_modified", "updated", "created"):
+        value = info.get(name)
+        if value is None:
+            continue
+        if hasattr(value, "timestamp"):
+            return value.timestamp()
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            continue
+    return 0.0

@@ -12,7 +12,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from builder.parallel import Slots
+from builder.parallel import Claim, Slots
 from builder.section import Needs, Section
 from tests.conftest import build, statuses as report_statuses
 from tests.test_cache import make_engine, statuses
@@ -74,10 +74,14 @@ def test_one_section_per_gpu_unless_it_declares_itself_light_and_gpu_memory_is_r
     assert [slots.claim(engine, g).gpu for g in ("light", "light2")] == [0, 0]  # two light ones share a GPU
     assert slots.claim(engine, "big").gpu == 1 and slots.claim(engine, "big") is None  # 40 GB - 30 < 30
     assert "more than the largest GPU here has (80.0 GB)" in slots.never_fits(engine, "huge")
+    busy = Slots(cores=4, gpu_total=[80 * gb])
+    assert busy.claim(engine, "heavy").gpu == 0 and busy.claim(engine, "heavy2") is None
+    plot = fake_engine(plot=Needs(threads=1, gpu=0))
+    assert busy.claim(plot, "plot") == Claim(1, None, 0.0, 0)  # uses no GPU: runs beside the one that holds it
     assert Slots(cores=2).never_fits(engine, "huge") is None  # a CPU build has no GPU memory to respect
 
 
-@pytest.mark.parametrize("bad", [dict(threads=0), dict(gpu=0), dict(gpu=1.5)])
+@pytest.mark.parametrize("bad", [dict(threads=0), dict(gpu=-0.5), dict(gpu=1.5)])
 def test_impossible_needs_are_refused_where_they_are_declared(bad):
     with pytest.raises(ValueError, match="Needs"):
         Needs(**bad)

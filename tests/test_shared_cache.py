@@ -220,3 +220,75 @@ def test_two_machines_building_at_once_on_s3_then_a_third_runs_nothing_and_write
 
 def _tree(folder: Path) -> dict[str, bytes]:
     return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+# -- gc and verify ----------------------------------------------------------------------------------
+
+def reached(result) -> dict[str, str]:
+    return {r.id: r.entry.key for r in result.results if r.entry is not None and r.entry.layer is None}
+
+
+def test_gc_keeps_what_each_checkouts_newest_builds_reached_and_nothing_young(toy_project, tmp_path):
+    from builder.shared_cache import collect_shared
+    from tests.test_cache import edit
+
+    shared = tmp_path / "shared"
+    url = shared.as_uri()
+    a = machine(toy_project, "a", url)
+    v1 = a.build()
+    a.config.shared.record_build(toy_project / "a", "cpu", reached(v1), now=100.0)
+    old = {gid: key for gid, key in reached(v1).items()}
+    edit(toy_project, "up", '"n": 3', '"n": 4')  # a new variant of up, and so of down; side is unchanged
+    a2 = machine(toy_project, "a", url)
+    v2 = a2.build()
+    a2.config.shared.record_build(toy_project / "a", "cpu", reached(v2), now=200.0)
+    b = machine(toy_project, "b", url)
+    assert statuses(b.build()) == {"up": "shared", "down": "shared", "side": "shared"}
+    b.config.shared.record_build(toy_project / "b", "cpu", reached(b.build()), now=300.0)
+    before = cas_files(shared)
+
+    young = collect_shared(SharedCache(url), keep_builds=1)
+    assert young.deleted_entries == [] and young.deleted_objects == 0  # everything is under an hour old
+    assert young.deleted_records == 1  # but a's older build record is superseded by its newer one
+    assert cas_files(shared) == before and len(list((shared / "builds").iterdir())) == 2
+    dry = collect_shared(SharedCache(url), keep_builds=1, grace=0, dry_run=True)
+    assert sorted(dry.deleted_entries) == sorted([f"down/{old['down']}", f"up/{old['up']}"])
+    assert cas_files(shared) == before and len(list((shared / "ac" / "up").iterdir())) == 2  # nothing deleted yet
+    done = collect_shared(SharedCache(url), keep_builds=1, grace=0)
+    assert done.deleted_entries == dry.deleted_entries and done.deleted_objects == dry.deleted_objects > 0
+    assert len(cas_files(shared)) == len(before) - done.deleted_objects
+    assert len(list((shared / "builds").iterdir())) == 2
+    # What the newest builds reached is whole: a new machine on the current code runs nothing.
+    assert set(statuses(machine(toy_project, "c", url).build()).values()) == {"shared"}
+    edit(toy_project, "up", '"n": 4', '"n": 3')  # the deleted variant is computed again
+    assert statuses(machine(toy_project, "d", url).build()) == {"up": "miss", "down": "miss", "side": "shared"}
+
+
+def test_verify_finds_an_altered_file_and_repair_removes_it_then_a_build_mends_it(toy_project, tmp_path):
+    from builder.shared_cache import verify_shared
+
+    shared = tmp_path / "shared"
+    machine(toy_project, "a", shared.as_uri()).build()
+    assert verify_shared(SharedCache(shared.as_uri())).corrupt == []
+    victim = cas_files(shared)[0]
+    victim.write_bytes(victim.read_bytes() + b"!")
+    found = verify_shared(SharedCache(shared.as_uri()))
+    assert found.corrupt == [victim.name] and found.objects == len(cas_files(shared))
+    assert verify_shared(SharedCache(shared.as_uri()), repair=True).removed and not victim.exists()
+    machine(toy_project, "b", shared.as_uri()).build()  # the result that named it is recomputed and uploaded
+    assert victim.is_file() and verify_shared(SharedCache(shared.as_uri())).corrupt == []
+
+
+def test_the_cache_commands_take_a_shared_cache_and_say_which(tmp_path):
+    shared = tmp_path / "shared"
+    (shared / "cas" / "ab").mkdir(parents=True)
+    (shared / "cas" / "ab" / ("ab" + "0" * 62)).write_bytes(b"not what its name says")
+    command = [sys.executable, str(ROOT / "build.py"), "cache"]
+    url = f"{shared.as_uri()}?token=tok-3xyz"
+    gc = subprocess.run(command + ["gc", "--cache-url", url, "--dry-run"], capture_output=True, text=True, cwd=ROOT)
+    assert gc.returncode == 0 and "cache gc (file://" in gc.stdout and "would delete 0 results" in gc.stdout
+    check = subprocess.run(command + ["verify", "--cache-url", shared.as_uri()], capture_output=True, text=True, cwd=ROOT)
+    assert check.returncode == 1 and "1 of 1 files do not match" in check.stdout
+    assert f"--repair --cache-url {shared.as_uri()}" in check.stdout
+    bad = subprocess.run(command + ["gc", "--cache-url", "nosuchprotocol://x"], capture_output=True, text=True, cwd=ROOT)
+    assert bad.returncode == 2 and "cannot be opened" in bad.stderr

@@ -157,3 +157,22 @@ def test_a_parallel_smoke_build_writes_the_serial_site_byte_for_byte(smoke_build
     proc = build("--profile", "smoke", *args, cache=tmp_path / "cache", site=tmp_path / "site")
     assert set(report_statuses(proc).values()) == {"miss"} and len(proc.report["executed"]) == 22
     assert_same_site(smoke_build["site"], tmp_path / "site")
+
+
+def test_a_result_from_a_ray_node_without_this_disk_comes_home_through_the_shared_cache(toy_project, tmp_path):
+    pytest.importorskip("ray", reason="ray is an optional extra (scripts/env.sh installs it)")
+    from builder.engine import SectionResult
+    from builder.ray_executor import RayPool
+    from tests.test_shared_cache import machine
+
+    url = (tmp_path / "shared").as_uri()
+    node = machine(toy_project, "node", url)  # what a task on another node did: run, then upload
+    done = {r.id: r for r in node.build().results}
+    driver = machine(toy_project, "driver", url)
+    pool = RayPool(driver)  # not started: nothing here needs Ray itself
+    home = pool._bring_home(SectionResult("up", "miss", 1.0, done["up"].entry))
+    assert home.status == "miss" and home.entry.key == done["up"].entry.key
+    assert driver.store.lookup_local("up", home.entry.key) is not None  # its files are in the driver's cache now
+    driver.config.shared = None
+    lost = pool._bring_home(SectionResult("down", "miss", 1.0, done["down"].entry))
+    assert lost.status == "failed" and "give the build a --cache-url" in lost.error

@@ -215,11 +215,10 @@ def shared_cache_command(args) -> int:
         shared = SharedCache(args.cache_url)
         if args.command == "gc":
             done = collect_shared(shared, args.keep_builds, int(args.keep_mb * 1e6), dry_run=args.dry_run)
-            print(done.summary(args.dry_run).replace("cache gc:", f"cache gc ({shared.url}):", 1))
+            print(done.summary(args.dry_run, shared.url))
             return 0
         checked = verify_shared(shared, repair=args.repair)
-        print(checked.summary().replace("cache verify:", f"cache verify ({shared.url}):", 1)
-              .replace("build.py cache verify --repair", f"build.py cache verify --repair --cache-url {shared.url}"))
+        print(checked.summary(shared.url))
         return 1 if checked.corrupt and not args.repair else 0
     except BuildError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -11,8 +11,8 @@ so they never run beside a build.
 from __future__ import annotations
 
 import json
-import os
 import time
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,14 +23,19 @@ from .fingerprint import sha256_file
 BUILDS = "builds"
 
 
+def build_record(checkout: str, profile: str, reached: dict[str, str], now: float | None = None) -> tuple[str, str]:
+    """A build record's file name (in ``builds/``) and text, for the local cache and a shared one alike."""
+    now = time.time() if now is None else now
+    record = {"checkout": checkout, "profile": profile, "time": now, "reached": dict(sorted(reached.items()))}
+    name = f"{time.strftime('%Y%m%dT%H%M%S', time.gmtime(now))}-{uuid.uuid4().hex[:12]}.json"
+    return name, json.dumps(record, indent=1, sort_keys=True)
+
+
 def record_build(store: Store, checkout: Path, profile: str, reached: dict[str, str], now: float | None = None) -> None:
     """Note which local results a build reached (best effort: a full disk must not fail a finished build)."""
-    now = time.time() if now is None else now
-    record = {"checkout": str(Path(checkout).resolve()), "profile": profile, "time": now,
-              "reached": dict(sorted(reached.items()))}
-    name = f"{time.strftime('%Y%m%dT%H%M%S', time.gmtime(now))}-{int(now * 1e6) % 10**6:06d}-{os.getpid()}.json"
+    name, text = build_record(str(Path(checkout).resolve()), profile, reached, now)
     try:
-        atomic_write_text(store.root / BUILDS / name, json.dumps(record, indent=1, sort_keys=True))
+        atomic_write_text(store.root / BUILDS / name, text)
     except OSError:
         pass
 
@@ -46,9 +51,9 @@ class Collected:
     kept_bytes: int = 0
     deleted_records: int = 0
 
-    def summary(self, dry_run: bool) -> str:
+    def summary(self, dry_run: bool, url: str | None = None) -> str:
         verb = "would delete" if dry_run else "deleted"
-        return (f"cache gc: kept {self.kept_entries} results ({self.kept_bytes / 1e6:.1f} MB); {verb} "
+        return (f"cache gc{f' ({url})' if url else ''}: kept {self.kept_entries} results ({self.kept_bytes / 1e6:.1f} MB); {verb} "
                 f"{len(self.deleted_entries)} results and {self.deleted_objects} files, "
                 f"{self.freed_bytes / 1e6:.1f} MB, and {self.deleted_records} old build records")
 
@@ -141,14 +146,17 @@ class Verified:
     corrupt: list[str] = field(default_factory=list)  # objects whose bytes no longer hash to their name
     removed: bool = False
 
-    def summary(self) -> str:
+    def summary(self, url: str | None = None) -> str:
+        """What was found; ``url``: the shared cache it was found in (None: the local one)."""
+        where = f" ({url})" if url else ""
         if not self.corrupt:
-            return f"cache verify: all {self.objects} files ({self.bytes / 1e6:.1f} MB) match their hashes"
+            return f"cache verify{where}: all {self.objects} files ({self.bytes / 1e6:.1f} MB) match their hashes"
         shown = ", ".join(sha[:16] for sha in self.corrupt[:5]) + (" ..." if len(self.corrupt) > 5 else "")
+        repair = "build.py cache verify --repair" + (f" --cache-url {url}" if url else "")
         then = ("they were removed, so the results that named them will be computed again by the next build"
-                if self.removed else "run `build.py cache verify --repair` to remove them (the results that name "
+                if self.removed else f"run `{repair}` to remove them (the results that name "
                                      "them are then computed again by the next build)")
-        return (f"cache verify: {len(self.corrupt)} of {self.objects} files do not match their hashes ({shown}); "
+        return (f"cache verify{where}: {len(self.corrupt)} of {self.objects} files do not match their hashes ({shown}); "
                 f"{then}")
 
 

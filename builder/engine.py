@@ -6,10 +6,12 @@ reproduces the same bytes does not invalidate anything after it (early cut-off).
 """
 from __future__ import annotations
 
+import functools
 import os
 import random
 import time
 import traceback
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -475,37 +477,28 @@ def _cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
-_DEFAULT_THREADS: list[int] = []
-
-
+@functools.cache
 def _default_threads() -> int:
     """Torch's own thread count in this process, read once, before any section changes it."""
-    if not _DEFAULT_THREADS:
-        import torch
+    import torch
 
-        _DEFAULT_THREADS.append(torch.get_num_threads())
-    return _DEFAULT_THREADS[0]
+    return torch.get_num_threads()
 
 
-class _torch_threads:
+@contextmanager
+def _torch_threads(n: int):
     """Compute with ``n`` threads inside the block, and give back the count found outside it."""
+    import torch
 
-    def __init__(self, n: int):
-        self.n = n
-
-    def __enter__(self):
-        import torch
-
-        _default_threads()
-        self.before = torch.get_num_threads()
-        if self.before != self.n:
-            torch.set_num_threads(self.n)
-
-    def __exit__(self, *exc):
-        import torch
-
-        if torch.get_num_threads() != self.before:
-            torch.set_num_threads(self.before)
+    _default_threads()
+    before = torch.get_num_threads()
+    if before != n:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        if torch.get_num_threads() != before:
+            torch.set_num_threads(before)
 
 
 def _in_environment(components: dict[str, Any], entry: Entry) -> dict[str, Any]:

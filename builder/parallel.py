@@ -181,13 +181,14 @@ def run_section(engine: Engine, gid: str, components: dict[str, Any], key: str, 
     return engine._execute(gid, components, key, upstream)
 
 
-def _payload(engine: Engine) -> bytes:
+def payload(engine: Engine, uploads: bool = False) -> bytes:
     """The engine as a worker rebuilds it: the build's default thread count fixed here, so that a section
-    that declares none computes with the driver's, and no shared cache (the driver uploads)."""
+    that declares none computes with the driver's, and the shared cache only where the worker itself
+    ``uploads`` (a Ray node without the driver's disk); otherwise the driver uploads."""
     import cloudpickle
 
-    config = replace(engine.config, threads=engine.config.threads or _default_threads(), shared=None,
-                     jobs=1, executor="local")
+    config = replace(engine.config, threads=engine.config.threads or _default_threads(),
+                     shared=engine.config.shared if uploads else None, jobs=1, executor="local")
     return cloudpickle.dumps(Engine(engine.project, config, engine.sections, store=engine.store))
 
 
@@ -207,7 +208,7 @@ class _LocalPool:
 
     def _start(self) -> ProcessPoolExecutor:
         return ProcessPoolExecutor(max_workers=self.width, mp_context=get_context("spawn"),
-                                   initializer=_start_worker, initargs=(_payload(self.engine),))
+                                   initializer=_start_worker, initargs=(payload(self.engine),))
 
     def submit(self, gid, components, key, upstream, claim: Claim) -> Future:
         args = (_run_in_worker, gid, components, key, upstream, _device_for(self.engine, claim))

@@ -19,8 +19,8 @@ from typing import Any
 
 from . import BuildError
 from .cache import Entry
-from .engine import Engine, SectionResult, _cores, _default_threads
-from .parallel import Claim, Slots, run_section
+from .engine import Engine, SectionResult, _cores
+from .parallel import Claim, Slots, payload, run_section
 
 # What a task does not need: the built site, the committed freezes (the driver reads them), caches,
 # data (the variables below point the tasks at it), and version control.
@@ -44,8 +44,7 @@ def _task(payload_id: str, payload: bytes, gid: str, components: dict[str, Any],
         _ENGINES[payload_id] = cloudpickle.loads(payload)
     engine = _ENGINES[payload_id]
     res = run_section(engine, gid, components, key, upstream, device)
-    if engine.config.shared is not None and res.entry is not None and res.status in ("miss", "forced"):
-        engine.config.shared.publish(gid, res.entry, engine.store)
+    engine._publish_result(res)  # only on a cluster node does the engine it was sent have a shared cache
     return res
 
 
@@ -87,14 +86,8 @@ class RayPool:
                      configure_logging=True,
                      runtime_env={"working_dir": str(root), "excludes": EXCLUDES, "env_vars": env_vars},
                      **({"num_cpus": _cores()} if address is None else {}))
-        shared = engine.config.shared
-        config = replace(engine.config, threads=engine.config.threads or _default_threads(), jobs=1,
-                         executor="local", shared=shared if address is not None else None)
-        import cloudpickle
-
-        payload = cloudpickle.dumps(Engine(engine.project, config, engine.sections, store=engine.store))
         self.payload_id = f"{os.getpid()}-{id(self)}"
-        self.payload = ray.put(payload)
+        self.payload = ray.put(payload(engine, uploads=address is not None))
         self.remote = ray.remote(max_retries=0)(_task)
         self.remote_cluster = address is not None
         self.started = True

@@ -7,7 +7,7 @@ fast path. Layout under the URL, as Bazel splits a remote cache:
 
   cas/ab/abcdef...              every output file, named by the sha256 of its bytes
   ac/<section>/<key>.json       the record of one result (the action cache), uploaded last
-  builds/<time>-<pid>.json      which results each build reached, for ``cache gc --cache-url``
+  builds/<time>-<random>.json   which results each build reached, for ``cache gc --cache-url``
   tmp/                          uploads in progress, moved into place when complete
 
 A record is uploaded only after every file it names, and every download is re-hashed, so a
@@ -40,7 +40,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from . import BuildError
 from .cache import Entry, Store, output_digest, referenced_objects
-from .cache_gc import Collected, Verified, choose
+from .cache_gc import BUILDS, Collected, Verified, build_record, choose
 from .fingerprint import sha256_file
 
 ENV = "FUN_DIFFUSION_CACHE_URL"
@@ -64,21 +64,37 @@ class SharedCache:
 
         self.url = redact(url)
         self._secrets = _secrets_of(url)
+        self._address = url  # with its secrets: given to fsspec, never shown
         self.failure: str | None = None  # the first error; after it the shared cache is not used again
+        self._problem: tuple[str, str] | None = None  # that error as (what was tried, what went wrong)
         self.fetched: list[str] = []  # sections whose results this build copied in
         self.published: list[str] = []  # and uploaded
         self._damaged: set[tuple[str, str]] = set()  # records whose files were missing or altered here
-        self.fs, self.root = None, ""
-        try:
-            self.fs, root = fsspec.core.url_to_fs(url)
-            self.root = root.rstrip("/")
-        except (ImportError, ValueError) as exc:  # an unknown protocol or a backend not installed
+        self._fs, self._root = None, ""
+        try:  # an unknown protocol or a backend that is not installed is the user's to fix, at once
+            for part in url.split("::"):
+                fsspec.get_filesystem_class(fsspec.core.split_protocol(part)[0] or "file")
+        except (ImportError, ValueError) as exc:
             raise BuildError(
                 f"--cache-url {self.url} cannot be opened: {self._scrub(str(exc))}. Install the fsspec "
                 f"backend for its protocol (s3fs for s3://, gcsfs for gs://, adlfs for az://), or check the "
                 f"URL's spelling.") from None
-        except Exception as exc:  # noqa: BLE001 - a backend that connects at once, to a server that is down
-            self._failed("connect to", exc)
+
+    @property
+    def fs(self):
+        """The file system, connected on first use (some backends connect when made, to a server that may
+        be down: that is a failure of the first read or write, reported as such)."""
+        if self._fs is None:
+            import fsspec
+
+            fs, root = fsspec.core.url_to_fs(self._address)
+            self._fs, self._root = fs, root.rstrip("/")
+        return self._fs
+
+    @property
+    def root(self) -> str:
+        self.fs
+        return self._root
 
     def summary(self) -> str:
         return (f"shared cache {self.url}: {len(self.fetched)} results copied in, "
@@ -86,10 +102,14 @@ class SharedCache:
 
     def _ready(self):
         """The file system and root, for commands that cannot go on without them (gc, verify)."""
-        if self.failure:
-            raise BuildError(self.failure.split("; this build went on")[0] + ". Check the URL and the backend's "
-                             "credentials, then run the command again.")
-        return self.fs, self.root
+        if not self.failure:
+            try:
+                return self.fs, self.root
+            except Exception as exc:  # noqa: BLE001
+                self._failed("connect to", exc)
+        verb, detail = self._problem
+        raise BuildError(f"could not {verb} the shared cache at {self.url} ({detail}). Check the URL and the "
+                         f"backend's credentials, then run the command again.")
 
     # -- paths -----------------------------------------------------------------------------
     def _record(self, section: str, key: str) -> str:
@@ -194,12 +214,10 @@ class SharedCache:
         """Note which results a build reached, so that ``collect_shared`` keeps them (best effort)."""
         if self.failure or not reached:
             return
-        now = time.time() if now is None else now
-        record = {"checkout": f"{socket.gethostname()}:{Path(checkout).resolve()}", "profile": profile, "time": now,
-                  "reached": dict(sorted(reached.items()))}
-        name = f"{time.strftime('%Y%m%dT%H%M%S', time.gmtime(now))}-{uuid.uuid4().hex[:12]}.json"
+        # The host joins the checkout's path: two machines' /work/main are two checkouts.
+        name, text = build_record(f"{socket.gethostname()}:{Path(checkout).resolve()}", profile, reached, now)
         try:
-            self._upload_bytes(json.dumps(record, indent=1, sort_keys=True).encode(), f"{self.root}/builds/{name}")
+            self._upload_bytes(text.encode(), f"{self.root}/{BUILDS}/{name}")
         except Exception as exc:  # noqa: BLE001
             self._failed("write to", exc)
 
@@ -207,6 +225,7 @@ class SharedCache:
     def _failed(self, verb: str, exc: Exception) -> None:
         if self.failure is None:
             detail = self._scrub(f"{type(exc).__name__}: {exc}")[:400]
+            self._problem = (verb, detail)
             self.failure = (f"could not {verb} the shared cache at {self.url} ({detail}); this build went on "
                             f"without it, so its new results are only in the local cache. Check the URL and the "
                             f"backend's credentials, then build again to fill the shared cache.")
@@ -251,7 +270,7 @@ def collect_shared(shared: SharedCache, keep_builds: int = 3, keep_bytes: int | 
     fs, root = shared._ready()
     now = time.time() if now is None else now
     records = []
-    for path in sorted(fs.glob(f"{root}/builds/*.json")):
+    for path in sorted(fs.glob(f"{root}/{BUILDS}/*.json")):
         try:
             record = json.loads(fs.cat_file(path))
         except (OSError, ValueError):

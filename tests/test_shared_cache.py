@@ -20,6 +20,7 @@ from builder.engine import Engine
 from builder.shared_cache import SharedCache, redact
 from tests.conftest import ROOT, build, statuses as report_statuses
 from tests.test_cache import make_engine, statuses
+from tests.test_determinism import assert_same_site
 
 
 def machine(root: Path, name: str, url: str) -> Engine:
@@ -205,7 +206,7 @@ def test_two_machines_building_at_once_on_s3_then_a_third_runs_nothing_and_write
     assert third.report["executed"] == [] and set(report_statuses(third).values()) == {"shared"}
     assert "22 results copied in, 0 uploaded" in third.stdout
     for i in (1, 2):
-        assert _tree(tmp_path / f"site{i}") == _tree(tmp_path / "site3")
+        assert_same_site(tmp_path / f"site{i}", tmp_path / "site3")
     # Whoever uploaded last, the bucket holds whole records only, and no upload was left half-way.
     import s3fs
 
@@ -217,9 +218,6 @@ def test_two_machines_building_at_once_on_s3_then_a_third_runs_nothing_and_write
     assert not _files_holding(secret, tmp_path)
     assert not any(secret.encode() in fs.cat_file(path) for path in fs.find("course-cache"))
 
-
-def _tree(folder: Path) -> dict[str, bytes]:
-    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
 # -- gc and verify ----------------------------------------------------------------------------------

@@ -7,13 +7,23 @@ worker itself (the time from the first step to the last, as the page shows it); 
 loads the runtime and the model, which is timed apart. The issue's goal: one digit in at most 3 s and
 all ten in at most 30 s at 300 steps.
 
+It also times cheaper graphs that one could publish instead (``variants``): the published graph with
+GELU's tanh approximation, and with 8-bit weights and activations (onnxruntime's static QDQ
+quantisation, calibrated on the sampler's own x_t). Each is timed alone (one evaluation of the guided
+pair for one digit, the step's network work) in one page, in turns, the fastest of several rounds, and
+its largest difference from the published graph's noise estimates is measured in Python on other x_t
+of the same sampler. A graph whose error passes TOLERANCE, the tolerance that ties the published file
+to the torch model (tests/test_live.py), would not draw the Python sampler's digits.
+
     python -m bench.live_sampler --json bench/results/live_sampler.json
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import http.server
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -22,6 +32,7 @@ from bench.common import describe_machine, save_result
 
 ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM = "/usr/bin/chromium"
+TOLERANCE = 1e-4  # the largest |difference| in eps allowed between the published graph and torch
 # Sets the controls as a reader would and presses the button; resolves with the run's "live-sampler-done"
 # detail (the final images, x_T, the timing and the backend). tests/test_browser.py drives it too.
 RUN = """(choice) => new Promise((resolve) => {
@@ -50,29 +61,149 @@ def gflop_per_digit_step(num_hiddens: int, num_classes: int, shape: list[int]) -
     return counter.get_total_flops() / 1e9
 
 
+# Times each model file alone: one digit's guided pair per call, the files in turns, the fastest round kept.
+VARIANTS_PAGE = """<!doctype html><html lang="en"><head><meta charset="utf-8"><title>variants</title></head><body>
+<script type="module">
+import * as ort from "./vendor/onnxruntime-web/ort.wasm.bundle.min.mjs";
+ort.env.wasm.numThreads = 1;
+ort.env.wasm.wasmPaths = {wasm: new URL("./vendor/onnxruntime-web/ort-wasm-simd-threaded.wasm", location.href).href};
+window.timeVariants = async ({files, shape, classes, rounds, calls}) => {
+  const feeds = {
+    x: new ort.Tensor("float32", Float32Array.from({length: shape.reduce((a, b) => a * b)}, (_, i) => Math.sin(i)), [1, ...shape]),
+    c: new ort.Tensor("float32", Float32Array.from({length: classes}, (_, i) => i === 3 ? 1 : 0), [1, classes]),
+    t: new ort.Tensor("float32", new Float32Array([0.5]), [1]),
+  };
+  const sessions = [];
+  for (const f of files) {
+    const s = await ort.InferenceSession.create(f, {executionProviders: ["wasm"], graphOptimizationLevel: "all"});
+    for (let i = 0; i < 5; i++) await s.run(feeds);
+    sessions.push(s);
+  }
+  const best = files.map(() => Infinity);
+  for (let r = 0; r < rounds; r++) {
+    for (let k = 0; k < sessions.length; k++) {
+      const started = performance.now();
+      for (let i = 0; i < calls; i++) await sessions[k].run(feeds);
+      best[k] = Math.min(best[k], (performance.now() - started) / calls);
+    }
+  }
+  return best;
+};
+window.ready = true;
+</script></body></html>
+"""
+
+
+@contextlib.contextmanager
+def served(folder: Path):
+    """``folder`` over HTTP on 127.0.0.1; yields its base URL."""
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=str(folder)))
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    finally:
+        httpd.shutdown()
+
+
+def sampler_inputs(model: bytes, settings: dict, seed: int, steps: int) -> list[dict]:
+    """The (x_t, c, t/T) that the live sampler feeds the network: all ten digits over ``steps`` strided steps."""
+    import numpy as np
+    import onnxruntime
+    import torch
+
+    from diffusion import live
+    from diffusion.ddpm import Schedule
+
+    schedule = Schedule(torch.tensor(settings["betas"]), torch.tensor(settings["alphas"]),
+                        torch.tensor(settings["alpha_bars"]))
+    T, digits, pair = settings["T"], list(range(settings["num_classes"])), live.onnx_pair(onnxruntime.InferenceSession(model))
+    seen = []
+
+    def record(x, c, t):
+        seen.append({"x": x.numpy(), "c": c.numpy(), "t": t.numpy().astype(np.float32)})
+        return pair(x, c, t)
+
+    live.sample(record, digits, schedule, settings["controls"]["guidance"], live.strided_timesteps(T, steps),
+                live.portable_noise(seed, digits, T, tuple(settings["shape"])), settings["num_classes"])
+    return seen
+
+
+def variants(model: bytes, settings: dict, folder: Path) -> list[dict]:
+    """The published graph and the cheaper ones, written to ``folder``, each with its largest difference
+    from the published graph's (eps_c, eps_u) on x_t that the calibration did not see."""
+    import numpy as np
+    import onnx
+    import onnxruntime
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    published = folder / "published.onnx"
+    published.write_bytes(model)
+    tanh = onnx.load_from_string(model)
+    for node in tanh.graph.node:
+        if node.op_type == "Gelu":
+            del node.attribute[:]
+            node.attribute.append(onnx.helper.make_attribute("approximate", "tanh"))
+    onnx.save(tanh, folder / "gelu-tanh.onnx")
+
+    class Calibration(CalibrationDataReader):
+        def __init__(self):
+            self.batches = iter(sampler_inputs(model, settings, seed=1, steps=30))
+
+        def get_next(self):
+            return next(self.batches, None)
+
+    quant_pre_process(str(published), str(folder / "prepared.onnx"))
+    quantize_static(str(folder / "prepared.onnx"), str(folder / "int8.onnx"), Calibration(), quant_format=QuantFormat.QDQ,
+                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, per_channel=True)
+    held_out = sampler_inputs(model, settings, seed=2, steps=10)
+    reference = onnxruntime.InferenceSession(model)
+    out = []
+    for label, path in (("published (exact GELU, float32)", published), ("GELU's tanh approximation", folder / "gelu-tanh.onnx"),
+                        ("8-bit weights and activations (QDQ)", folder / "int8.onnx")):
+        session = onnxruntime.InferenceSession(str(path))
+        error = max(float(np.abs(a - b).max()) for feed in held_out
+                    for a, b in zip(session.run(None, feed), reference.run(None, feed)))
+        out.append({"variant": label, "file": path.name, "max_abs_error": error, "within_tolerance": error <= TOLERANCE})
+    return out
+
+
+def time_variants(browser, site: Path, found: list[dict], shape: list[int], classes: int, folder: Path) -> None:
+    """Adds ``ms_per_call`` to each variant: one digit's guided pair on one WebAssembly thread."""
+    (folder / "vendor").symlink_to(site / "static" / "vendor", target_is_directory=True)
+    (folder / "index.html").write_text(VARIANTS_PAGE)
+    with served(folder) as url:
+        page = browser.new_page()
+        page.goto(f"{url}/index.html", wait_until="load")
+        page.wait_for_function("window.ready === true")
+        best = page.evaluate("(a) => window.timeVariants(a)", {"files": [v["file"] for v in found], "shape": shape,
+                                                               "classes": classes, "rounds": 15, "calls": 4})
+        page.close()
+    for v, ms in zip(found, best):
+        v["ms_per_call"] = round(ms, 2)
+
+
 def measure(site: Path, repeats: int) -> dict:
     import json
 
     from playwright.sync_api import sync_playwright
 
-    class Quiet(http.server.SimpleHTTPRequestHandler):
-        def log_message(self, *args):
-            pass
-
-    handler = functools.partial(Quiet, directory=str(site))
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
     settings = json.loads((site / "figures" / "b3_live-settings.json").read_text())
+    model = (site / "figures" / "b3_live-model.onnx").read_bytes()
     T = settings["T"]
     runs = [("one digit", "3", T), ("all ten digits", "all", T), ("one digit, strided", "3", T // 10),
             ("all ten digits, strided", "all", T // 10)]
-    out = {"T": T, "model": settings["model"], "repeats": repeats, "runs": [],
+    out = {"T": T, "model": settings["model"], "repeats": repeats, "runs": [], "tolerance": TOLERANCE,
            "gflop_per_digit_step": round(gflop_per_digit_step(settings["model"]["num_hiddens"],
                                                               settings["num_classes"], settings["shape"]), 4)}
-    with sync_playwright() as p:
+    with tempfile.TemporaryDirectory() as tmp, sync_playwright() as p, served(site) as url:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"])
         page = browser.new_page()
-        page.goto(f"http://127.0.0.1:{httpd.server_address[1]}/part-b.html", wait_until="load")
+        page.goto(f"{url}/part-b.html", wait_until="load")
         out["chromium"] = browser.version
         started = time.perf_counter()
         first = page.evaluate(RUN, {"digit": "3", "steps": T // 30})  # loads the runtime and the model
@@ -84,8 +215,10 @@ def measure(site: Path, repeats: int) -> dict:
             out["runs"].append({"run": label, "digits": 10 if digit == "all" else 1, "steps": steps,
                                 "ms_per_step": round(best["msPerStep"], 2),
                                 "seconds": round(best["totalMs"] / 1000, 2)})
+        page.close()
+        out["variants"] = variants(model, settings, Path(tmp))
+        time_variants(browser, site, out["variants"], settings["shape"], settings["num_classes"], Path(tmp))
         browser.close()
-    httpd.shutdown()
     return out
 
 
@@ -98,6 +231,8 @@ def main(argv=None) -> dict:
     result = {"machine": describe_machine(), **measure(args.site.resolve(), args.repeats)}
     for r in result["runs"]:
         print(f"{r['run']:26s} {r['steps']:4d} steps  {r['ms_per_step']:7.2f} ms/step  {r['seconds']:6.2f} s")
+    for v in result["variants"]:
+        print(f"{v['variant']:40s} {v['ms_per_call']:7.2f} ms per call  largest |error| {v['max_abs_error']:.2g}")
     return save_result(args.json, result)
 
 

@@ -87,6 +87,8 @@ def run(ctx):
                                f"the fastest of {live['repeats']} runs each, as the page's worker "
                                f"times them; the first press also loads the runtime and the model "
                                f"({live['first_press_seconds']:.1f} s). python -m bench.live_sampler.")
+        if live.get("variants"):
+            live_variants_table(ctx, live)
     if scale:
         scale_out_table(ctx, scale)
     if deepfloyd_cpu or deepfloyd_gpu:
@@ -103,6 +105,26 @@ def run(ctx):
                     f"{t['peak_gflops']['bfloat16']} GFLOP/s in bf16, {t['peak_gflops']['float32']} in fp32; "
                     f"python -m bench.train_throughput).")
 
+
+
+def live_variants_table(ctx, live):
+    """The published graph beside the cheaper ones the benchmark timed, each with its error."""
+    import numpy as np
+
+    published = live["variants"][0]["ms_per_call"]
+    ctx.save_json("live_variants", {"tolerance": live["tolerance"]})  # for the prose beside the table
+    ctx.save_table("bench_live_variants", ["graph", "ms per evaluation", "time vs published", "largest |Δε|",
+                                           "within tolerance"],
+                   [[v["variant"], f"{v['ms_per_call']:.2f}", f"{v['ms_per_call'] / published:.2f}×",
+                     np.format_float_positional(v["max_abs_error"], precision=2, fractional=False, trim="-"),
+                     "yes" if v["within_tolerance"] else "no"] for v in live["variants"]],
+                   caption=f"The live sampler's graph and two cheaper ones, each timed alone in one page (one "
+                           f"evaluation of the guided pair for one digit, the network's work in a step; "
+                           f"{live['backend']}; the fastest of 15 rounds, the graphs in turns), and the largest "
+                           f"difference of their noise estimates from the published graph's on x_t that the "
+                           f"sampler visits with another seed (onnxruntime in Python). The tolerance is "
+                           f"{live['tolerance']:g}, the one that ties the published file to the torch model. "
+                           f"The 8-bit graph was calibrated on the sampler's own x_t. python -m bench.live_sampler.")
 
 def gpu_tables(ctx, gpu):
     """bench/results/gpu.json, written by scripts/gpu-check on a CUDA machine."""

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from diffusion import live, rng
+from diffusion import live, rng, unet
 from diffusion.ddpm import linear_schedule, sample_class
 from diffusion.unet import ClassConditionalUNet
 
@@ -114,6 +114,27 @@ def test_the_onnx_export_computes_both_halves_of_guidance_as_torch_does_for_any_
             expected = model(x, c, t).numpy(), model(x, torch.zeros_like(c), t).numpy()
         for got, want in zip(live.onnx_pair(session)(x, c, t), expected):
             assert got.shape == (n, 1, 28, 28) and np.abs(got.numpy() - want).max() < 1e-5
+
+
+@pytest.mark.parametrize("make", [lambda: unet.Conv(6, 5), lambda: unet.UpConv(6, 5)], ids=["conv", "upconv"])
+def test_a_shared_skip_equals_the_block_on_the_concatenation(make):
+    """conv(cat([h, s]), W) = conv(h, W_h) + conv(s, W_s): the skip's share computed once for both halves,
+    with the BatchNorm folded in. Variances near BatchNorm's eps, so a fold that forgets eps is caught."""
+    from diffusion.onnx_export import _SharedSkip
+
+    torch.manual_seed(3)
+    block = make().eval()
+    bn = block[1]
+    bn.running_mean.uniform_(-1, 1)
+    bn.running_var.uniform_(1e-6, 1e-4)
+    bn.weight.data.uniform_(0.5, 1.5)
+    bn.bias.data.uniform_(-1, 1)
+    h, s = torch.randn(4, 2, 7, 7), torch.randn(2, 4, 7, 7)  # h: both halves of 2 inputs; s: one copy each
+    with torch.no_grad():
+        expected = block(torch.cat([h, torch.cat([s, s])], dim=1))
+        got = _SharedSkip(block, h_channels=2)(h, s)
+    assert got.shape == expected.shape
+    assert torch.allclose(got, expected, rtol=1e-4, atol=1e-4)
 
 
 def committed_settings():

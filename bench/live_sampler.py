@@ -61,13 +61,15 @@ def gflop_per_digit_step(num_hiddens: int, num_classes: int, shape: list[int]) -
     return counter.get_total_flops() / 1e9
 
 
+ROUNDS = 15  # of timing the cheaper graphs in turns; the fastest round of each counts
 # Times each model file alone: one digit's guided pair per call, the files in turns, the fastest round kept.
+# The runtime is the WebAssembly build that the Part B page names (its bundle and binary, site-relative).
 VARIANTS_PAGE = """<!doctype html><html lang="en"><head><meta charset="utf-8"><title>variants</title></head><body>
 <script type="module">
-import * as ort from "./vendor/onnxruntime-web/ort.wasm.bundle.min.mjs";
-ort.env.wasm.numThreads = 1;
-ort.env.wasm.wasmPaths = {wasm: new URL("./vendor/onnxruntime-web/ort-wasm-simd-threaded.wasm", location.href).href};
-window.timeVariants = async ({files, shape, classes, rounds, calls}) => {
+window.timeVariants = async ({bundle, binary, files, shape, classes, rounds, calls}) => {
+  const ort = await import(new URL(bundle, location.href).href);
+  ort.env.wasm.numThreads = 1;
+  ort.env.wasm.wasmPaths = {wasm: new URL(binary, location.href).href};
   const feeds = {
     x: new ort.Tensor("float32", Float32Array.from({length: shape.reduce((a, b) => a * b)}, (_, i) => Math.sin(i)), [1, ...shape]),
     c: new ort.Tensor("float32", Float32Array.from({length: classes}, (_, i) => i === 3 ? 1 : 0), [1, classes]),
@@ -89,7 +91,6 @@ window.timeVariants = async ({files, shape, classes, rounds, calls}) => {
   }
   return best;
 };
-window.ready = true;
 </script></body></html>
 """
 
@@ -109,10 +110,10 @@ def served(folder: Path):
         httpd.shutdown()
 
 
-def sampler_inputs(model: bytes, settings: dict, seed: int, steps: int) -> list[dict]:
-    """The (x_t, c, t/T) that the live sampler feeds the network: all ten digits over ``steps`` strided steps."""
+def sampler_inputs(session, settings: dict, seed: int, steps: int) -> list[dict]:
+    """The (x_t, c, t/T) that the live sampler feeds the network (an onnxruntime session of the published
+    graph): all ten digits over ``steps`` strided steps."""
     import numpy as np
-    import onnxruntime
     import torch
 
     from diffusion import live
@@ -120,7 +121,7 @@ def sampler_inputs(model: bytes, settings: dict, seed: int, steps: int) -> list[
 
     schedule = Schedule(torch.tensor(settings["betas"]), torch.tensor(settings["alphas"]),
                         torch.tensor(settings["alpha_bars"]))
-    T, digits, pair = settings["T"], list(range(settings["num_classes"])), live.onnx_pair(onnxruntime.InferenceSession(model))
+    T, digits, pair = settings["T"], list(range(settings["num_classes"])), live.onnx_pair(session)
     seen = []
 
     def record(x, c, t):
@@ -141,30 +142,30 @@ def variants(model: bytes, settings: dict, folder: Path) -> list[dict]:
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    published = folder / "published.onnx"
+    reference = onnxruntime.InferenceSession(model)
+    published, tanh_gelu, int8 = folder / "published.onnx", folder / "gelu-tanh.onnx", folder / "int8.onnx"
     published.write_bytes(model)
     tanh = onnx.load_from_string(model)
     for node in tanh.graph.node:
         if node.op_type == "Gelu":
             del node.attribute[:]
             node.attribute.append(onnx.helper.make_attribute("approximate", "tanh"))
-    onnx.save(tanh, folder / "gelu-tanh.onnx")
+    onnx.save(tanh, tanh_gelu)
 
     class Calibration(CalibrationDataReader):
         def __init__(self):
-            self.batches = iter(sampler_inputs(model, settings, seed=1, steps=30))
+            self.batches = iter(sampler_inputs(reference, settings, seed=1, steps=30))
 
         def get_next(self):
             return next(self.batches, None)
 
     quant_pre_process(str(published), str(folder / "prepared.onnx"))
-    quantize_static(str(folder / "prepared.onnx"), str(folder / "int8.onnx"), Calibration(), quant_format=QuantFormat.QDQ,
+    quantize_static(str(folder / "prepared.onnx"), str(int8), Calibration(), quant_format=QuantFormat.QDQ,
                     activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, per_channel=True)
-    held_out = sampler_inputs(model, settings, seed=2, steps=10)
-    reference = onnxruntime.InferenceSession(model)
+    held_out = sampler_inputs(reference, settings, seed=2, steps=10)
     out = []
-    for label, path in (("published (exact GELU, float32)", published), ("GELU's tanh approximation", folder / "gelu-tanh.onnx"),
-                        ("8-bit weights and activations (QDQ)", folder / "int8.onnx")):
+    for label, path in (("published (exact GELU, float32)", published), ("GELU's tanh approximation", tanh_gelu),
+                        ("8-bit weights and activations (QDQ)", int8)):
         session = onnxruntime.InferenceSession(str(path))
         error = max(float(np.abs(a - b).max()) for feed in held_out
                     for a, b in zip(session.run(None, feed), reference.run(None, feed)))
@@ -172,16 +173,18 @@ def variants(model: bytes, settings: dict, folder: Path) -> list[dict]:
     return out
 
 
-def time_variants(browser, site: Path, found: list[dict], shape: list[int], classes: int, folder: Path) -> None:
-    """Adds ``ms_per_call`` to each variant: one digit's guided pair on one WebAssembly thread."""
-    (folder / "vendor").symlink_to(site / "static" / "vendor", target_is_directory=True)
+def time_variants(browser, site: Path, runtime: dict, found: list[dict], shape: list[int], classes: int,
+                  folder: Path) -> None:
+    """Adds ``ms_per_call`` to each variant: one digit's guided pair on one WebAssembly thread.
+    ``runtime``: the site-relative bundle and binary of the build the page runs on WebAssembly."""
+    (folder / "static").symlink_to(site / "static", target_is_directory=True)
     (folder / "index.html").write_text(VARIANTS_PAGE)
     with served(folder) as url:
         page = browser.new_page()
         page.goto(f"{url}/index.html", wait_until="load")
-        page.wait_for_function("window.ready === true")
-        best = page.evaluate("(a) => window.timeVariants(a)", {"files": [v["file"] for v in found], "shape": shape,
-                                                               "classes": classes, "rounds": 15, "calls": 4})
+        best = page.evaluate("(a) => window.timeVariants(a)", {**runtime, "files": [v["file"] for v in found],
+                                                               "shape": shape, "classes": classes,
+                                                               "rounds": ROUNDS, "calls": 4})
         page.close()
     for v, ms in zip(found, best):
         v["ms_per_call"] = round(ms, 2)
@@ -198,6 +201,7 @@ def measure(site: Path, repeats: int) -> dict:
     runs = [("one digit", "3", T), ("all ten digits", "all", T), ("one digit, strided", "3", T // 10),
             ("all ten digits, strided", "all", T // 10)]
     out = {"T": T, "model": settings["model"], "repeats": repeats, "runs": [], "tolerance": TOLERANCE,
+           "variant_rounds": ROUNDS,
            "gflop_per_digit_step": round(gflop_per_digit_step(settings["model"]["num_hiddens"],
                                                               settings["num_classes"], settings["shape"]), 4)}
     with tempfile.TemporaryDirectory() as tmp, sync_playwright() as p, served(site) as url:
@@ -215,9 +219,11 @@ def measure(site: Path, repeats: int) -> dict:
             out["runs"].append({"run": label, "digits": 10 if digit == "all" else 1, "steps": steps,
                                 "ms_per_step": round(best["msPerStep"], 2),
                                 "seconds": round(best["totalMs"] / 1000, 2)})
+        runtime = page.eval_on_selector(".live-controls option[value=wasm]",
+                                        "o => ({bundle: o.dataset.bundle, binary: o.dataset.binary})")
         page.close()
         out["variants"] = variants(model, settings, Path(tmp))
-        time_variants(browser, site, out["variants"], settings["shape"], settings["num_classes"], Path(tmp))
+        time_variants(browser, site, runtime, out["variants"], settings["shape"], settings["num_classes"], Path(tmp))
         browser.close()
     return out
 

@@ -87,7 +87,7 @@ class GuidedPair(nn.Module):
     def __init__(self, unet: ClassConditionalUNet):
         super().__init__()
         self.unet = unet
-        D = unet.up1[1][0][0].in_channels  # the hidden width: up1 ends with a ConvBlock(D, D)
+        D = unet.config["num_hiddens"]
         # The decoder's first layers: h has 2D channels at up1 (beside s3's 2D), D at up2 (beside s2's D)
         # and D at out (beside s1's D).
         self.up1 = _SharedSkip(unet.up1[0], 2 * D)

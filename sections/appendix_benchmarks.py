@@ -106,7 +106,6 @@ def run(ctx):
                     f"python -m bench.train_throughput).")
 
 
-
 def live_variants_table(ctx, live):
     """The published graph beside the cheaper ones the benchmark timed, each with its error."""
     import numpy as np
@@ -120,11 +119,13 @@ def live_variants_table(ctx, live):
                      "yes" if v["within_tolerance"] else "no"] for v in live["variants"]],
                    caption=f"The live sampler's graph and two cheaper ones, each timed alone in one page (one "
                            f"evaluation of the guided pair for one digit, the network's work in a step; "
-                           f"{live['backend']}; the fastest of 15 rounds, the graphs in turns), and the largest "
+                           f"{live['backend']}; the fastest of {live['variant_rounds']} rounds, the graphs in turns), "
+                           f"and the largest "
                            f"difference of their noise estimates from the published graph's on x_t that the "
                            f"sampler visits with another seed (onnxruntime in Python). The tolerance is "
                            f"{live['tolerance']:g}, the one that ties the published file to the torch model. "
                            f"The 8-bit graph was calibrated on the sampler's own x_t. python -m bench.live_sampler.")
+
 
 def gpu_tables(ctx, gpu):
     """bench/results/gpu.json, written by scripts/gpu-check on a CUDA machine."""

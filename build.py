@@ -33,7 +33,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                "  python build.py --explain a1_1_forward   say why a section would re-run\n"
                "  python build.py --profile smoke --site-dir /tmp/site   a quick end-to-end check\n"
                "  python build.py --serve              a live preview on http://127.0.0.1:8000/\n"
-               "  python build.py cache gc             delete what no recent build used (also: cache verify)")
+               "  python build.py cache gc             delete what no recent build used (also: cache verify)\n"
+               "  python build.py freeze carry --profile spec   carry a freeze across a change that keeps its results")
     p.add_argument("--only", nargs="+", metavar="SECTION",
                    help="build only these sections (and the sections they depend on); the site is rendered "
                         "if every other section is in the cache")
@@ -81,7 +82,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--ray-address", metavar="ADDRESS", help="the Ray cluster for --executor ray")
     p.add_argument("--strict", action="store_true",
                    help="fail instead of showing a stale frozen result (one an earlier version of its section "
-                        "computed, which this machine cannot recompute cheaply); for publishing")
+                        "computed, on another device kind or dtype than this machine's); for publishing")
+    p.add_argument("--compute-here", action="store_true",
+                   help="compute on this machine what an edition lacks (a stale frozen result, or another edition's "
+                        "section its freeze does not hold) even where the edition was computed on another device "
+                        "kind or dtype; such results are shown as computed here")
     p.add_argument("--report", type=Path, metavar="FILE",
                    help="also write the build's result as JSON (each section's status, seconds and error; the "
                         "site's summary), for scripts and benchmarks")
@@ -230,10 +235,55 @@ def shared_cache_command(args) -> int:
         return 2
 
 
+def freeze_command(argv: list[str]) -> int:
+    """``build.py freeze rekey|carry``: keep a committed freeze valid when its keys move but its results
+    do not (builder.rekey): a new fingerprint scheme, or a refactor whose outputs are byte-identical."""
+    from builder import rekey
+
+    p = argparse.ArgumentParser(prog="build.py freeze", description=freeze_command.__doc__)
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--profile", required=True, choices=["smoke", "cpu", "spec"], help="the freeze's profile")
+    common.add_argument("--frozen-dir", type=Path, default=PROJECT.root / "frozen",
+                        help="where the freezes are (default: frozen/)")
+    backends.add_options(common)
+    commands = p.add_subparsers(dest="command", required=True)
+    again = commands.add_parser("rekey", parents=[common], help=(
+        "recompute every code digest of the freeze under the current fingerprint scheme, from the sources of the "
+        "commit it was built from (read with git, each file checked against what the freeze recorded)"))
+    again.add_argument("--commit", help="the commit whose code computed the freeze (default: the one it records)")
+    again.add_argument("--sources", type=Path, metavar="FILE",
+                       help="for a freeze that records no sha256 of its sources: a listing of them (sha256sum's format, "
+                            "paths from the project's root) to check the files read at the commit against")
+    move = commands.add_parser("carry", parents=[common], help=(
+        "re-key the sections whose keys changed in their code alone, where their outputs in the check profile are "
+        "byte-identical computed with the freeze's commit and with the current (committed) code"))
+    move.add_argument("--check-profile", default="smoke", choices=["smoke", "cpu", "spec"],
+                      help="the profile computed at both commits to compare outputs (default smoke: seconds)")
+    args = p.parse_args(argv)
+    folder = args.frozen_dir / args.profile
+    try:
+        resource = backends.resource(args, "cpu", PROJECT)
+        if args.command == "rekey":
+            print(rekey.rekey(PROJECT, folder, args.commit, args.sources, {backends.RESOURCE: resource}))
+            return 0
+        settings = app.Settings(PROJECT, profile=args.profile, device="cpu", frozen_dir=args.frozen_dir)
+        settings.resources[backends.RESOURCE] = resource
+        engine = app.make_engine(settings)
+        backend = ["--backend", resource.identity["name"]]
+        print(rekey.carry(engine, folder, lambda commit, sections: rekey.build_outputs(
+            PROJECT.root, commit, sections, args.check_profile, backend), args.check_profile))
+        return 0
+    except BuildError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
 def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["cache"]:
         return cache_command(argv[1:])
+    if argv[:1] == ["freeze"]:
+        return freeze_command(argv[1:])
     args = parse_args(argv)
     if args.serve:
         return preview(args, argv)
@@ -241,7 +291,8 @@ def main(argv=None) -> int:
         os.environ.setdefault("MNIST_ROOT", str(PROJECT.root / "data"))
     settings = app.Settings(PROJECT, profile=args.profile, device=args.device, dtype=args.dtype, seed=args.seed,
                             only=args.only, force=args.force, cache_dir=args.cache_dir, site_dir=args.site_dir,
-                            frozen_dir=args.frozen_dir, strict=args.strict, freeze=args.freeze,
+                            frozen_dir=args.frozen_dir, strict=args.strict, compute_here=args.compute_here,
+                            freeze=args.freeze,
                             cache_url=args.cache_url, jobs=args.jobs, executor=args.executor,
                             ray_address=args.ray_address)
     try:

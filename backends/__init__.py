@@ -60,11 +60,10 @@ def resource(args: argparse.Namespace, device: str, project: Project) -> Resourc
     return backend.resource(args, device, project)
 
 
-def model_code(project: Project, module: str) -> str:
-    """One hash of a backend's model code (the module and the science it imports)."""
-    from builder.fingerprint import hash_value
-
-    return hash_value(project.code.fingerprint(module))
+def model_code(project: Project, module: str) -> dict[str, str]:
+    """A backend's model code for its identity: the module, and one digest of it and the science it
+    imports (the module is named so that a freeze can be re-keyed from the code of its commit)."""
+    return project.resource_code(module)
 
 
 def _registry() -> dict[str, Backend]:

@@ -37,6 +37,7 @@ class Settings:
     templates_dir: Path | None = None
     frozen_dir: Path | None = None  # committed freezes, one folder per profile (frozen/<profile>/)
     strict: bool = False  # fail on a stale frozen result instead of showing it marked
+    compute_here: bool = False  # compute what an edition lacks on this machine, whatever computed the rest
     freeze: bool = False  # after a complete build, write its results into frozen/<profile>/
     cache_url: str | None = None  # a shared cache (builder.shared_cache); None: $FUN_DIFFUSION_CACHE_URL, if set
     jobs: int = 1  # sections at once (builder.parallel)
@@ -98,7 +99,8 @@ def resolve(settings: Settings) -> BuildConfig:
     return BuildConfig(profile=profile, device=device, dtype=dtype, seed=settings.seed,
                        cache_root=Path(settings.cache_dir), resources=dict(settings.resources),
                        force=frozenset(settings.force or ()), frozen=(layer,) if layer.is_dir() else (),
-                       strict=settings.strict, shared=from_settings(settings.cache_url), jobs=settings.jobs,
+                       strict=settings.strict, compute_here=settings.compute_here,
+                       shared=from_settings(settings.cache_url), jobs=settings.jobs,
                        executor=settings.executor, ray_address=settings.ray_address)
 
 
@@ -142,18 +144,43 @@ def manifest_of(engine: Engine, entries: dict[str, Any], results: dict[str, Sect
             sections[gid]["stale"] = {"changes": res.stale, "refresh": engine.refresh_command(entry)}
         if res is not None and res.stale_upstream:
             sections[gid]["stale_upstream"] = list(res.stale_upstream)
-    # Where the results were computed, from their own records: a build that takes them from a freeze
-    # reports the freeze's device and dtype, so every machine that renders it writes the same site.
+    # Where and with what the results were computed, from their own records: a build that takes them
+    # from a freeze reports the freeze's device, dtype, versions and resources, so every machine that
+    # renders it writes the same site and says how it was made.
+    records = [entry.record["components"] for entry in entries.values()]
     devices = sorted({s["device"].split(":")[0] for s in sections.values()}) or [config.device.split(":")[0]]
     dtypes = sorted({str(s["dtype"]) for s in sections.values()}) or [config.dtype]
     build = {
         "stale": sorted(gid for gid, s in sections.items() if "stale" in s),
         "profile": config.profile, "seed": config.seed, "device": " and ".join(devices),
-        "dtype": " and ".join(dtypes), "versions": engine.project.versions,
-        "resources": {name: res.identity for name, res in sorted(config.resources.items())},
+        "dtype": " and ".join(dtypes),
+        "versions": _versions_of(records) if records else engine.project.versions,
+        "resources": _resources_of(records) if records else
+        {name: res.identity for name, res in sorted(config.resources.items())},
         "source_digest": hash_value({gid: s["key"] for gid, s in sorted(sections.items())}),
     }
     return {"build": build, "sections": dict(sorted(sections.items()))}
+
+
+def _versions_of(records: list[dict[str, Any]]) -> dict[str, str]:
+    """The library versions the records were computed with: one per library, or each one seen, joined."""
+    seen: dict[str, list[str]] = {}
+    for comp in records:
+        for name, version in comp.get("versions", {}).items():
+            seen.setdefault(name, [])
+            if version not in seen[name]:
+                seen[name].append(version)
+    return {name: " and ".join(sorted(values)) for name, values in sorted(seen.items())}
+
+
+def _resources_of(records: list[dict[str, Any]]) -> dict[str, Any]:
+    """Each resource as most of the records that used it knew it (the first such record breaks a tie)."""
+    counts: dict[str, dict[str, list]] = {}
+    for comp in records:
+        for name, identity in comp.get("resources", {}).items():
+            tally = counts.setdefault(name, {})
+            tally.setdefault(hash_value(identity), [0, identity])[0] += 1
+    return {name: max(tally.values(), key=lambda pair: pair[0])[1] for name, tally in sorted(counts.items())}
 
 
 def build(settings: Settings, progress_bar: bool = True, out=sys.stdout) -> tuple[BuildResult, dict | None]:
@@ -273,7 +300,7 @@ def _frozen_edition(engine: Engine, settings: Settings, name: str):
     """Build another edition from its freeze, in this machine's environment: its results are frozen hits,
     recomputed where cheap or shown marked as stale (see ``Engine``), like any build's."""
     layer = Path(settings.frozen_dir) / name
-    config = replace(engine.config, profile=name, frozen=(layer,), force=frozenset())
+    config = replace(engine.config, profile=name, frozen=(layer,), force=frozenset(), other_edition=True)
     other = Engine(engine.project, config, engine.sections, store=engine.store.with_layers([layer]))
     result = other.build(None)
     if not result.ok:
@@ -298,7 +325,10 @@ def freeze_build(engine: Engine, settings: Settings, entries: dict[str, Any], ma
     about = {key: manifest["build"][key] for key in ("profile", "seed", "device", "dtype", "versions", "resources")}
     about["machine"] = freeze.machine(config.device)
     target = Path(settings.frozen_dir) / config.profile
-    summary = freeze.write(engine.store, entries, target, about)
+    from .rekey import provenance
+
+    sources = provenance(engine.project, [entry.record for entry in entries.values()])
+    summary = freeze.write(engine.store, entries, target, about, sources)
     return (f"froze {len(summary['sections'])} sections ({summary['objects']} files, {summary['bytes'] / 2**20:.1f} MiB) "
             f"into {target}")
 

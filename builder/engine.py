@@ -49,11 +49,6 @@ class Resource:
 # from its own record: that is what lets a CPU machine render results it could not compute.
 ENVIRONMENT = ("device", "dtype", "versions")
 
-# A frozen result whose key no longer matches is recomputed here when it was computed on this kind
-# of device, or when it took at most this long where it was computed; otherwise (a GPU training on
-# a laptop) the build shows the frozen result, marked as stale.
-CHEAP_ELSEWHERE_SECONDS = 10.0
-
 
 @dataclass
 class BuildConfig:
@@ -71,6 +66,11 @@ class BuildConfig:
     jobs: int = 1  # sections run at once (builder.parallel); 1: one after another, in this process
     executor: str = "local"  # where parallel sections run: "local" worker processes or "ray"
     ray_address: str | None = None  # a Ray cluster to join (None: $RAY_ADDRESS, else a local instance)
+    # An edition is computed where its freeze was: a section whose frozen result is stale is recomputed
+    # only on the same device kind with the same dtype, and another edition's section that its freeze
+    # lacks is never computed here; compute_here (--compute-here) asks for both anyway.
+    compute_here: bool = False
+    other_edition: bool = False  # this engine renders another edition beside the build's own (app)
 
 
 @dataclass
@@ -195,7 +195,7 @@ class Engine:
         if entry is not None:
             return entry
         for frozen in self.store.layer_entries(gid):
-            if hash_value(_in_environment(components, frozen)) == frozen.key:
+            if hash_value(in_environment(components, frozen)) == frozen.key:
                 return frozen
         shared = self.config.shared
         if shared is not None:
@@ -208,21 +208,32 @@ class Engine:
         return candidates[-1] if candidates else None
 
     def _refreshable(self, gid: str, frozen: Entry | None) -> bool:
-        """Whether a stale frozen result is recomputed here rather than shown (see CHEAP_ELSEWHERE_SECONDS)."""
-        if frozen is None or gid in self.config.force:
+        """Whether a section without a valid result is computed here: only where its frozen result was
+        computed (the same device kind and dtype), or when asked (``--force`` it, ``--compute-here``).
+        With no frozen result at all, the build's own edition computes it and another edition cannot."""
+        if gid in self.config.force or self.config.compute_here:
             return True
-        record = frozen.record
-        here = self.config.device.split(":")[0]
-        return record["components"]["device"] == here or record.get("wall_seconds", 1e9) <= CHEAP_ELSEWHERE_SECONDS
+        if frozen is None:
+            return not self.config.other_edition
+        return _where(frozen.record["components"]) == (self.config.device.split(":")[0], self.config.dtype)
 
     def stale_changes(self, frozen: Entry, components: dict[str, Any]) -> list[str]:
         """What changed since a frozen result was computed, in --explain's words (its environment aside)."""
-        return diff_components(frozen.record["components"], _in_environment(components, frozen))
+        return diff_components(frozen.record["components"], in_environment(components, frozen))
 
     def refresh_command(self, frozen: Entry) -> str:
-        where = "a CUDA GPU" if frozen.record["components"]["device"] == "cuda" else \
-            f"a {frozen.record['components']['device']} machine"
-        return f"python build.py --profile {self.config.profile} --freeze (on {where})"
+        device, dtype = _where(frozen.record["components"])
+        where = "a CUDA GPU" if device == "cuda" else f"a {device} machine"
+        return f"python build.py --profile {self.config.profile} --dtype {dtype} --freeze (on {where})"
+
+    def unfrozen(self, gid: str) -> SectionResult:
+        """Another edition's section that its freeze does not hold, which this build does not compute."""
+        here = f"{self.config.device.split(':')[0]} ({self.config.dtype})"
+        return SectionResult(gid, "failed", 0.0, error=(
+            f"the {self.config.profile} edition's freeze has no result for {gid}, and a build renders another "
+            f"edition as it was computed, so it does not compute one of its sections on this {here} machine. "
+            f"Compute it where that edition is computed (python build.py --profile {self.config.profile} "
+            f"--freeze), or pass --compute-here to compute it here, shown as computed on this machine."))
 
     def explain(self, gid: str) -> list[str]:
         components, _ = self.peek([gid], fetch=False)[gid]
@@ -238,7 +249,8 @@ class Engine:
         if frozen is not None:
             changes = self.stale_changes(frozen, components)
             verdict = "it will be recomputed here" if self._refreshable(gid, frozen) else \
-                f"this machine shows it marked as stale; refresh it with {self.refresh_command(frozen)}"
+                f"this machine shows it marked as stale; refresh it with {self.refresh_command(frozen)}, or " \
+                f"recompute it on this machine with --compute-here"
             return [f"{gid}: STALE frozen result (key {frozen.key[:16]}); {verdict}. Changed since it was computed:"] \
                 + [f"  {line}" for line in changes]
         lines = [f"{gid}: MISS (key {key[:16]}) because:"]
@@ -293,6 +305,8 @@ class Engine:
             return components, key, SectionResult(gid, "hit" if entry.layer is None else "frozen", 0.0, entry)
         frozen = self._stale_candidate(gid)
         if not self._refreshable(gid, frozen):
+            if frozen is None:
+                return components, key, self.unfrozen(gid)
             return components, key, self._stale(gid, frozen, components)
         return components, key, None
 
@@ -334,7 +348,7 @@ class Engine:
 
     def _stale(self, gid: str, frozen: Entry, components: dict[str, Any], blocked: str | None = None) -> SectionResult:
         changes = self.stale_changes(frozen, components)
-        why = blocked or "this machine cannot recompute it cheaply"
+        why = blocked or "it was computed on another device kind or dtype than this machine's"
         if self.config.strict:
             return SectionResult(gid, "failed", 0.0, error=(
                 f"the frozen result of {gid} was computed by an earlier version of the section, and --strict "
@@ -501,7 +515,12 @@ def _torch_threads(n: int):
             torch.set_num_threads(before)
 
 
-def _in_environment(components: dict[str, Any], entry: Entry) -> dict[str, Any]:
+def _where(components: dict[str, Any]) -> tuple[str, str]:
+    """The device kind and dtype a result's key components say it was computed with."""
+    return str(components["device"]).split(":")[0], str(components["dtype"])
+
+
+def in_environment(components: dict[str, Any], entry: Entry) -> dict[str, Any]:
     """These key components as they would read in the environment ``entry`` was computed in."""
     return {**components, **{name: entry.record["components"].get(name) for name in ENVIRONMENT}}
 

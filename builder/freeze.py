@@ -67,8 +67,13 @@ def read(folder: Path) -> dict[str, Any] | None:
         return None
 
 
-def write(store: Store, entries: dict[str, Entry], target: Path, about: dict[str, Any]) -> dict[str, Any]:
+def write(store: Store, entries: dict[str, Entry], target: Path, about: dict[str, Any],
+          sources: dict[str, Any] | None = None) -> dict[str, Any]:
     """Replace the freeze at ``target`` with ``entries`` (one record per section) and their objects.
+
+    ``sources`` (``builder.rekey.provenance``): the fingerprint scheme, the commit and the sha256 of each
+    source file the keys fingerprint; each record names the scheme and commit, and freeze.json the files,
+    so that the freeze can be re-keyed, with the evidence checked, when either changes.
 
     The new freeze is assembled beside the old one and swapped in by two renames, so an interrupted
     freeze leaves the old one whole; objects are read before the swap, so freezing a build whose
@@ -84,6 +89,8 @@ def write(store: Store, entries: dict[str, Entry], target: Path, about: dict[str
         for gid, entry in sorted(entries.items()):
             record = dict(entry.record)
             record.setdefault("machine", about["machine"])
+            if sources is not None:
+                record.update(fingerprint=sources["fingerprint"], commit=sources["commit"])
             kept, every = set(), set()
             left_out = set(record.get("omitted", ()))  # by the freeze this result was read from
             for output in record["outputs"]:
@@ -109,6 +116,11 @@ def write(store: Store, entries: dict[str, Entry], target: Path, about: dict[str
                              "machine": record["machine"]}
         summary = {**about, "date": datetime.now(timezone.utc).strftime("%Y-%m-%d"), "objects": files,
                    "bytes": total, "sections": sections}
+        if sources is not None:
+            summary.update(fingerprint=sources["fingerprint"], commit=sources["commit"],
+                           sources={sources["commit"] or "uncommitted": sources["files"]})
+            if sources["uncommitted"]:
+                summary["uncommitted"] = sources["uncommitted"]
         atomic_write_text(staging / FREEZE_FILE, json.dumps(summary, indent=1, sort_keys=True) + "\n")
         old = target.with_name(f".{target.name}.old.tmp")
         shutil.rmtree(old, ignore_errors=True)

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from . import BuildError
-from .fingerprint import CodeIndex, hash_value, library_versions, sha256_file
+from .fingerprint import CodeIndex, GitTree, hash_value, library_versions, sha256_file
 
 
 @dataclass(frozen=True)
@@ -53,13 +53,25 @@ class Project:
     engine_root: Path = Path(__file__).resolve().parent.parent  # where the writers' package lives
 
     @cached_property
-    def code(self) -> CodeIndex:
-        return CodeIndex(self.root, self.science)
+    def codebase(self) -> "Codebase":
+        """The project's code as a build fingerprints it, read from the files as they are."""
+        return Codebase(CodeIndex(self.root, self.science), CodeIndex(self.engine_root, self._writer_packages),
+                        self.writers)
 
-    @cached_property
-    def engine_code(self) -> CodeIndex:
-        """The writers live in the engine, next to the project; they are hashed one by one."""
-        return CodeIndex(self.engine_root, tuple(sorted({w.split(".")[0] for w in self.writers})))
+    def codebase_at(self, commit: str) -> "Codebase":
+        """The same, as the code was at a commit of the git repository that holds the project (and the
+        writers, which must be in that repository too unless the project names none)."""
+        science = GitTree(self.root, commit)
+        engine = GitTree(self.engine_root, commit) if self.writers else science
+        if engine.top != science.top:
+            raise BuildError(f"the writers ({', '.join(self.writers)}) live in {engine.top}, outside the repository "
+                             f"of {self.root}, so their code at a commit of the project cannot be read.")
+        return Codebase(CodeIndex(self.root, self.science, tree=science),
+                        CodeIndex(self.engine_root, self._writer_packages, tree=engine), self.writers)
+
+    @property
+    def _writer_packages(self) -> tuple[str, ...]:
+        return tuple(sorted({w.split(".")[0] for w in self.writers}))
 
     @cached_property
     def versions(self) -> dict[str, str]:
@@ -67,9 +79,12 @@ class Project:
 
     def code_fingerprint(self, module: str) -> dict[str, str]:
         """A section module's code as its key sees it: its science, transitively, and the writers."""
-        code = self.code.fingerprint(module)
-        code.update({writer: self.engine_code.module_hash(writer) for writer in self.writers})
-        return dict(sorted(code.items()))
+        return self.codebase.fingerprint(module)
+
+    def resource_code(self, module: str) -> dict[str, str]:
+        """The code of a resource (a backend's model) for its identity: the module, and one digest of it
+        and the science it imports."""
+        return self.codebase.resource_code(module)
 
     def input_checksum(self, name: str) -> str:
         if name in self.inputs:
@@ -83,3 +98,39 @@ class Project:
         named = "".join(f"{n!r} or " for n in sorted(self.inputs))
         raise BuildError(f"a section declares the input {name!r}, which is neither {named}a file or folder "
                          f"under {self.root}.")
+
+
+@dataclass(frozen=True)
+class Codebase:
+    """The code that joins keys, from one source tree: the science (followed through its imports) and
+    the writers (engine modules, hashed one by one)."""
+
+    science: CodeIndex
+    engine: CodeIndex
+    writers: tuple[str, ...]
+
+    def fingerprint(self, module: str) -> dict[str, str]:
+        code = self.science.fingerprint(module)
+        code.update({writer: self.engine.module_hash(writer) for writer in self.writers})
+        return dict(sorted(code.items()))
+
+    def resource_code(self, module: str) -> dict[str, str]:
+        return {"module": module, "digest": hash_value(self.science.fingerprint(module))}
+
+    def modules_of(self, components: dict[str, Any]) -> list[str]:
+        """Every module a record's key fingerprints: its code and its resources' code."""
+        names = set(components.get("code", {}))
+        for identity in components.get("resources", {}).values():
+            code = identity.get("code") if isinstance(identity, dict) else None
+            if isinstance(code, dict) and "module" in code:
+                names.update(self.science.fingerprint(code["module"]))
+        return sorted(names)
+
+    def sha256(self, module: str) -> str:
+        """The sha256 of a fingerprinted module's file, as this tree has it."""
+        index = self.engine if module in self.writers else self.science
+        return index.source_sha256(module)
+
+    def path(self, module: str) -> str | None:
+        index = self.engine if module in self.writers else self.science
+        return index.module_file(module)

@@ -1,5 +1,6 @@
 """The freeze: committed results as a read-only layer of the store, used by any machine whose keys
-match, recomputed where that is cheap, shown marked as stale where not, refused under --strict."""
+match; a stale one recomputed only where it was computed (device kind and dtype) or when asked,
+shown marked as stale elsewhere, refused under --strict."""
 import json
 import shutil
 
@@ -13,10 +14,11 @@ from builder.registry import discover
 from project import PROJECT
 
 
-def engine_for(root, frozen=(), cache="cache", device="cpu", dtype="float32", strict=False, force=()):
+def engine_for(root, frozen=(), cache="cache", device="cpu", dtype="float32", strict=False, force=(),
+               compute_here=False, other_edition=False):
     config = BuildConfig(profile="cpu", device=device, dtype=dtype, seed=1, cache_root=root / cache,
                          resources={"backend": backend("a")}, frozen=tuple(frozen), strict=strict,
-                         force=frozenset(force))
+                         force=frozenset(force), compute_here=compute_here, other_edition=other_edition)
     return Engine(toy_facts(root), config, discover("toygens"))
 
 
@@ -63,9 +65,9 @@ def test_a_cheap_stale_section_is_recomputed_and_reads_its_upstream_from_the_fre
     assert all(r.stale is None and r.stale_upstream == () for r in result.results)
 
 
-def test_an_expensive_stale_section_is_shown_marked_with_what_changed(toy_project, monkeypatch):
+def test_a_stale_section_frozen_on_another_device_is_shown_marked_however_cheap(toy_project):
+    """The toy sections take milliseconds, but a result of the mps edition is never recomputed on a cpu."""
     frozen = freeze_of(toy_project, device="mps")
-    monkeypatch.setattr(engine_module, "CHEAP_ELSEWHERE_SECONDS", -1.0)  # every frozen run counts as expensive here
     edit(toy_project, "up", "round(6)", "round(5)")
     result = engine_for(toy_project, frozen=[frozen]).build()
     by_id = {r.id: r for r in result.results}
@@ -74,22 +76,51 @@ def test_an_expensive_stale_section_is_shown_marked_with_what_changed(toy_projec
     assert by_id["up"].stale == [line for line in by_id["up"].stale if line.startswith("code.toygens.up:")] != []
     assert by_id["down"].stale_upstream == ("up",) and by_id["side"].stale_upstream == ()
     explained = engine_for(toy_project, frozen=[frozen]).explain("up")
-    assert "STALE" in explained[0] and "--freeze" in explained[0] and explained[1].startswith("  code.toygens.up:")
+    assert "STALE" in explained[0] and "--dtype float32 --freeze (on a mps machine)" in explained[0]
+    assert "--compute-here" in explained[0] and explained[1].startswith("  code.toygens.up:")
 
 
-def test_strict_turns_a_stale_result_into_an_error(toy_project, monkeypatch):
+def test_a_stale_section_frozen_in_another_dtype_is_not_recomputed_in_this_one(toy_project):
+    frozen = freeze_of(toy_project, dtype="bfloat16")
+    edit(toy_project, "up", "round(6)", "round(5)")
+    assert statuses(engine_for(toy_project, frozen=[frozen]).build())["up"] == "stale"
+    assert statuses(engine_for(toy_project, frozen=[frozen], dtype="bfloat16").build())["up"] == "miss"
+
+
+def test_compute_here_and_force_recompute_a_stale_section_on_this_machine(toy_project):
     frozen = freeze_of(toy_project, device="mps")
-    monkeypatch.setattr(engine_module, "CHEAP_ELSEWHERE_SECONDS", -1.0)
+    edit(toy_project, "up", "round(6)", "round(5)")
+    here = engine_for(toy_project, frozen=[frozen], compute_here=True).build()
+    assert statuses(here) == {"up": "miss", "down": "miss", "side": "frozen"}
+    assert {r.id: r.entry.record["components"]["device"] for r in here.results}["up"] == "cpu"
+    forced = engine_for(toy_project, frozen=[frozen], cache="other", force=["up"]).build()
+    assert statuses(forced)["up"] == "forced"
+
+
+def test_another_editions_section_that_its_freeze_lacks_is_never_computed_here(toy_project):
+    frozen = freeze_of(toy_project, device="mps")
+    shutil.rmtree(frozen / "entries" / "side")
+    result = engine_for(toy_project, frozen=[frozen], other_edition=True).build()
+    side = next(r for r in result.results if r.id == "side")
+    assert side.status == "failed" and result.executed == ["side"] and not (toy_project / "cache" / "entries").exists()
+    assert "freeze has no result for side" in side.error and "--compute-here" in side.error
+    assert statuses(engine_for(toy_project, frozen=[frozen], other_edition=True, compute_here=True).build()) == \
+        {"up": "frozen", "down": "frozen", "side": "miss"}
+    # The build's own edition computes a section that is new to its freeze.
+    assert statuses(engine_for(toy_project, frozen=[frozen], cache="own").build())["side"] == "miss"
+
+
+def test_strict_turns_a_stale_result_into_an_error(toy_project):
+    frozen = freeze_of(toy_project, device="mps")
     edit(toy_project, "up", "round(6)", "round(5)")
     result = engine_for(toy_project, frozen=[frozen], strict=True).build()
     assert statuses(result) == {"up": "failed", "down": "skipped", "side": "frozen"}
     error = next(r.error for r in result.results if r.id == "up")
-    assert "--strict" in error and "code.toygens.up" in error and "python build.py --profile cpu --freeze" in error
+    assert "--strict" in error and "code.toygens.up" in error and "python build.py --profile cpu --dtype float32 --freeze" in error
 
 
-def test_on_the_device_that_froze_it_a_stale_section_is_recomputed(toy_project, monkeypatch):
+def test_on_the_device_that_froze_it_a_stale_section_is_recomputed(toy_project):
     frozen = freeze_of(toy_project)
-    monkeypatch.setattr(engine_module, "CHEAP_ELSEWHERE_SECONDS", -1.0)
     edit(toy_project, "up", "round(6)", "round(5)")
     result = engine_for(toy_project, frozen=[frozen]).build()
     assert statuses(result)["up"] == "miss" and statuses(result)["down"] == "miss"

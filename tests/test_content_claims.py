@@ -67,8 +67,10 @@ def suspicious(text: str, measured: set[str]) -> list[str]:
 
 def test_no_content_file_types_a_measured_number(smoke_build):
     manifest = json.loads((smoke_build["site"] / "manifest.json").read_text())
-    committed = json.loads((ROOT / "site" / "manifest.json").read_text())
-    measured = measured_cells(manifest) | measured_cells(committed)
+    measured = measured_cells(manifest)
+    for edition in (ROOT / "site" / "manifest.json", ROOT / "site" / "cpu" / "manifest.json"):
+        if edition.is_file():
+            measured |= measured_cells(json.loads(edition.read_text()))
     found = {path.name: suspicious(path.read_text(), measured) for path in sorted(CONTENT.glob("*.md"))}
     assert {name: hits for name, hits in found.items() if hits} == {}, (
         "insert these from the section's outputs ({{ data(...) }}, {{ table(...) }}) instead of typing them")
@@ -90,12 +92,19 @@ def test_smoke_pages_read_true(smoke_build):
     assert "the distance goes from" in page and "classifier agrees with the requested digit" in page
 
 
-@pytest.mark.skipif(not (ROOT / "frozen" / "cpu" / "freeze.json").is_file(), reason="no committed cpu freeze")
+@pytest.mark.skipif(not all((ROOT / "frozen" / e / "freeze.json").is_file() for e in ("cpu", "spec")),
+                    reason="no committed freeze of both editions")
 def test_a_fresh_clone_writes_the_committed_site_byte_for_byte(tmp_path):
-    """The README's build on a CPU with an empty cache: every result comes from the committed freezes,
-    every claim holds for them (a false one fails the build), and the site is the committed one."""
+    """The README's build on a CPU with an empty cache: every result of both editions comes from the
+    committed freezes (the spec edition's from the GPU's, none computed here), every claim holds for them
+    (a false one fails the build), and the site is the committed one."""
+    from builder.registry import discover
+    from project import PROJECT
+
     proc = build(cache=tmp_path / "cache", site=tmp_path / "site")
-    assert set(statuses(proc).values()) == {"frozen"}, proc.stdout
+    sections = discover(PROJECT.sections)
+    assert set(statuses(proc).values()) == {"frozen"} and proc.report["executed"] == [], proc.stdout
+    assert sorted(statuses(proc)) == sorted([*sections, *(f"spec/{s}" for s in sections)])
     ours, committed = tmp_path / "site", ROOT / "site"
     files = {p.relative_to(ours).as_posix() for p in ours.rglob("*") if p.is_file()}
     assert files == {p.relative_to(committed).as_posix() for p in committed.rglob("*") if p.is_file()}

@@ -42,23 +42,37 @@ def test_smoke_build_has_every_required_figure(smoke_build):
     assert_required(manifest)
 
 
-def test_committed_site_has_every_required_figure_from_the_default_build():
-    path = ROOT / "site" / "manifest.json"
-    manifest = json.loads(path.read_text())
+# The published site: the spec edition (computed on a GPU) at the root, the cpu edition in its folder.
+EDITIONS = {"spec": ROOT / "site" / "manifest.json", "cpu": ROOT / "site" / "cpu" / "manifest.json"}
+
+
+@pytest.mark.parametrize("edition", sorted(EDITIONS))
+def test_committed_site_has_every_required_figure_in_each_edition(edition):
+    manifest = json.loads(EDITIONS[edition].read_text())
     assert_required(manifest)
-    assert manifest["build"]["profile"] == "cpu", "the committed site must come from the default (cpu) build"
+    assert manifest["build"]["profile"] == edition and manifest["build"]["stale"] == []
 
 
-def test_committed_site_comes_from_the_current_code():
-    """The committed site's sections, parameters, seeds and backend are what this code resolves."""
+def test_the_spec_edition_was_computed_on_an_nvidia_gpu_and_the_cpu_edition_on_a_cpu():
+    spec, cpu = (json.loads(EDITIONS[e].read_text()) for e in ("spec", "cpu"))
+    assert {s["machine"]["device"] for s in spec["sections"].values()} == {"cuda"}
+    assert all(s["machine"]["name"].startswith("NVIDIA ") for s in spec["sections"].values())
+    assert {s["machine"]["device"] for s in cpu["sections"].values()} == {"cpu"}
+    assert spec["build"]["versions"]["torch"] != cpu["build"]["versions"]["torch"], \
+        "each edition names the versions it was computed with, not the rendering machine's"
+
+
+@pytest.mark.parametrize("edition", sorted(EDITIONS))
+def test_committed_site_comes_from_the_current_code(edition):
+    """Each edition's sections, parameters, seeds and backend are what this code resolves for its profile."""
     import backends
     import build
     from builder import app
     from builder.context import derive_seed
     from project import PROJECT
 
-    manifest = json.loads((ROOT / "site" / "manifest.json").read_text())
-    settings = app.Settings(PROJECT, profile="cpu", device="cpu")
+    manifest = json.loads(EDITIONS[edition].read_text())
+    settings = app.Settings(PROJECT, profile=edition, device="cpu")
     settings.resources["backend"] = backends.resource(build.parse_args(["--backend", "local"]), "cpu", PROJECT)
     engine = app.make_engine(settings)
     assert manifest["build"]["resources"]["backend"]["name"] == "local"
@@ -68,8 +82,9 @@ def test_committed_site_comes_from_the_current_code():
         assert manifest["sections"][sid]["seed"] == derive_seed(PROJECT.seed, sid), sid
 
 
-def test_committed_site_reports_a_judge_of_at_least_99_percent_and_the_benchmarks():
-    figures = figures_of(json.loads((ROOT / "site" / "manifest.json").read_text()))
+@pytest.mark.parametrize("edition", sorted(EDITIONS))
+def test_committed_site_reports_a_judge_of_at_least_99_percent_and_the_benchmarks(edition):
+    figures = figures_of(json.loads(EDITIONS[edition].read_text()))
     card = dict(figures["b0_classifier"]["table"]["rows"])
     accuracy = float(re.match(r"([\d.]+)%", card["test accuracy"]).group(1))
     assert accuracy >= 99.0, f"the scoring classifier reaches only {accuracy}% on the test set"

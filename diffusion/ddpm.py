@@ -45,9 +45,14 @@ def linear_schedule(T: int = 300, beta1: float = 1e-4, beta2: float = 0.02) -> S
 
 
 def _at(v: torch.Tensor, t) -> torch.Tensor:
-    """v_t ready to broadcast against images: a scalar for an int t, (N, 1, 1, 1) for a tensor t."""
+    """v_t ready to broadcast against images: a scalar for an int t, (N, 1, 1, 1) for a tensor t.
+
+    It never copies between devices: a schedule is placed once, before any loop, so that no step
+    reads the host (a CUDA graph's capture refuses that, and eagerly it is one copy per step).
+    """
     if isinstance(t, torch.Tensor) and t.device != v.device:
-        v = v.to(t.device)
+        raise ValueError(f"the schedule is on {v.device} and t on {t.device}; place the schedule where the "
+                         f"images are before the loop, with schedule.to({str(t.device)!r})")
     v = v[t]
     return v.reshape(-1, 1, 1, 1) if v.ndim else v
 

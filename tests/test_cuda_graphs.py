@@ -2,9 +2,11 @@
 
 A real capture records kernels without running them; ``record`` below does the same for a CPU:
 it runs the body's warm-up calls for real (as the real one does) and hands back the body as the
-"replay". Everything around the capture is the production code: static input buffers, undoing
-the warm-up, the check of the first replay against the eager step, the fallback, the eager steps
-on a batch of another size, resume. The capture itself is checked on a GPU (tests marked ``gpu``).
+"replay", which refuses what a capture refuses: a copy between devices (a CUDA capture fails on
+one from the host, as the H200 showed when a schedule on the CPU met images on the GPU).
+Everything around the capture is the production code: static input buffers, undoing the warm-up,
+the check of the first replay against the eager step, the fallback, the eager steps on a batch of
+another size, resume. The capture itself is checked on a GPU (tests marked ``gpu``).
 """
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ import math
 
 import pytest
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from diffusion import cuda_graphs, ddpm, training
 from diffusion.training import fit
@@ -22,12 +25,32 @@ from tests.test_training import SCHEDULE, SETTINGS, interrupt_after, loss_fn, ti
 # SETTINGS: 200 images in batches of 64, so three full batches (the graph) and one of 8 (eager) per epoch.
 
 
+class RefusedInCapture(TorchDispatchMode):
+    """What a CUDA graph's capture refuses and a CPU would let pass: copying a tensor between devices."""
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        source, target = None, None
+        if func is torch.ops.aten._to_copy.default and kwargs.get("device") is not None:
+            source, target = args[0].device, torch.device(kwargs["device"])
+        elif func is torch.ops.aten.copy_.default:
+            source, target = args[1].device, args[0].device
+        if source is not None and source != target:
+            raise RuntimeError(f"Cannot copy between {source} and {target} tensors during the stand-in CUDA graph "
+                               f"capture")
+        return func(*args, **kwargs)
+
+
 def record(body, *, generators=(), before_capture=None):
     for _ in range(cuda_graphs.WARMUP):
         body()
     if before_capture is not None:
         before_capture()
-    return body
+
+    def replay():
+        with RefusedInCapture():
+            body()
+    return replay
 
 
 def assert_same_training(a_model, a, b_model, b):
@@ -70,6 +93,18 @@ def test_capture_failure_falls_back_to_eager_with_one_warning(eager):
         history = fit(model, loss_fn, tiny_data(), graph=broken, **SETTINGS)
     assert len([w for w in caught if cuda_graphs.FALLBACK in str(w.message)]) == 1
     assert history.step == "eager" and "operation not permitted" in history.step_note
+    assert_same_training(*eager, model, history)
+
+
+def test_the_stand_in_capture_refuses_a_copy_between_devices_as_a_real_capture_does(eager):
+    def copying_loss(model, x0, labels, generator):
+        torch.ones(3).to("meta")  # what a schedule on the host did inside the H200's capture
+        return loss_fn(model, x0, labels, generator)
+
+    model = tiny_model()
+    with pytest.warns(RuntimeWarning, match="cuda-graph fallback: .* Cannot copy between cpu and meta tensors"):
+        history = fit(model, copying_loss, tiny_data(), graph=record, **SETTINGS)
+    assert history.step == "eager"
     assert_same_training(*eager, model, history)
 
 

@@ -22,6 +22,18 @@ def test_linear_schedule_values():
     assert s.alpha_bars[-1].item() == pytest.approx(0.0480, abs=5e-4)
 
 
+def test_a_schedule_on_another_device_than_the_images_is_refused_never_copied():
+    """Copying the schedule inside a step is what broke the H200's CUDA-graph capture; "meta" stands in for
+    the GPU here. Placed before the loop, it works."""
+    schedule = ddpm.linear_schedule(10)
+    x0, t = torch.zeros(2, 1, 4, 4, device="meta"), torch.tensor([1, 9], device="meta")
+    for call in (lambda s: ddpm.q_sample(x0, t, x0, s), lambda s: ddpm.predict_x0(x0, x0, t, s),
+                 lambda s: ddpm.posterior_mean(x0, x0, t, s)):
+        with pytest.raises(ValueError, match=r"the schedule is on cpu and t on meta.*schedule.to\('meta'\)"):
+            call(schedule)
+        assert call(schedule.to("meta")).device.type == "meta"
+
+
 def test_q_sample_and_predict_x0_invert_each_other():
     s = ddpm.linear_schedule(50)
     g = torch.Generator().manual_seed(0)

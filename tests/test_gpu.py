@@ -21,7 +21,7 @@ from tests.test_training import interrupt_after
 
 pytestmark = pytest.mark.gpu
 
-SCHEDULE = ddpm.linear_schedule(300)
+SCHEDULE = ddpm.linear_schedule(300).to("cuda") if torch.cuda.is_available() else None  # placed before any step
 SETTINGS = dict(epochs=2, batch_size=128, lr=1e-3, lr_decay=True, seed=3, autocast_dtype="bfloat16",
                 snapshot_epochs=(1,), device="cuda")
 

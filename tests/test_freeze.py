@@ -7,7 +7,7 @@ import shutil
 import pytest
 
 from builder import engine as engine_module
-from builder import freeze
+from builder import fingerprint, freeze
 from builder.engine import BuildConfig, Engine
 from tests.test_cache import backend, edit, statuses, toy_facts
 from builder.registry import discover
@@ -174,6 +174,42 @@ def test_a_clone_with_only_the_freeze_writes_the_same_site(smoke_build, tmp_path
     assert site_bytes(tmp_path / "site-b") == site_bytes(smoke_build["site"])
     about = freeze.read(frozen / "smoke")
     assert about["profile"] == "smoke" and about["machine"]["device"] == "cpu" and about["versions"]["torch"]
+
+
+def as_if_made_elsewhere(frozen, **environment):
+    """Rewrite a freeze as another machine would have written it: its records' environment (and so their
+    keys) and machine are those given, everything that decided the results is the same."""
+    for path in list(frozen.glob("entries/*/*.json")):
+        record = json.loads(path.read_text())
+        comp = record["components"]
+        comp.update(device=environment["device"], dtype=environment["dtype"],
+                    versions={**comp["versions"], "python": environment["python"], "torch": environment["torch"]})
+        record["key"] = fingerprint.hash_value(comp)
+        record["machine"] = {"device": environment["device"], "name": environment["name"], "cores": 16,
+                             "torch": environment["torch"] + "+cu130", "cuda": "13.0", "python": environment["python"]}
+        path.unlink()
+        (path.parent / f"{record['key']}.json").write_text(json.dumps(record, indent=1, sort_keys=True))
+
+
+def test_a_freeze_made_on_another_machine_renders_as_it_was_computed_computing_nothing(smoke_build, tmp_path):
+    """Another device, dtype, Python and torch in its records: a build here finds every result, computes no
+    section, and the pages say where and with what the results were computed, not what renders them."""
+    from tests.conftest import build, statuses as report_statuses
+
+    frozen = tmp_path / "frozen"
+    build("--profile", "smoke", "--freeze", "--frozen-dir", str(frozen), cache=smoke_build["cache"],
+          site=tmp_path / "site-a")
+    as_if_made_elsewhere(frozen / "smoke", device="cuda", dtype="float16", python="3.12", torch="2.11.0",
+                         name="NVIDIA Test GPU")
+    here = build("--profile", "smoke", "--frozen-dir", str(frozen), cache=tmp_path / "empty-cache",
+                 site=tmp_path / "site-b")
+    assert set(report_statuses(here).values()) == {"frozen"} and here.report["executed"] == []
+    manifest = json.loads((tmp_path / "site-b" / "manifest.json").read_text())
+    assert manifest["build"]["device"] == "cuda" and manifest["build"]["dtype"] == "float16"
+    assert manifest["build"]["versions"]["python"] == "3.12" and manifest["build"]["versions"]["torch"] == "2.11.0"
+    assert {s["machine"]["name"] for s in manifest["sections"].values()} == {"NVIDIA Test GPU"}
+    page = (tmp_path / "site-b" / "part-b.html").read_text()
+    assert "python 3.12 · torch 2.11.0" in page and "cuda, float16 (NVIDIA Test GPU; torch 2.11.0+cu130, CUDA 13.0)" in page
 
 
 def test_a_build_read_from_a_freeze_can_be_frozen_again(toy_project, monkeypatch):

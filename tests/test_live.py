@@ -137,15 +137,20 @@ def test_a_shared_skip_equals_the_block_on_the_concatenation(make):
     assert torch.allclose(got, expected, rtol=1e-4, atol=1e-4)
 
 
-def committed_settings():
-    path = SITE / "figures" / "b3_live-settings.json"
+# The published editions: the spec edition at the site's root, the cpu edition in its folder.
+EDITIONS = {"spec": SITE, "cpu": SITE / "cpu"}
+
+
+def committed_settings(edition="spec"):
+    path = EDITIONS[edition] / "figures" / "b3_live-settings.json"
     if not path.is_file():
-        pytest.skip("the committed site has no live sampler")
-    return json.loads(path.read_text()), json.loads((SITE / "manifest.json").read_text())["sections"]
+        pytest.skip(f"the committed {edition} edition has no live sampler")
+    return json.loads(path.read_text()), json.loads((EDITIONS[edition] / "manifest.json").read_text())["sections"]
 
 
-def test_the_committed_settings_hold_the_schedule_part_b_trains_with():
-    settings, sections = committed_settings()
+@pytest.mark.parametrize("edition", sorted(EDITIONS))
+def test_the_committed_settings_hold_the_schedule_part_b_trains_with(edition):
+    settings, sections = committed_settings(edition)
     p = sections["b3_train_class"]["params"]
     schedule = linear_schedule(p["T"], p["beta1"], p["beta2"])
     assert settings["T"] == p["T"] and settings["num_classes"] == p["num_classes"]
@@ -155,17 +160,18 @@ def test_the_committed_settings_hold_the_schedule_part_b_trains_with():
     assert all(p["T"] % s == 0 for s in settings["controls"]["steps"]) and p["T"] in settings["controls"]["steps"]
 
 
-def test_the_committed_onnx_model_is_the_frozen_final_model():
-    """The published file against the torch model it came from (the cpu freeze's b3_train_class)."""
-    _settings, sections = committed_settings()
+@pytest.mark.parametrize("edition", sorted(EDITIONS))
+def test_the_committed_onnx_model_is_the_frozen_final_model(edition):
+    """Each edition's published file against the torch model it came from (its freeze's b3_train_class)."""
+    _settings, sections = committed_settings(edition)
     key = sections["b3_train_class"]["key"]
-    record = json.loads((ROOT / "frozen" / "cpu" / "entries" / "b3_train_class" / f"{key}.json").read_text())
+    record = json.loads((ROOT / "frozen" / edition / "entries" / "b3_train_class" / f"{key}.json").read_text())
     sha = next(o for o in record["outputs"] if o["id"] == "model-final")["files"][0]["sha"]
-    saved = torch.load(ROOT / "frozen" / "cpu" / "objects" / sha[:2] / sha, weights_only=False)
+    saved = torch.load(ROOT / "frozen" / edition / "objects" / sha[:2] / sha, weights_only=False)
     model = ClassConditionalUNet(**saved["config"])
     model.load_state_dict(saved["state_dict"])
     model.eval()
-    session = ort.InferenceSession(str(SITE / "figures" / "b3_live-model.onnx"))
+    session = ort.InferenceSession(str(EDITIONS[edition] / "figures" / "b3_live-model.onnx"))
     gen = torch.Generator().manual_seed(1)
     x, t = torch.randn(8, 1, 28, 28, generator=gen), torch.rand(8, generator=gen)
     c = torch.eye(10)[:8]

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -18,7 +17,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import backends  # noqa: E402
 from builder import BuildError  # noqa: E402
-from builder import app  # noqa: E402
+from builder import app, statcache  # noqa: E402
 from project import PROJECT  # noqa: E402
 
 DEBUG_ENV = "FUN_DIFFUSION_DEBUG"
@@ -117,22 +116,30 @@ WATCHED = ("content", "templates", PROJECT.sections, *PROJECT.science, "backends
 
 
 def preview(args, argv: list[str]) -> int:
-    """``--serve``: each build runs as ``build.py`` without ``--serve`` in a fresh process, so that edited
-    science code is imported anew (a long-lived process would compute with the code it started with)."""
+    """``--serve``: one warm process builds, serves and rebuilds. A change of content or templates is rebuilt
+    in this process, which keeps its compiled templates and every page's HTML that the change does not touch
+    (builder.memo), so the page reloads within a second; a change of Python code restarts the process, so
+    that the sections run the code as it is now (a long-lived process would compute with the code it
+    started with)."""
     from builder import serve
 
-    command = [sys.executable, str(Path(__file__).resolve()), *_without_serve(argv), "--no-progress"]
+    settings = _settings(args)
+    settings.resources[backends.RESOURCE] = backends.resource(args, app.resolve(settings).device, PROJECT)
 
     def rebuild() -> str | None:
         start = time.perf_counter()
-        done = subprocess.run(command, capture_output=True, text=True)
-        sys.stdout.write(done.stdout[-4000:] + done.stderr[-4000:])
-        if done.returncode == 0:
-            print(f"preview: rebuilt in {time.perf_counter() - start:.1f} s", flush=True)
-            return None
-        errors = [line[len("error: "):] for line in done.stderr.splitlines() if line.startswith("error: ")]
-        print("preview: the rebuild failed; the pages show its error until a rebuild succeeds", flush=True)
-        return "\n\n".join(errors) or done.stderr.strip()[-2000:] or f"build.py exited with status {done.returncode}"
+        try:
+            result, summary = app.build(settings, progress_bar=False, out=sys.stdout)
+        except BuildError as exc:
+            errors = [str(exc)]
+        else:
+            errors = [f"section {r.id} failed: {r.error}" for r in result.results if r.status == "failed"]
+            errors += [f"the site was not written: {summary['error']}"] if summary and "error" in summary else []
+        if errors:
+            print("preview: the rebuild failed; the pages show its error until a rebuild succeeds", flush=True)
+            return "\n\n".join(errors)
+        print(f"preview: rebuilt in {time.perf_counter() - start:.2f} s", flush=True)
+        return None
 
     state = serve.Preview()
     try:  # the port first: a taken one is said before a build is waited for
@@ -145,10 +152,20 @@ def preview(args, argv: list[str]) -> int:
     watched = [PROJECT.root / name for name in dict.fromkeys(WATCHED)]
     print(f"preview: serving {args.site_dir} on http://127.0.0.1:{server.server_port}/ ; watching "
           f"{', '.join(p.name for p in watched if p.exists())}; Ctrl-C stops", flush=True)
+
+    def on_change(changed: set[str]) -> None:
+        names = sorted(Path(c).relative_to(PROJECT.root).as_posix() for c in changed)
+        print(f"preview: changed {', '.join(names)}", flush=True)
+        if any(name.endswith(".py") for name in names):
+            print("preview: Python code changed; restarting the preview with it", flush=True)
+            server.shutdown()
+            server.server_close()
+            port = ["--port", str(server.server_port)]  # the same port, so the open pages reconnect
+            os.execv(sys.executable, [sys.executable, str(Path(__file__).resolve()), *_without_serve(argv),
+                                      "--serve", *port])
+
     try:
-        serve.watch_and_rebuild(state, rebuild, watched, on_change=lambda changed: print(
-            f"preview: changed {', '.join(sorted(Path(c).relative_to(PROJECT.root).as_posix() for c in changed))}",
-            flush=True))
+        serve.watch_and_rebuild(state, rebuild, watched, on_change=on_change)
     except KeyboardInterrupt:
         pass
     server.shutdown()
@@ -278,6 +295,14 @@ def freeze_command(argv: list[str]) -> int:
         return 2
 
 
+def _settings(args) -> app.Settings:
+    return app.Settings(PROJECT, profile=args.profile, device=args.device, dtype=args.dtype, seed=args.seed,
+                        only=args.only, force=args.force, cache_dir=args.cache_dir, site_dir=args.site_dir,
+                        frozen_dir=args.frozen_dir, strict=args.strict, compute_here=args.compute_here,
+                        freeze=args.freeze, cache_url=args.cache_url, jobs=args.jobs, executor=args.executor,
+                        ray_address=args.ray_address)
+
+
 def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["cache"]:
@@ -289,12 +314,7 @@ def main(argv=None) -> int:
         return preview(args, argv)
     if args.executor == "ray":  # Ray's tasks run from a copy of the source without data/: point them at it
         os.environ.setdefault("MNIST_ROOT", str(PROJECT.root / "data"))
-    settings = app.Settings(PROJECT, profile=args.profile, device=args.device, dtype=args.dtype, seed=args.seed,
-                            only=args.only, force=args.force, cache_dir=args.cache_dir, site_dir=args.site_dir,
-                            frozen_dir=args.frozen_dir, strict=args.strict, compute_here=args.compute_here,
-                            freeze=args.freeze,
-                            cache_url=args.cache_url, jobs=args.jobs, executor=args.executor,
-                            ray_address=args.ray_address)
+    settings = _settings(args)
     try:
         if not args.clean:
             config = app.resolve(settings)  # a bad --device, --profile or --dtype is reported before anything uses it
@@ -308,6 +328,7 @@ def main(argv=None) -> int:
         if args.explain:
             engine = app.make_engine(settings)
             print("\n".join(engine.explain(args.explain)))
+            statcache.save()
             return 0
         start = time.perf_counter()
         progress = not args.no_progress and sys.stderr.isatty()

@@ -9,7 +9,7 @@ from typing import Any
 
 from jinja2 import TemplateError
 
-from . import BuildError
+from . import BuildError, statcache
 from .cache import Store
 from .cache_gc import record_build
 from .engine import BuildConfig, BuildResult, Engine, Resource, SectionResult
@@ -56,6 +56,10 @@ class Settings:
 
 
 def default_device() -> str:
+    """CUDA if torch sees a GPU. Without an NVIDIA device file there can be none, and torch (seconds to
+    import) is not asked."""
+    if not any(Path("/dev").glob("nvidia[0-9]*")):
+        return "cpu"
     import torch
 
     return "cuda" if torch.cuda.is_available() else "cpu"
@@ -72,6 +76,7 @@ def cpu_has_fast_bf16(cpuinfo: Path = Path("/proc/cpuinfo")) -> bool:
 
 
 def resolve(settings: Settings) -> BuildConfig:
+    statcache.use(settings.cache_dir)  # digests of unchanged files are not recomputed (builder.statcache)
     device = settings.device or default_device()
     if device.split(":")[0] not in ("cpu", "cuda", "mps"):
         raise BuildError(f"unknown device {device!r}; use cpu, cuda (or cuda:N) or mps.")
@@ -106,7 +111,7 @@ def resolve(settings: Settings) -> BuildConfig:
 
 def make_engine(settings: Settings) -> Engine:
     config = resolve(settings)
-    sections = discover(settings.project.sections)
+    sections = discover(settings.project.sections, settings.project.codebase.science)
     engine = Engine(settings.project, config, sections)
     for wanted in (settings.force or []):
         if wanted not in sections:
@@ -203,6 +208,7 @@ def build(settings: Settings, progress_bar: bool = True, out=sys.stdout) -> tupl
             result.shared = shared.summary()
             if shared.failure:
                 result.warnings.append(shared.failure)
+        statcache.save()
         return result, summary
 
 
@@ -276,14 +282,26 @@ def _build(engine: Engine, settings: Settings, progress_bar: bool, out) -> tuple
     for edition in ordered[1:]:
         edition.folder = f"{edition.name}/"
     try:
-        summary = render_editions(ordered, settings.project.pages, settings.content_dir, settings.templates_dir,
-                                  settings.site_dir)
+        summary = _render(engine, settings, ordered)
     except BuildError as exc:
         # The figures are safely cached; only the pages could not be written.
         return result, {"error": str(exc)}
     except TemplateError as exc:  # render_site names most template errors itself; this is the fallback
         return result, {"error": template_failure(exc, settings.templates_dir)}
     return result, summary
+
+
+def _render(engine: Engine, settings: Settings, editions: list[Edition]) -> dict[str, Any]:
+    """The site, rendered unless it was rendered from these very inputs and is as that render left it."""
+    from . import rendered
+
+    pages, cache_root = settings.project.pages, engine.store.root
+    digest = rendered.inputs_digest(editions, pages, settings.content_dir, settings.templates_dir)
+    summary = rendered.unchanged(cache_root, settings.site_dir, digest)
+    if summary is None:
+        summary = render_editions(editions, pages, settings.content_dir, settings.templates_dir, settings.site_dir)
+        rendered.remember(cache_root, settings.site_dir, digest, summary)
+    return summary
 
 
 def other_editions(engine: Engine, settings: Settings, freezes: dict[str, dict | None]) -> list[str]:
@@ -370,6 +388,7 @@ def summary_table(result: BuildResult) -> str:
 def list_sections(settings: Settings) -> str:
     engine = make_engine(settings)
     peek = engine.peek(fetch=False)
+    statcache.save()
     rows = [("section", "cache", "depends on", "title")]
     for gid, (_, entry) in peek.items():
         state = "to build" if entry is None else "shared" if entry.shared else "cached"

@@ -33,7 +33,7 @@ from typing import Any, Iterator, Sequence
 
 from . import BuildError
 from .faults import crash_point
-from .fingerprint import canonical_json, hash_value, sha256_file
+from .fingerprint import canonical_json, hash_value, sha256_known
 
 
 _UMASK = os.umask(0o022)
@@ -125,7 +125,7 @@ class Store:
 
     def verify_object(self, sha: str, root: Path | None = None) -> bool:
         path = self.local_object_path(sha, root)
-        return path.is_file() and sha256_file(path) == sha
+        return path.is_file() and sha256_known(path) == sha
 
     # -- records -------------------------------------------------------------------------
     def _entry_path(self, section: str, key: str, root: Path | None = None) -> Path:

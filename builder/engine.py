@@ -157,7 +157,7 @@ class Engine:
     def key_components(self, gid: str, upstream: dict[str, Entry | None]) -> dict[str, Any]:
         mod = self.sections[gid]
         return {
-            "code": self.project.code_fingerprint(mod.module.__name__),
+            "code": self.project.code_fingerprint(mod.name),
             "params": self.params(gid),
             "seed": self.section_seed(gid),
             "profile": self.config.profile,
@@ -428,7 +428,7 @@ class Engine:
         hints = []
         if self.config.dtype == "float32":
             hints.append("--dtype bfloat16 (half the activation memory)")
-        module = mod.module.__name__.replace(".", "/") + ".py"
+        module = mod.name.replace(".", "/") + ".py"
         for name, value in components["params"].items():
             if "batch" in name and isinstance(value, int) and value > 1:
                 hints.append(f"a smaller {name} (now {value}) in the {self.config.profile!r} profile of {module}")

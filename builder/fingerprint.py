@@ -17,6 +17,8 @@ import tokenize
 from pathlib import Path
 from typing import Any
 
+from . import statcache
+
 # The scheme ``code_digest`` implements; freezes record it, so that a later scheme can re-key them
 # (``builder.rekey``). Bump it whenever the digest of some source would change.
 FINGERPRINT = "tokens-1"
@@ -32,6 +34,12 @@ def sha256_bytes(data: bytes) -> str:
 def sha256_file(path: Path) -> str:
     with open(path, "rb") as f:
         return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+def sha256_known(path: Path) -> str:
+    """A file's sha256, through the stat cache (``builder.statcache``): re-read only if the file changed.
+    ``sha256_file`` always reads, for the checks whose point is to re-read (``cache verify``, downloads)."""
+    return statcache.digest(path, "sha256", sha256_bytes)
 
 
 def canonical_json(value: Any) -> str:
@@ -209,6 +217,9 @@ class CodeIndex:
         self.packages = tuple(packages)
         self.tree = tree or FileTree(self.root)
         self.digest = digest or (lambda source: code_digest(source))
+        # Digests of the files on disk are kept in the stat cache under the scheme's name; a digest
+        # function of one's own (tests) is computed afresh.
+        self._scheme = FINGERPRINT if digest is None else None
         self._parsed: dict[str, tuple[str, tuple[str, ...], str]] = {}
 
     def module_file(self, name: str) -> str | None:
@@ -230,9 +241,22 @@ class CodeIndex:
         """(digest of the code, indexed modules it imports, sha256 of the file's bytes)."""
         if rel in self._parsed:
             return self._parsed[rel]
-        data = self.tree.read(rel)
-        if data is None:
-            raise FileNotFoundError(f"{rel} is not in {self.tree}")
+        if isinstance(self.tree, FileTree) and self._scheme is not None:
+            path = self.root / rel
+            if not path.is_file():
+                raise FileNotFoundError(f"{rel} is not in {self.tree}")
+            digest, candidates, sha = statcache.digest(path, f"code:{self._scheme}", lambda data: self._read(rel, data))
+        else:
+            data = self.tree.read(rel)
+            if data is None:
+                raise FileNotFoundError(f"{rel} is not in {self.tree}")
+            digest, candidates, sha = self._read(rel, data)
+        found = tuple(sorted(i for i in candidates if self.module_file(i) is not None))
+        self._parsed[rel] = digest, found, sha
+        return self._parsed[rel]
+
+    def _read(self, rel: str, data: bytes) -> tuple[str, list[str], str]:
+        """(digest, every module name the file imports or may import, sha256) of one file's bytes."""
         source = data.decode("utf-8")
         tree = ast.parse(source, filename=rel)
         parts = rel.removesuffix(".py").split("/")
@@ -251,9 +275,7 @@ class CodeIndex:
                 imports.add(module)
                 # `from pkg import mod` may name a submodule rather than an attribute.
                 imports.update(f"{module}.{alias.name}" for alias in node.names)
-        found = tuple(sorted(i for i in imports if self.module_file(i) is not None))
-        self._parsed[rel] = self.digest(source), found, sha256_bytes(data)
-        return self._parsed[rel]
+        return self.digest(source), sorted(imports), sha256_bytes(data)
 
     def module_hash(self, name: str) -> str:
         """The hash of one module alone (a file outside the indexed packages is hashed too)."""

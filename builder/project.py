@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from . import BuildError
-from .fingerprint import CodeIndex, GitTree, hash_value, library_versions, sha256_file
+from .fingerprint import CodeIndex, GitTree, hash_value, library_versions, sha256_known
 
 
 @dataclass(frozen=True)
@@ -91,9 +91,9 @@ class Project:
             return self.inputs[name]()
         path = self.root / name
         if path.is_file():
-            return sha256_file(path)
+            return sha256_known(path)
         if path.is_dir():
-            return hash_value({p.relative_to(path).as_posix(): sha256_file(p)
+            return hash_value({p.relative_to(path).as_posix(): sha256_known(p)
                                for p in sorted(path.rglob("*")) if p.is_file()})
         named = "".join(f"{n!r} or " for n in sorted(self.inputs))
         raise BuildError(f"a section declares the input {name!r}, which is neither {named}a file or folder "

@@ -28,10 +28,10 @@ import markdown
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, TemplateSyntaxError, select_autoescape
 from markupsafe import Markup
 
-from . import BuildError
+from . import BuildError, memo
 from .cache import atomic_write_bytes
 from .faults import crash_point
-from .fingerprint import canonical_json
+from .fingerprint import canonical_json, hash_value, sha256_bytes, sha256_known
 from .project import Page
 from .search import INDEX_FILE, index_script, page_documents
 
@@ -179,6 +179,7 @@ class Site:
     # Where the pages find static/vendor/: third-party runtimes (tens of MB) are written once, at the
     # site's root, and the editions in folders share them.
     vendor: str = VENDOR
+    templates: str = ""  # the digest of the templates folder, for the renders kept between builds (memo)
 
     def __post_init__(self):
         for sid, sec in self.manifest["sections"].items():
@@ -191,6 +192,13 @@ class Site:
                                   "poster_of": strip["sha"], "frames": fig["frames"], "width": width,
                                   "height": height})
                 self.figures[fig["id"]] = (sid, {**fig, "files": files})
+        self.digest = hash_value(self.manifest)  # what the manifest decides, for memo keys
+
+    def state(self) -> str:
+        """The digest of what the reference pass has found so far (labels, where figures are shown, where the
+        references are listed): with the manifest and a file's text, it decides the file's HTML."""
+        return hash_value({"labels": self.labels, "shown": self.shown, "at": self.references_at,
+                           "references": self.references, "vendor": self.vendor})
 
     def _size(self, file: dict[str, Any]) -> dict[str, int]:
         """An image's intrinsic width and height, for its <img> tag: a browser that knows them lays the
@@ -245,22 +253,27 @@ def render_editions(editions: list[Edition], pages: tuple[Page, ...], content_di
     content = read_content(content_dir, pages)
     templates_dir = Path(templates_dir)
     written: dict[str, bytes] = {}
+    known: dict[str, str] = {}  # the sha256 of written files copied from content-addressed sources
     warnings: list[str] = []
     compare = len(editions) > 1 and (templates_dir / "compare.html").is_file()
     env, macros = _environment(templates_dir)  # a broken template fails first
     references = read_references(content[0].path.parent) if content else {}
+    templates = hash_value({p.relative_to(templates_dir).as_posix(): sha256_known(p)
+                            for p in sorted(templates_dir.rglob("*")) if p.is_file()})
     # One Site per edition: its figures, with each image's size read once, serve its pages and the views
     # of it that the other editions' pages and the comparison show.
     sites = [Site(e.manifest, {page.name: page for page in pages}, e.object_path, references=references,
-                  vendor=("../" if e.folder else "") + VENDOR) for e in editions]
+                  vendor=("../" if e.folder else "") + VENDOR, templates=templates) for e in editions]
     search_docs: list[dict[str, Any]] = []
     for edition, site in zip(editions, sites):
-        files, notes, docs = _edition_files(edition, site, editions, sites, content, env, macros, templates_dir,
-                                            compare)
+        files, hashes, notes, docs = _edition_files(edition, site, editions, sites, content, env, macros,
+                                                    templates_dir, compare)
         written.update({edition.folder + rel: data for rel, data in files.items()})
+        known.update({edition.folder + rel: sha for rel, sha in hashes.items()})
         warnings += [f"{edition.name} edition: {note}" if len(editions) > 1 else note for note in notes]
         search_docs += docs
-    written[INDEX_FILE] = index_script(search_docs)  # one index at the root, for every edition's pages
+    # One index at the root, for every edition's pages.
+    written[INDEX_FILE] = memo.get(("search", hash_value(search_docs)), lambda: index_script(search_docs))
     if compare:
         try:
             written["compare.html"] = env.get_template("compare.html").render(
@@ -268,7 +281,7 @@ def render_editions(editions: list[Edition], pages: tuple[Page, ...], content_di
                 pages=pages).encode("utf-8")
         except Exception as exc:
             raise BuildError(template_failure(exc, templates_dir)) from None
-    changed, removed = _write(written, Path(out_dir))
+    changed, removed = _write(written, Path(out_dir), known)
     sizes = {"pages": 0, "figures": 0, "static": 0, "other": 0}
     folders = [e.folder for e in editions if e.folder]
     for rel, data in written.items():
@@ -293,15 +306,17 @@ def _edition_view(edition: Edition, site: Site, seen_from: Edition) -> dict[str,
 
 def _edition_files(edition: Edition, site: Site, editions: list[Edition], sites: list[Site], content: list[ContentFile],
                    env: Environment, macros, templates_dir: Path, compare: bool
-                   ) -> tuple[dict[str, bytes], list[str], list[dict[str, Any]]]:
-    """An edition's files (relative to its folder), the warnings of its render and its search documents."""
+                   ) -> tuple[dict[str, bytes], dict[str, str], list[str], list[dict[str, Any]]]:
+    """An edition's files (relative to its folder), the known sha256 of some, the warnings of its render and
+    its search documents."""
     for cf in content:
         _reference_pass(cf, site, env, templates_dir)
     used: set[str] = set()
     warnings: list[str] = []
     rendered: dict[str, list[dict[str, Any]]] = {name: [] for name in site.pages}
+    state = site.state()
     for cf in content:
-        rendered[cf.page].append(_render_content(cf, site, env, macros, used, warnings, templates_dir))
+        rendered[cf.page].append(_render_content(cf, site, env, macros, used, warnings, templates_dir, state))
     unused = sorted(set(site.figures) - used)
     warnings += [f"figure {fid!r} (section {site.figures[fid][0]}) is produced but no content file shows it"
                  for fid in unused]
@@ -312,10 +327,23 @@ def _edition_files(edition: Edition, site: Site, editions: list[Edition], sites:
              "vendor": site.vendor}
     docs = [doc for page in site.pages.values()
             for doc in page_documents(rendered[page.name], edition.folder + page.file, page.title, edition.name)]
-    return _site_files(site, rendered, used, env, templates_dir, edition.object_path, extra), warnings, docs
+    hashes: dict[str, str] = {}
+    files = _site_files(site, rendered, used, env, templates_dir, edition.object_path, extra, hashes)
+    return files, hashes, warnings, docs
 
 
 def _environment(templates_dir: Path):
+    """The templates' Jinja environment, one per folder in a process: it recompiles a template only when
+    its file changes (auto_reload), so a live preview compiles each template once."""
+    env = memo.get(("environment", str(Path(templates_dir).resolve())), lambda: _new_environment(templates_dir))
+    try:
+        macros = env.get_template("macros.html").module
+    except Exception as exc:
+        raise BuildError(template_failure(exc, templates_dir)) from None
+    return env, macros
+
+
+def _new_environment(templates_dir: Path) -> Environment:
     env = Environment(loader=FileSystemLoader(str(templates_dir)), autoescape=select_autoescape(["html"]),
                       undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True)
     env.filters["tojson_sorted"] = lambda v: Markup(canonical_json(v))
@@ -324,29 +352,30 @@ def _environment(templates_dir: Path):
     env.filters["tojson_attr"] = lambda v: json.dumps(v, ensure_ascii=False, separators=(",", ":"))
     # What a static file weighs, for a button that says what it will download.
     env.globals["static_bytes"] = lambda name: (templates_dir / "static" / name).stat().st_size
-    try:
-        macros = env.get_template("macros.html").module
-    except Exception as exc:
-        raise BuildError(template_failure(exc, templates_dir)) from None
-    return env, macros
+    return env
 
 
 def _site_files(site: Site, rendered: dict[str, list[dict[str, Any]]], used: set[str], env: Environment,
-                templates_dir: Path, object_path: Callable[[str], Path], extra: dict[str, Any]) -> dict[str, bytes]:
-    """Every file of the site, by its path: the figures shown, static files, the pages, the manifest."""
+                templates_dir: Path, object_path: Callable[[str], Path], extra: dict[str, Any],
+                hashes: dict[str, str]) -> dict[str, bytes]:
+    """Every file of the site, by its path: the figures shown, static files, the pages, the manifest
+    (``hashes``: filled with the sha256 of the files copied from content-addressed sources)."""
     written: dict[str, bytes] = {}
     for fid in sorted(used):
         _sid, fig = site.figures[fid]
         for f in fig["files"]:
             if "poster_of" in f:
-                written[f["path"]] = last_frame_png(object_path(f["poster_of"]), f["frames"])
-            else:
-                written[f["path"]] = object_path(f["sha"]).read_bytes()
+                written[f["path"]] = memo.get(("poster", f["poster_of"], f["frames"]),
+                                              lambda: last_frame_png(object_path(f["poster_of"]), f["frames"]))
+            else:  # a content-addressed object: its bytes are its hash's
+                written[f["path"]] = memo.get(("object", f["sha"]), lambda: object_path(f["sha"]).read_bytes())
+                hashes[f["path"]] = f["sha"]
     static = templates_dir / "static"
     for path in sorted(static.rglob("*")) if static.is_dir() else []:
         name = f"static/{path.relative_to(static).as_posix()}"
         if path.is_file() and (site.vendor == VENDOR or not name.startswith(VENDOR)):  # vendor/: the root's
-            written[name] = path.read_bytes()
+            hashes[name] = sha256_known(path)
+            written[name] = memo.get(("file", hashes[name]), path.read_bytes)
 
     # A page without content (e.g. the appendix of a toy project) is neither written nor linked.
     pages = list(site.pages.values())
@@ -382,17 +411,21 @@ def contents_tree(sections: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return tree
 
 
-def _write(written: dict[str, bytes], out_dir: Path) -> tuple[int, int]:
-    """Write the files that changed, atomically, and remove the ones no longer in the site."""
+def _write(written: dict[str, bytes], out_dir: Path, hashes: dict[str, str] | None = None) -> tuple[int, int]:
+    """Write the files that changed, atomically, and remove the ones no longer in the site. ``hashes``: the
+    sha256 of files whose bytes are known by it (figures, static files), so that they are not hashed again."""
+    hashes = hashes or {}
     changed = 0
     target = out_dir
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
         for rel, data in sorted(written.items()):
             target = out_dir / rel
-            if target.is_file() and target.read_bytes() == data:
+            sha = hashes.get(rel) or sha256_bytes(data)
+            if _as_written(target, data, sha):
                 continue
             atomic_write_bytes(target, data)
+            _remember_written(target, sha)
             changed += 1
             if changed == 1:
                 crash_point("render")
@@ -401,6 +434,30 @@ def _write(written: dict[str, bytes], out_dir: Path) -> tuple[int, int]:
     except OSError as exc:
         raise BuildError(write_failure(exc, out_dir, target)) from None
     return changed, removed
+
+
+# What this process last wrote, or found, at each path of a site: (size, mtime, inode, sha256 of the bytes).
+_ON_DISK: dict[str, tuple[int, int, int, str]] = {}
+
+
+def _as_written(target: Path, data: bytes, sha: str) -> bool:
+    """Whether ``target`` holds ``data`` already: known from its stat where this process saw it last, else read."""
+    try:
+        st = target.stat()
+    except FileNotFoundError:
+        return False
+    known = _ON_DISK.get(str(target))
+    if known is not None and known[:3] == (st.st_size, st.st_mtime_ns, st.st_ino):
+        return len(data) == st.st_size and known[3] == sha
+    same = target.read_bytes() == data
+    if same:
+        _remember_written(target, sha)
+    return same
+
+
+def _remember_written(target: Path, sha: str) -> None:
+    st = target.stat()
+    _ON_DISK[str(target)] = (st.st_size, st.st_mtime_ns, st.st_ino, sha)
 
 
 _WRITE_HINTS = {
@@ -592,7 +649,8 @@ class _Scope(ABC):
         try:
             # Compiled under the file's own name (from_string would call it "<template>"), so that Jinja's
             # syntax errors and rewritten tracebacks say which line of the body failed.
-            code = content_env.compile(self.cf.body, name=self.cf.path.name, filename=where)
+            code = memo.get(("compile", self.cf.path.name, where, sha256_bytes(self.cf.body.encode("utf-8"))),
+                            lambda: content_env.compile(self.cf.body, name=self.cf.path.name, filename=where))
             template = content_env.template_class.from_code(content_env, code, content_env.make_globals(None))
             return template.render(figure=self.figure, param=self.param, section=self.section,
                                    has_figure=self.has_figure, teaser=self.teaser, build=self.site.manifest["build"],
@@ -609,14 +667,19 @@ class _Scope(ABC):
 
 
 class _References(_Scope):
-    """The reference pass: records the page and heading where each figure is first shown."""
+    """The reference pass: notes, in ``effects``, the labels the file defines (its figures, where each is shown)
+    and whether it lists the references; ``_reference_pass`` applies them to the site."""
+
+    def __init__(self, cf: ContentFile, site: Site):
+        super().__init__(cf, site)
+        self.effects: list[tuple] = []
 
     def figure(self, fig_id: str, beside: dict[str, Any] | None = None) -> Markup:
         self.lookup(fig_id)
         page = self.site.pages[self.cf.page]
-        _define(self.site, f"fig-{fig_id}", "fig", self.cf, _running_line(self.where, self.cf.body_line - 1))
-        self.site.shown.setdefault(fig_id, {"href": f"{page.file}#fig-{fig_id}",
-                                            "where": f"{page.short}, {self.cf.meta['title']}"})
+        self.effects.append(("label", f"fig-{fig_id}", "fig", _running_line(self.where, self.cf.body_line - 1)))
+        self.effects.append(("shown", fig_id, {"href": f"{page.file}#fig-{fig_id}",
+                                               "where": f"{page.short}, {self.cf.meta['title']}"}))
         return Markup("")
 
     def ref(self, label: str) -> Markup:
@@ -626,15 +689,29 @@ class _References(_Scope):
         return Markup("")
 
     def references(self) -> Markup:
-        self.site.references_at = self.site.pages[self.cf.page].file
+        self.effects.append(("at", self.site.pages[self.cf.page].file))
         return Markup("")
 
 
 def _reference_pass(cf: ContentFile, site: Site, env: Environment, templates_dir: Path) -> None:
     """Render ``cf`` once to learn what it shows and labels: its section, its figures (through ``figure``)
-    and its labelled equations, numbered in reading order."""
-    _define(site, f"sec-{cf.anchor}", "sec", cf, cf.meta_lines.get("id", cf.meta_lines.get("title", 1)))
-    text = _References(cf, site).render(env, templates_dir)
+    and its labelled equations, numbered in reading order. What a file defines depends on its text, the
+    manifest, the templates and the list of works alone, so a live preview keeps it (``memo``)."""
+    key = ("references", _content_key(cf), site.digest, site.templates, hash_value(site.references))
+    for effect in memo.get(key, lambda: _references_of(cf, site, env, templates_dir)):
+        if effect[0] == "label":
+            _define(site, effect[1], effect[2], cf, effect[3])
+        elif effect[0] == "shown":
+            site.shown.setdefault(effect[1], effect[2])
+        else:
+            site.references_at = effect[1]
+
+
+def _references_of(cf: ContentFile, site: Site, env: Environment, templates_dir: Path) -> tuple[tuple, ...]:
+    scope = _References(cf, site)
+    effects = [("label", f"sec-{cf.anchor}", "sec", cf.meta_lines.get("id", cf.meta_lines.get("title", 1)))]
+    text = scope.render(env, templates_dir)
+    effects += scope.effects
     searched_from = 0
     for match in _EQUATION.finditer(text):
         label = match.group(2)
@@ -642,7 +719,14 @@ def _reference_pass(cf: ContentFile, site: Site, env: Environment, templates_dir
         at = cf.body.find(f"({label})", searched_from)
         line = cf.body_line + cf.body.count("\n", 0, at) if at >= 0 else None
         searched_from = at + 1 if at >= 0 else searched_from
-        _define(site, label, "eq", cf, line)
+        effects.append(("label", label, "eq", line))
+    return tuple(effects)
+
+
+def _content_key(cf: ContentFile) -> str:
+    """A content file as its renders see it: path, text, front matter and where its body starts."""
+    return hash_value({"path": str(cf.path), "body": cf.body, "line": cf.body_line, "meta": cf.meta,
+                       "lines": cf.meta_lines})
 
 
 def _define(site: Site, label: str, kind: str, cf: ContentFile, line: int | None) -> None:
@@ -771,7 +855,20 @@ class _Placed(_Scope):
 
 
 def _render_content(cf: ContentFile, site: Site, env: Environment, macros, used: set[str],
-                    warnings: list[str], templates_dir: Path) -> dict[str, Any]:
+                    warnings: list[str], templates_dir: Path, state: str) -> dict[str, Any]:
+    """A content file's HTML. It depends on the file, the manifest, the templates and what the reference pass
+    found (``state``, ``Site.state``) alone, so a live preview keeps it, with the figures it placed and the
+    warnings it gave, and renders again only the files an edit changed."""
+    key = ("content", _content_key(cf), site.digest, site.templates, state)
+    result, placed, said = memo.get(key, lambda: _render_content_now(cf, site, env, macros, templates_dir))
+    used.update(placed)
+    warnings.extend(said)
+    return result
+
+
+def _render_content_now(cf: ContentFile, site: Site, env: Environment, macros, templates_dir: Path):
+    used: set[str] = set()
+    warnings: list[str] = []
     scope = _Placed(cf, site, macros, used, warnings)
     text = scope.render(env, templates_dir)
     text = _EQUATION.sub(lambda m: str(scope.place(Markup(_math_element(
@@ -790,8 +887,8 @@ def _render_content(cf: ContentFile, site: Site, env: Environment, macros, used:
                                                       "anchorlink": True, "anchorlink_class": "anchor"}})
     body = _render_math(md.convert(text), scope.where)
     body = _SLOT_RE.sub(lambda m: str(scope.slots[int(m.group(1))]), body)
-    return {"id": cf.anchor, "title": cf.meta["title"], "html": Markup(body), "toc": md.toc_tokens,
-            "meta": cf.meta}
+    return ({"id": cf.anchor, "title": cf.meta["title"], "html": Markup(body), "toc": md.toc_tokens,
+             "meta": cf.meta}, frozenset(used), tuple(warnings))
 
 
 class _ContentError(BuildError):

@@ -148,6 +148,6 @@ def watch_and_rebuild(preview: Preview, rebuild: Callable[[], str | None], paths
     ignored), call ``rebuild`` (None on success, else the error's paragraph) and publish the result."""
     from watchfiles import watch
 
-    for changes in watch(*[str(p) for p in paths if p.exists()], stop_event=stop, debounce=800, step=100):
+    for changes in watch(*[str(p) for p in paths if p.exists()], stop_event=stop, debounce=800, step=50):
         on_change({path for _change, path in changes})
         preview.publish(rebuild())

@@ -214,7 +214,7 @@ def test_interrupted_generator_leaves_no_entry_or_temporary_file(toy_project, mo
         ctx.save_image("side_image", [[0.5]], caption="never finished")
         raise KeyboardInterrupt
 
-    engine.sections["side"] = type(gen)(gen.section, gen.module, interrupted)
+    engine.sections["side"] = type(gen)(gen.section, gen.name, gen.module, interrupted)
     with pytest.raises(KeyboardInterrupt):
         engine.build(["side"])
     assert engine.store.entries_of("side") == []

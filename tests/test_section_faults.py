@@ -140,8 +140,7 @@ def test_memory_hints_follow_the_settings(tmp_path):
     from builder.section import Section
     from project import PROJECT
 
-    mod = SectionModule(Section("a1_5_sampling", "t", uses=("backend",)),
-                        SimpleNamespace(__name__="sections.a1_5_sampling"), None)
+    mod = SectionModule(Section("a1_5_sampling", "t", uses=("backend",)), "sections.a1_5_sampling")
     engine = Engine(PROJECT, BuildConfig(profile="spec", device="cuda", dtype="float32", seed=0, cache_root=tmp_path),
                     {"a1_5_sampling": mod})
     hints = engine.memory_hints(mod, {"params": {"batch_size": 500, "num_samples": 1000}})

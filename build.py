@@ -33,7 +33,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                "  python build.py --profile smoke --site-dir /tmp/site   a quick end-to-end check\n"
                "  python build.py --serve              a live preview on http://127.0.0.1:8000/\n"
                "  python build.py cache gc             delete what no recent build used (also: cache verify)\n"
-               "  python build.py freeze carry --profile spec   carry a freeze across a change that keeps its results")
+               "  python build.py freeze carry --profile spec   carry a freeze across a change that keeps its results\n"
+               "  python build.py freeze layout --profile spec  write the benchmark tables, laid out here, into a freeze")
     p.add_argument("--only", nargs="+", metavar="SECTION",
                    help="build only these sections (and the sections they depend on); the site is rendered "
                         "if every other section is in the cache")
@@ -276,6 +277,9 @@ def freeze_command(argv: list[str]) -> int:
         "byte-identical computed with the freeze's commit and with the current (committed) code"))
     move.add_argument("--check-profile", default="smoke", choices=["smoke", "cpu", "spec"],
                       help="the profile computed at both commits to compare outputs (default smoke: seconds)")
+    commands.add_parser("layout", parents=[common], help=(
+        "lay the freeze's portable sections (those that compute nothing on a device, such as the benchmark "
+        "tables) out anew on this machine and write them into the freeze; every computed result stays as it was"))
     args = p.parse_args(argv)
     folder = args.frozen_dir / args.profile
     try:
@@ -286,6 +290,9 @@ def freeze_command(argv: list[str]) -> int:
         settings = app.Settings(PROJECT, profile=args.profile, device="cpu", frozen_dir=args.frozen_dir)
         settings.resources[backends.RESOURCE] = resource
         engine = app.make_engine(settings)
+        if args.command == "layout":
+            print(rekey.lay_out(engine, folder))
+            return 0
         backend = ["--backend", resource.identity["name"]]
         print(rekey.carry(engine, folder, lambda commit, sections: rekey.build_outputs(
             PROJECT.root, commit, sections, args.check_profile, backend), args.check_profile))

@@ -144,6 +144,8 @@ def manifest_of(engine: Engine, entries: dict[str, Any], results: dict[str, Sect
             sections[gid]["params_of"] = {p: section.resolve(p) for p in PROFILES if p != comp["profile"]}
         if "machine" in record:
             sections[gid]["machine"] = {k: record["machine"][k] for k in ("device", "name", "torch", "cuda")}
+        if gid in engine.sections and engine.sections[gid].section.portable:
+            sections[gid]["portable"] = True
         res = (results or {}).get(gid)
         if res is not None and res.status == "stale":
             sections[gid]["stale"] = {"changes": res.stale, "refresh": engine.refresh_command(entry)}
@@ -152,9 +154,13 @@ def manifest_of(engine: Engine, entries: dict[str, Any], results: dict[str, Sect
     # Where and with what the results were computed, from their own records: a build that takes them
     # from a freeze reports the freeze's device, dtype, versions and resources, so every machine that
     # renders it writes the same site and says how it was made.
-    records = [entry.record["components"] for entry in entries.values()]
-    devices = sorted({s["device"].split(":")[0] for s in sections.values()}) or [config.device.split(":")[0]]
-    dtypes = sorted({str(s["dtype"]) for s in sections.values()}) or [config.dtype]
+    # A portable section (one that lays out committed files) says where it ran, not where the edition computed,
+    # so neither its device nor its library versions join the edition's.
+    computed_ids = [gid for gid, s in sections.items() if not s.get("portable")] or list(sections)
+    computed = [sections[gid] for gid in computed_ids]
+    records = [entries[gid].record["components"] for gid in computed_ids]
+    devices = sorted({s["device"].split(":")[0] for s in computed}) or [config.device.split(":")[0]]
+    dtypes = sorted({str(s["dtype"]) for s in computed}) or [config.dtype]
     build = {
         "stale": sorted(gid for gid, s in sections.items() if "stale" in s),
         "profile": config.profile, "seed": config.seed, "device": " and ".join(devices),

@@ -211,7 +211,7 @@ class Engine:
         """Whether a section without a valid result is computed here: only where its frozen result was
         computed (the same device kind and dtype), or when asked (``--force`` it, ``--compute-here``).
         With no frozen result at all, the build's own edition computes it and another edition cannot."""
-        if gid in self.config.force or self.config.compute_here:
+        if gid in self.config.force or self.config.compute_here or self.sections[gid].section.portable:
             return True
         if frozen is None:
             return not self.config.other_edition

@@ -32,6 +32,21 @@ def keeps(output: dict[str, Any], size: int) -> bool:
     return output.get("kind") != "model" or (output["id"] == "model-final" and size <= MODEL_LIMIT_BYTES)
 
 
+def omitted(record: dict[str, Any], object_path) -> list[str]:
+    """The objects of ``record`` that a freeze leaves out (see ``keeps``); ``object_path(sha)`` finds each."""
+    kept, every = set(), set()
+    left_out = set(record.get("omitted", ()))  # by the freeze this result was read from
+    for output in record["outputs"]:
+        for f in output["files"]:
+            every.add(f["sha"])
+            path = object_path(f["sha"])
+            if f["sha"] in left_out and not path.exists():
+                continue  # still left out: nothing here has computed it since
+            if keeps(output, path.stat().st_size):
+                kept.add(f["sha"])  # an object two outputs share stays if either keeps it
+    return sorted(every - kept)
+
+
 def machine(device: str) -> dict[str, Any]:
     """The machine a result is computed on, in the words a reader needs: device kind and name, torch
     and CUDA versions, CPU cores."""
@@ -91,17 +106,7 @@ def write(store: Store, entries: dict[str, Entry], target: Path, about: dict[str
             record.setdefault("machine", about["machine"])
             if sources is not None:
                 record.update(fingerprint=sources["fingerprint"], commit=sources["commit"])
-            kept, every = set(), set()
-            left_out = set(record.get("omitted", ()))  # by the freeze this result was read from
-            for output in record["outputs"]:
-                for f in output["files"]:
-                    every.add(f["sha"])
-                    path = store.object_path(f["sha"])
-                    if f["sha"] in left_out and not path.exists():
-                        continue  # still left out: nothing here has computed it since
-                    if keeps(output, path.stat().st_size):
-                        kept.add(f["sha"])  # an object two outputs share stays if either keeps it
-            record["omitted"] = sorted(every - kept)
+            record["omitted"] = omitted(record, store.object_path)
             for sha in referenced_objects(record["outputs"]):
                 dest = store.local_object_path(sha, staging)
                 if sha not in record["omitted"] and not dest.exists():

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from . import BuildError, freeze
-from .cache import Entry, Store, atomic_write_text, diff_components
+from .cache import Entry, Store, atomic_write_text, diff_components, referenced_objects
 from .engine import in_environment
 from .fingerprint import FINGERPRINT, LEGACY_FINGERPRINT, ast_dump_digest, hash_value
 from .project import Codebase, Project
@@ -80,19 +80,32 @@ def _records(folder: Path) -> dict[str, dict[str, Any]]:
     return records
 
 
-def _write(folder: Path, records: dict[str, dict[str, Any]], about: dict[str, Any]) -> None:
+def _write(folder: Path, records: dict[str, dict[str, Any]], about: dict[str, Any],
+           new_objects: Callable[[str], Path] | None = None) -> None:
     """Replace the freeze's records and freeze.json, all at once: the new freeze is assembled beside the
-    old one (objects linked, not copied) and swapped in by two renames, as ``freeze.write`` does."""
+    old one (each object a record keeps linked from the old freeze, not copied, or else found by
+    ``new_objects(sha)``) and swapped in by two renames, as ``freeze.write`` does."""
     staging = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}.", suffix=".tmp"))
     os.chmod(staging, 0o755)
     try:
-        shutil.copytree(folder / "objects", staging / "objects", copy_function=_link_or_copy)
+        files = total = 0
         for gid, record in sorted(records.items()):
+            for sha in sorted(set(referenced_objects(record["outputs"])) - set(record.get("omitted", ()))):
+                dest = staging / "objects" / sha[:2] / sha
+                if dest.exists():
+                    continue
+                source = folder / "objects" / sha[:2] / sha
+                if not source.is_file() and new_objects is not None:
+                    source = new_objects(sha)
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                _link_or_copy(str(source), str(dest))
+                files, total = files + 1, total + dest.stat().st_size
             path = staging / "entries" / gid / f"{record['key']}.json"
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(json.dumps(record, indent=1, sort_keys=True) + "\n", encoding="utf-8")
         for gid, record in records.items():
             about["sections"][gid]["key"] = record["key"]
+        about.update(objects=files, bytes=total)
         atomic_write_text(staging / freeze.FREEZE_FILE, json.dumps(about, indent=1, sort_keys=True) + "\n")
         old = folder.with_name(f".{folder.name}.old.tmp")
         shutil.rmtree(old, ignore_errors=True)
@@ -388,3 +401,61 @@ def build_outputs(root: Path, commit: str | None, sections: list[str], profile: 
                              f"(nothing was changed): {(done.stderr or done.stdout).strip()[-1500:]}")
         store = Store(tmp / "cache")
         return {gid: record["output_digest"] for gid in sections for record in store.entries_of(gid)}
+
+
+# -- the sections that compute nothing ---------------------------------------------------------
+def lay_out(engine, folder: Path) -> str:
+    """Lay the freeze's portable sections (``Section.portable``: they compute nothing on a device and lay
+    out committed files, such as the benchmark tables) out anew on this machine, from the current code and
+    files, and write their results into the freeze; every computed result stays as it was. ``engine`` is
+    configured for the freeze's profile with the freeze as its layer. Returns what was done, in a line or two."""
+    folder = Path(folder)
+    about = freeze.read(folder)
+    if about is None:
+        raise BuildError(f"there is no freeze at {folder} (no {freeze.FREEZE_FILE}); nothing to lay out.")
+    records = _records(folder)
+    portable = [gid for gid in engine.order() if engine.sections[gid].section.portable]
+    if not portable:
+        raise BuildError("no section of the project is portable (Section(portable=True)), so there is nothing "
+                         "a freeze can take from this machine. Nothing was changed.")
+    result = engine.build(portable)
+    by_id = {r.id: r for r in result.results}
+    code = engine.project.codebase
+    head, dirty = _head(engine.project, code, sorted({m for gid in portable if by_id[gid].entry is not None
+                                                      for m in code.modules_of(by_id[gid].entry.record["components"])}))
+    if head is None or dirty:
+        raise BuildError(f"a freeze records the commit of the code that laid its results out, and "
+                         f"{', '.join(dirty) or 'the project'} {'are' if len(dirty) > 1 else 'is'} not committed; "
+                         f"commit the change, then lay the freeze out. Nothing was changed.")
+    laid, current = {}, []
+    for gid in portable:
+        res = by_id[gid]
+        if res.status in ("failed", "skipped", "stale") or res.stale_upstream:
+            why = res.error or ("its upstream is stale: " + ", ".join(res.stale_upstream) if res.stale_upstream
+                                else f"its result is {res.status}")
+            raise BuildError(f"{gid} could not be laid out here ({why}). Nothing was changed.")
+        old = records.get(gid)
+        if old is not None and old["key"] == res.entry.key:
+            current.append(gid)
+            continue
+        record = {**res.entry.record, "fingerprint": FINGERPRINT, "commit": head}
+        record["omitted"] = freeze.omitted(record, engine.store.object_path)
+        laid[gid] = {"from": [old.get("commit"), old["key"]] if old else None, "to": [head, res.entry.key],
+                     "output_digest": record.get("output_digest"), "changed": diff_components(
+                         old["components"], record["components"]) if old else ["new in this freeze"]}
+        records[gid] = record
+        about["sections"][gid] = {"key": res.entry.key, "wall_seconds": record.get("wall_seconds"),
+                                  "machine": record["machine"]}
+    if not laid:
+        return f"the portable sections of {folder} were current already ({', '.join(current)}); nothing was changed"
+    files = {m: code.sha256(m) for gid in laid for m in code.modules_of(records[gid]["components"])}
+    about["sources"] = {**about.get("sources", {}), head: {**about.get("sources", {}).get(head, {}), **files}}
+    about["rekeys"] = [*about.get("rekeys", []), {
+        "date": _today(), "what": f"portable sections laid out anew with the code and files of {head[:12]}",
+        "commit": head, "machine": f"{freeze._cpu_name()}, Python {platform.python_version()}",
+        "evidence": ("a portable section computes nothing on a device: it lays out committed files (its inputs, "
+                     "whose checksums join its key), so this machine computed it, and its record names this "
+                     "machine; every other section of the freeze is as it was computed"),
+        "sections": laid}]
+    _write(folder, records, about, engine.store.object_path)
+    return f"laid out {len(laid)} portable section(s) of {folder} on this machine: {', '.join(sorted(laid))}"

@@ -298,9 +298,11 @@ def _edition_view(edition: Edition, site: Site, seen_from: Edition) -> dict[str,
     sections = edition.manifest["sections"]
     figures = {fid: {**fig, "files": [{**f, "path": edition.href(f["path"], seen_from)} for f in fig["files"]]}
                for fid, (_sid, fig) in site.figures.items()}
-    machines = sorted({sec["machine"]["name"] for sec in sections.values() if sec.get("machine")})
+    machines = sorted({sec["machine"]["name"] for sec in sections.values() if sec.get("machine") and not sec.get("portable")})
+    laid_out = sorted({sec["machine"]["name"] for sec in sections.values() if sec.get("machine") and sec.get("portable")}
+                      - set(machines))
     return {"name": edition.name, "build": edition.manifest["build"], "sections": sections, "figures": figures,
-            "machines": machines, "freeze": edition.freeze, "href": lambda page_file: edition.href(page_file, seen_from),
+            "machines": machines, "laid_out": laid_out, "freeze": edition.freeze, "href": lambda page_file: edition.href(page_file, seen_from),
             "current": edition is seen_from}
 
 

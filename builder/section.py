@@ -43,7 +43,7 @@ class Section:
     (``"mnist"`` or repository paths such as ``content/images/x.png``) whose checksums join the
     cache key. ``uses`` names the shared resources (``engine.Resource``, e.g. a pretrained model)
     that ``run`` asks for with ``ctx.resource(name)``; their identities join the key. ``needs``
-    says what it occupies while it runs (see ``Needs``).
+    says what it occupies while it runs (see ``Needs``). ``portable``: see the field.
 
     Every parameter a profile resolves must be read by ``run``: one that is declared but never
     read fails the build, so a key never holds a value that changes nothing.
@@ -57,6 +57,9 @@ class Section:
     inputs: tuple[str, ...] = ()
     uses: tuple[str, ...] = ()
     needs: Needs = Needs()
+    # Its outputs are the same bytes on every machine: it computes nothing on a device and lays out committed
+    # files (a benchmark's results), so any machine may compute it for any edition and it says where it ran.
+    portable: bool = False
 
     def __post_init__(self):
         unknown = set(self.profiles) - set(PROFILES)

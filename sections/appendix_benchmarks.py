@@ -17,6 +17,7 @@ SECTION = Section(
     id="appendix_benchmarks",
     title="Appendix: benchmark results",
     inputs=(RESULTS,),
+    portable=True,  # it lays out committed results, so a new result is shown by whatever machine builds
 )
 
 
@@ -35,6 +36,7 @@ def run(ctx):
     deepfloyd_cpu, deepfloyd_gpu = _load("deepfloyd_full_size"), _load("deepfloyd_gpu")
     live = _load("live_sampler")
     scale = _load("scale_out")
+    writer = _load("writer_loop")
     machines = [(what, _machine(r["machine"])) for what, r in
                 (("build times", build), ("sampling throughput", sampling), ("training throughput", training)) if r]
     if gpu:
@@ -48,11 +50,15 @@ def run(ctx):
         machines.append(("live sampler (Chromium " + live["chromium"] + ")", _machine(live["machine"])))
     if scale:
         machines.append(("parallel and shared builds", _machine(scale["machine"])))
+    if writer:
+        machines.append(("the writer's loop", _machine(writer["machine"])))
     if machines:
         ctx.save_table("bench_machine", ["benchmark", "measured on"], machines,
                        caption="The machine each benchmark ran on, as the benchmark recorded it.")
     if build and "cold" in build:
         build_tables(ctx, build)
+    if writer:
+        writer_table(ctx, writer)
     if build:
         rows = []
         cold_seconds = build.get("cold", {}).get("seconds")
@@ -125,6 +131,23 @@ def live_variants_table(ctx, live):
                            f"sampler visits with another seed (onnxruntime in Python). The tolerance is "
                            f"{live['tolerance']:g}, the one that ties the published file to the torch model. "
                            f"The 8-bit graph was calibrated on the sampler's own x_t. python -m bench.live_sampler.")
+
+
+def writer_table(ctx, w):
+    """bench/results/writer_loop.json: what a writer waits for, against the goals of issue 37."""
+    goals = w["goals"]
+    rows = [["python build.py --list", w["list"]["median"], goals["list_seconds"]],
+            ["python build.py, nothing changed", w["noop"]["median"], goals["noop_seconds"]],
+            ["a saved edit to the reloaded page (--serve)", w["edit_to_reload"]["median"], goals["edit_to_reload_seconds"]]]
+    if "default_tests" in w:
+        rows.append(["the default test tier (python -m pytest)", w["default_tests"]["seconds"],
+                     goals["default_tests_seconds"]])
+    table = [[what, f"{seconds:.2f}" if seconds < 10 else f"{seconds:.0f}", f"{goal:g}", "yes" if seconds <= goal else "no"]
+             for what, seconds, goal in rows]
+    ctx.save_table("bench_writer_loop", ["what the writer does", "seconds", "goal (s)", "within the goal"], table,
+                   caption=f"The writer's loop on a copy of the checkout with both editions frozen (python -m "
+                           f"bench.writer_loop): the first three are the median of {w['runs']} runs in fresh "
+                           f"processes ({w['edit_to_reload']['method']}), the test tier one run.")
 
 
 def gpu_tables(ctx, gpu):

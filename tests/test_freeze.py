@@ -110,6 +110,21 @@ def test_another_editions_section_that_its_freeze_lacks_is_never_computed_here(t
     assert statuses(engine_for(toy_project, frozen=[frozen], cache="own").build())["side"] == "miss"
 
 
+def test_a_portable_section_is_computed_here_for_any_edition(toy_project, monkeypatch):
+    """A section that lays out committed files gives the same bytes anywhere: a new input is shown by
+    whatever machine builds, and it says so; the sections that compute stay as they were computed."""
+    from builder.section import Section
+
+    frozen = freeze_of(toy_project, device="mps")
+    edit(toy_project, "side", 'params={"fail": False}', 'params={"fail": False}, portable=True')
+    edit(toy_project, "up", "round(6)", "round(5)")
+    result = engine_for(toy_project, frozen=[frozen], other_edition=True).build()
+    assert statuses(result) == {"up": "stale", "down": "frozen", "side": "miss"}
+    side = next(r for r in result.results if r.id == "side")
+    assert side.entry.record["machine"]["device"] == "cpu"
+    assert Section("x", "t").portable is False
+
+
 def test_strict_turns_a_stale_result_into_an_error(toy_project):
     frozen = freeze_of(toy_project, device="mps")
     edit(toy_project, "up", "round(6)", "round(5)")

@@ -226,3 +226,40 @@ def test_a_change_beyond_code_is_never_carried(repo, tmp_path, monkeypatch):
     monkeypatch.setattr(type(section), "resolve", lambda self, profile: {"n": 4} if self.id == "up" else {})
     said = rekey.carry(eng, frozen, toy_outputs(repo, tmp_path))
     assert "still stale: up: changed beyond its code: params.n: 3 -> 4" in said
+
+
+def test_portable_sections_are_laid_out_into_the_freeze_and_the_computed_ones_stay_as_they_were(repo):
+    frozen = freeze_toy(repo)  # computed on another device (mps)
+    with pytest.raises(BuildError, match="no section of the project is portable"):
+        rekey.lay_out(engine_for(repo, frozen=[frozen]), frozen)
+    edit(repo, "side", 'params={"fail": False}', 'params={"fail": False}, portable=True')
+    edit(repo, "shade", "return 0.0", "return 0.25")  # the portable section's bytes change
+    second = commit(repo, "side lays out committed files")
+    computed = {gid: tree_bytes(frozen / "entries" / gid) for gid in ("up", "down")}
+    result = rendered(repo, frozen)
+    assert statuses(result) == {"up": "frozen", "down": "frozen", "side": "miss"}, "laid out here, each render"
+
+    edit(repo, "side", "Two by two", "2 x 2")  # not committed: refused, nothing changed
+    before = tree_bytes(frozen)
+    with pytest.raises(BuildError, match="toygens.side is not committed"):
+        rekey.lay_out(engine_for(repo, frozen=[frozen]), frozen)
+    assert tree_bytes(frozen) == before
+    git(repo, "checkout", "-q", "--", "toygens/side.py")
+
+    said = rekey.lay_out(engine_for(repo, frozen=[frozen]), frozen)
+    assert said.endswith("on this machine: side")
+    result = engine_for(repo, frozen=[frozen], cache="after").build()
+    assert set(statuses(result).values()) == {"frozen"} and result.executed == []
+    assert {gid: tree_bytes(frozen / "entries" / gid) for gid in ("up", "down")} == computed
+    about = freeze.read(frozen)
+    assert about["sections"]["side"]["machine"]["device"] == "cpu" and about["sections"]["up"]["machine"]["device"] == "mps"
+    log = about["rekeys"][-1]
+    assert log["commit"] == second and set(log["sections"]) == {"side"} and "computes nothing" in log["evidence"]
+    assert about["sources"][second]["toygens.shade"] == hashlib.sha256((repo / "toygens" / "shade.py").read_bytes()).hexdigest()
+    side = next(r for r in result.results if r.id == "side")
+    assert side.entry.record["commit"] == second
+    assert sorted(p.name for p in (frozen / "objects").rglob("*") if p.is_file()) == \
+        sorted({f["sha"] for r in result.results for o in r.entry.outputs for f in o["files"]}), \
+        "the freeze holds exactly the objects its records keep: the old side image is gone"
+    assert about["objects"] == sum(1 for p in (frozen / "objects").rglob("*") if p.is_file())
+    assert rekey.lay_out(engine_for(repo, frozen=[frozen]), frozen).startswith("the portable sections of")

@@ -13,8 +13,32 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 
+# The quick tier, what `pytest` runs by default: everything but the tests marked slow (whole smoke builds
+# of their own, the mutation sample, the gpu-check dry runs, benchmarks) and browser (headless Chromium).
+# `--all`, or FUN_DIFFUSION_TESTS=all, runs every test; CI (.ci/run) does.
+SLOW_TIER = ("slow", "browser")
+
+
+def pytest_addoption(parser):
+    parser.addoption("--all", action="store_true", default=os.environ.get("FUN_DIFFUSION_TESTS") == "all",
+                     help="run every test: also those marked slow or browser (CI runs them; the default tier "
+                          "leaves them out)")
+
+
+def pytest_report_header(config):
+    if not config.getoption("--all"):
+        return "quick tier: tests marked slow or browser are deselected; --all runs them too (as CI does)"
+    return None
+
+
 def pytest_collection_modifyitems(config, items):
-    """Tests marked ``gpu`` need CUDA; without it they are skipped, saying so."""
+    """The quick tier leaves out the slow tier; tests marked ``gpu`` need CUDA, and without it they are
+    skipped, saying so."""
+    if not config.getoption("--all"):
+        slow = [item for item in items if any(item.get_closest_marker(m) for m in SLOW_TIER)]
+        if slow:
+            config.hook.pytest_deselected(items=slow)
+            items[:] = [item for item in items if item not in slow]
     if not any(item.get_closest_marker("gpu") for item in items):
         return
     import torch

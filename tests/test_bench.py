@@ -7,6 +7,8 @@ import pytest
 
 from bench import build_times, live_sampler, sampling_throughput
 
+pytestmark = pytest.mark.slow  # the quick tier leaves it to CI (conftest.py, --all)
+
 
 def test_incremental_rebuilds_run_only_the_affected_sections(smoke_build, tmp_path):
     out = tmp_path / "build.json"

@@ -8,6 +8,8 @@ import pytest
 
 from tests.conftest import build
 
+pytestmark = pytest.mark.slow  # the quick tier leaves it to CI (conftest.py, --all)
+
 
 def site_files(site: Path) -> dict[str, bytes]:
     return {p.relative_to(site).as_posix(): p.read_bytes() for p in sorted(site.rglob("*")) if p.is_file()}

@@ -11,6 +11,8 @@ from types import SimpleNamespace
 
 import pytest
 
+pytestmark = pytest.mark.slow  # the quick tier leaves it to CI (conftest.py, --all)
+
 ROOT = Path(__file__).resolve().parent.parent
 
 

@@ -18,6 +18,8 @@ import pytest
 
 from tests.conftest import ROOT
 
+pytestmark = pytest.mark.slow  # the quick tier leaves it to CI (conftest.py, --all)
+
 SAMPLE, SEED = 80, 2026
 
 

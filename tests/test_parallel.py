@@ -19,7 +19,8 @@ from tests.test_cache import make_engine, statuses
 from tests.test_determinism import assert_same_site
 
 TIMED = '''
-import json, time
+import json, os, time
+from pathlib import Path
 import torch
 from builder.section import Needs, Section
 
@@ -28,9 +29,18 @@ SECTION = Section(id="{name}", title="Timed", params={{"seconds": 0.0}}, profile
 
 
 def run(ctx):
-    start = time.time()
-    time.sleep(ctx.params.seconds)
-    ctx.save_json("timing", {{"start": start, "end": time.time(), "threads": torch.get_num_threads()}})
+    start, met, seconds = time.time(), [], ctx.params.seconds
+    meeting = os.environ.get("TOY_MEETING")  # a folder where sections that run at the same time see each other
+    if meeting and SECTION.id.startswith("slow_"):
+        here = Path(meeting)
+        (here / SECTION.id).touch()
+        deadline = start + 120  # however slowly the workers start, the two meet if they overlap at all
+        while not met and time.time() < deadline:
+            met = sorted(p.name for p in here.iterdir() if p.name != SECTION.id)
+            time.sleep(0.02)
+    else:
+        time.sleep(seconds)
+    ctx.save_json("timing", {{"start": start, "end": time.time(), "threads": torch.get_num_threads(), "met": met}})
 '''
 
 
@@ -87,7 +97,7 @@ def test_impossible_needs_are_refused_where_they_are_declared(bad):
         Needs(**bad)
 
 
-def test_parallel_workers_give_the_serial_keys_and_outputs_and_run_at_once(toy_project):
+def test_parallel_workers_give_the_serial_keys_and_outputs_and_run_at_once(toy_project, monkeypatch):
     add_timed(toy_project, "slow_a", 1)
     add_timed(toy_project, "slow_b", 1)
     add_timed(toy_project, "whole", None, depends="slow_a")
@@ -99,6 +109,8 @@ def test_parallel_workers_give_the_serial_keys_and_outputs_and_run_at_once(toy_p
     parallel = make_engine(toy_project, profile="smoke")
     parallel.store.root = toy_project / "cache-parallel"
     parallel.config.threads, parallel.config.jobs = 2, 2
+    (toy_project / "meeting").mkdir()
+    monkeypatch.setenv("TOY_MEETING", str(toy_project / "meeting"))  # the workers inherit it
     result = parallel.build()
     assert statuses(result) == {gid: "miss" for gid in records}
     assert [r.id for r in result.results] == [r.id for r in serial_result.results]  # the summary's order
@@ -108,7 +120,8 @@ def test_parallel_workers_give_the_serial_keys_and_outputs_and_run_at_once(toy_p
             continue  # the timed ones hold the clock, and whole's key holds slow_a's digest
         assert mine["key"] == record["key"] and mine["outputs"] == record["outputs"]
     a, b, whole = (timing(parallel, g) for g in ("slow_a", "slow_b", "whole"))
-    assert a["start"] < b["end"] and b["start"] < a["end"], "the two one-thread sections must overlap"
+    # Each waited until it saw the other: they ran at the same time, however long the workers took to start.
+    assert (a["met"], b["met"]) == (["slow_b"], ["slow_a"]), "the two one-thread sections must overlap"
     assert whole["start"] >= a["end"], "a section starts after its upstream"
     cores = min(2, len(__import__("os").sched_getaffinity(0)))
     for engine in (serial, parallel):  # the declared threads, and the default, in either way of building
@@ -151,6 +164,7 @@ def test_a_worker_that_dies_fails_its_section_and_the_build_goes_on(toy_project)
     assert again.build().ok
 
 
+@pytest.mark.slow  # a whole smoke build per executor: the quick tier leaves it to CI (conftest.py, --all)
 @pytest.mark.parametrize("executor", ["local", "ray"])
 def test_a_parallel_smoke_build_writes_the_serial_site_byte_for_byte(smoke_build, tmp_path, executor):
     if executor == "ray":
@@ -161,6 +175,7 @@ def test_a_parallel_smoke_build_writes_the_serial_site_byte_for_byte(smoke_build
     assert_same_site(smoke_build["site"], tmp_path / "site")
 
 
+@pytest.mark.slow  # starts a Ray instance
 def test_a_result_from_a_ray_node_without_this_disk_comes_home_through_the_shared_cache(toy_project, tmp_path):
     pytest.importorskip("ray", reason="ray is an optional extra (scripts/env.sh installs it)")
     from builder.engine import SectionResult

@@ -154,6 +154,7 @@ def test_streams_on_another_device_give_the_same_numbers_as_on_the_cpu(cuda_rule
     assert torch.equal(a.images, b.images)
 
 
+@pytest.mark.slow
 def test_a_whole_smoke_build_with_every_stream_on_another_device(cuda_rules, monkeypatch, tmp_path):
     from builder.context import Context, derive_seed
     import backends

@@ -22,6 +22,8 @@ from tests.conftest import ROOT, build, statuses as report_statuses
 from tests.test_cache import make_engine, statuses
 from tests.test_determinism import assert_same_site
 
+pytestmark = pytest.mark.slow  # the quick tier leaves it to CI (conftest.py, --all)
+
 
 def machine(root: Path, name: str, url: str) -> Engine:
     """The toy project on a machine of its own: its own local cache, the shared one at ``url``."""

@@ -126,11 +126,15 @@ def preview(args, argv: list[str]) -> int:
 
     settings = _settings(args)
     settings.resources[backends.RESOURCE] = backends.resource(args, app.resolve(settings).device, PROJECT)
+    settings.defer_index = True  # an edit reaches the page first; the search index follows (see rebuild)
+    later = []
 
     def rebuild() -> str | None:
         start = time.perf_counter()
         try:
             result, summary = app.build(settings, progress_bar=False, out=sys.stdout)
+            if summary and summary.get("later"):
+                later.append(summary.pop("later"))
         except BuildError as exc:
             errors = [str(exc)]
         else:
@@ -149,7 +153,15 @@ def preview(args, argv: list[str]) -> int:
         print(f"error: the preview cannot listen on 127.0.0.1:{args.port} ({exc.strerror or exc}). Choose another "
               f"port with --port N, or --port 0 for any free one.", file=sys.stderr)
         return 2
+    def after_publish() -> None:
+        while later:
+            try:
+                later.pop()()
+            except BuildError as exc:
+                print(f"preview: the search index was not written: {exc}", flush=True)
+
     state.publish(rebuild())
+    after_publish()
     watched = [PROJECT.root / name for name in dict.fromkeys(WATCHED)]
     print(f"preview: serving {args.site_dir} on http://127.0.0.1:{server.server_port}/ ; watching "
           f"{', '.join(p.name for p in watched if p.exists())}; Ctrl-C stops", flush=True)
@@ -166,7 +178,7 @@ def preview(args, argv: list[str]) -> int:
                                       "--serve", *port])
 
     try:
-        serve.watch_and_rebuild(state, rebuild, watched, on_change=on_change)
+        serve.watch_and_rebuild(state, rebuild, watched, on_change=on_change, after=after_publish)
     except KeyboardInterrupt:
         pass
     server.shutdown()

@@ -98,7 +98,7 @@ def _in_chromium(base: str, path: Path, original: str, runs: int) -> dict:
         for i in range(runs):
             start = time.perf_counter()
             marker = _edit(path, original, i)
-            page.wait_for_function(f"() => document.body.innerText.includes({json.dumps(marker)})", polling=5,
+            page.wait_for_function(f"() => document.body !== null && document.body.innerText.includes({json.dumps(marker)})", polling=5,
                                    timeout=60_000)
             seconds.append(time.perf_counter() - start)
             page.wait_for_timeout(1000)

@@ -7,16 +7,12 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from jinja2 import TemplateError
-
 from . import BuildError, statcache
 from .cache import Store
-from .cache_gc import record_build
 from .engine import BuildConfig, BuildResult, Engine, Resource, SectionResult
 from .fingerprint import hash_value
 from .project import Project
 from .registry import discover
-from .render import Edition, render_editions, template_failure
 from .section import PROFILES
 
 
@@ -44,6 +40,8 @@ class Settings:
     executor: str = "local"  # local worker processes, or ray
     ray_address: str | None = None
     resources: dict[str, Resource] = field(default_factory=dict)
+    # The live preview: write the pages first and the search index after them (the summary's ``later``).
+    defer_index: bool = False
 
     def __post_init__(self):
         root = self.project.root
@@ -207,6 +205,8 @@ def build(settings: Settings, progress_bar: bool = True, out=sys.stdout) -> tupl
         # What this build used of the local cache, so that `cache gc` keeps it (results in a frozen layer
         # are not the local cache's to delete).
         reached = {r.id: r.entry.key for r in result.results if r.entry is not None and r.entry.layer is None}
+        from .cache_gc import record_build
+
         record_build(engine.store, settings.project.root, engine.config.profile, reached)
         shared = engine.config.shared
         if shared is not None:
@@ -274,6 +274,7 @@ def _build(engine: Engine, settings: Settings, progress_bar: bool, out) -> tuple
         except BuildError as exc:
             return result, {"error": str(exc)}
     from . import freeze
+    from .edition import Edition
 
     profile = engine.config.profile
     freezes = {name: freeze.read(Path(settings.frozen_dir) / name) for name in {profile, *settings.project.editions}}
@@ -292,21 +293,33 @@ def _build(engine: Engine, settings: Settings, progress_bar: bool, out) -> tuple
     except BuildError as exc:
         # The figures are safely cached; only the pages could not be written.
         return result, {"error": str(exc)}
-    except TemplateError as exc:  # render_site names most template errors itself; this is the fallback
-        return result, {"error": template_failure(exc, settings.templates_dir)}
     return result, summary
 
 
-def _render(engine: Engine, settings: Settings, editions: list[Edition]) -> dict[str, Any]:
-    """The site, rendered unless it was rendered from these very inputs and is as that render left it."""
+def _render(engine: Engine, settings: Settings, editions: list) -> dict[str, Any]:
+    """The site, rendered unless it was rendered from these very inputs and is as that render left it
+    (Jinja and the render are imported only when a site is written)."""
     from . import rendered
 
     pages, cache_root = settings.project.pages, engine.store.root
     digest = rendered.inputs_digest(editions, pages, settings.content_dir, settings.templates_dir)
     summary = rendered.unchanged(cache_root, settings.site_dir, digest)
     if summary is None:
-        summary = render_editions(editions, pages, settings.content_dir, settings.templates_dir, settings.site_dir)
-        rendered.remember(cache_root, settings.site_dir, digest, summary)
+        from jinja2 import TemplateError
+
+        from .render import render_editions, template_failure
+
+        try:
+            summary = render_editions(editions, pages, settings.content_dir, settings.templates_dir,
+                                      settings.site_dir, defer_index=settings.defer_index)
+        except TemplateError as exc:  # render_editions names most template errors itself; this is the fallback
+            raise BuildError(template_failure(exc, settings.templates_dir)) from None
+        later = summary.pop("later", None)
+        if later is None:
+            rendered.remember(cache_root, settings.site_dir, digest, summary)
+        else:  # the render is whole, and so worth remembering, once the index is written too
+            done = dict(summary)
+            summary["later"] = lambda: (later(), rendered.remember(cache_root, settings.site_dir, digest, done))
     return summary
 
 

@@ -28,5 +28,10 @@ def get(key: Hashable, compute: Callable[[], Any]) -> Any:
     return value
 
 
+def kept(key: Hashable) -> bool:
+    """Whether a value is kept under ``key`` (``get`` would not compute it)."""
+    return key in _values
+
+
 def clear() -> None:
     _values.clear()

@@ -30,6 +30,7 @@ from markupsafe import Markup
 
 from . import BuildError, memo
 from .cache import atomic_write_bytes
+from .edition import Edition
 from .faults import crash_point
 from .fingerprint import canonical_json, hash_value, sha256_bytes, sha256_known
 from .project import Page
@@ -205,33 +206,22 @@ class Site:
         page out before the (lazy) images arrive, so nothing below moves and links land."""
         if self.object_path is None or "sha" not in file:
             return {}
-        path = self.object_path(file["sha"])
-        if file["ext"] not in ("png", "gif"):
-            return {"bytes": path.stat().st_size}
-        width, height = png_size(path)
-        return {"width": width, "height": height, "bytes": path.stat().st_size}
+        return memo.get(("size", file["sha"], file["ext"]), lambda: _intrinsic_size(self.object_path(file["sha"]),
+                                                                                     file["ext"]))
+
+
+def _intrinsic_size(path: Path, ext: str) -> dict[str, int]:
+    """What ``Site._size`` says of one stored object (its bytes decide it: objects are named by their hash)."""
+    if ext not in ("png", "gif"):
+        return {"bytes": path.stat().st_size}
+    width, height = png_size(path)
+    return {"width": width, "height": height, "bytes": path.stat().st_size}
 
 
 def figure_filename(fig: dict[str, Any], file: dict[str, Any]) -> str:
     """The one rule for a figure file's place in the site; templates read it as ``file.path``."""
     role = "" if file["role"] in ("image", "animation") else f"-{file['role']}"
     return f"figures/{fig['id']}{role}.{file['ext']}"
-
-
-@dataclass
-class Edition:
-    """One edition of the report: the same pages computed with one profile, in ``folder`` of the site
-    ("" for the edition readers land on)."""
-
-    name: str
-    manifest: dict[str, Any]
-    object_path: Callable[[str], Path]
-    folder: str = ""
-    freeze: dict[str, Any] | None = None  # the freeze.json it was rendered from, if any (times, date)
-
-    def href(self, page_file: str, seen_from: "Edition") -> str:
-        """The link to ``page_file`` of this edition from a page of ``seen_from``."""
-        return ("../" if seen_from.folder else "") + self.folder + page_file
 
 
 def render_site(manifest: dict[str, Any], pages: tuple[Page, ...], content_dir: Path, templates_dir: Path,
@@ -242,13 +232,17 @@ def render_site(manifest: dict[str, Any], pages: tuple[Page, ...], content_dir: 
 
 
 def render_editions(editions: list[Edition], pages: tuple[Page, ...], content_dir: Path, templates_dir: Path,
-                    out_dir: Path) -> dict[str, Any]:
+                    out_dir: Path, defer_index: bool = False) -> dict[str, Any]:
     """Write the whole site into ``out_dir``: every edition in its folder, each page linking to the same
     page of the others, and a comparison page (``compare.html``, where the templates have one) when there
     are several; returns a summary (pages, files, bytes).
 
     Every file is written atomically and only when its bytes change, so an interrupted render
     leaves no half-written file and a warm rebuild touches nothing.
+
+    ``defer_index`` (the live preview): where the search index must be made anew (a second of lunr) and
+    the folder has one, the pages are written first, beside the last index, and the summary's ``later``
+    writes the new index; the reader sees an edit before the search knows it.
     """
     content = read_content(content_dir, pages)
     templates_dir = Path(templates_dir)
@@ -273,7 +267,14 @@ def render_editions(editions: list[Edition], pages: tuple[Page, ...], content_di
         warnings += [f"{edition.name} edition: {note}" if len(editions) > 1 else note for note in notes]
         search_docs += docs
     # One index at the root, for every edition's pages.
-    written[INDEX_FILE] = memo.get(("search", hash_value(search_docs)), lambda: index_script(search_docs))
+    index_key, later = ("search", hash_value(search_docs)), None
+    last_index = Path(out_dir) / INDEX_FILE
+    if defer_index and not memo.kept(index_key) and last_index.is_file():
+        written[INDEX_FILE] = last_index.read_bytes()  # kept as it is until ``later`` replaces it
+        index_bytes = lambda: memo.get(index_key, lambda: index_script(search_docs))  # noqa: E731
+        later = lambda: _write_one(Path(out_dir), INDEX_FILE, index_bytes())  # noqa: E731
+    else:
+        written[INDEX_FILE] = memo.get(index_key, lambda: index_script(search_docs))
     if compare:
         try:
             written["compare.html"] = env.get_template("compare.html").render(
@@ -288,8 +289,9 @@ def render_editions(editions: list[Edition], pages: tuple[Page, ...], content_di
         inner = next((rel[len(f):] for f in folders if rel.startswith(f)), rel)
         kind = "pages" if inner.endswith(".html") else Path(inner).parts[0]  # figures/..., static/... or a file
         sizes[kind if kind in sizes else "other"] += len(data)
-    return {"files": len(written), "changed": changed, "removed": removed,
-            "bytes": sum(len(d) for d in written.values()), "sizes": sizes, "warnings": warnings}
+    summary = {"files": len(written), "changed": changed, "removed": removed,
+               "bytes": sum(len(d) for d in written.values()), "sizes": sizes, "warnings": warnings}
+    return {**summary, "later": later} if later is not None else summary
 
 
 def _edition_view(edition: Edition, site: Site, seen_from: Edition) -> dict[str, Any]:
@@ -440,6 +442,17 @@ def _write(written: dict[str, bytes], out_dir: Path, hashes: dict[str, str] | No
 
 # What this process last wrote, or found, at each path of a site: (size, mtime, inode, sha256 of the bytes).
 _ON_DISK: dict[str, tuple[int, int, int, str]] = {}
+
+
+def _write_one(out_dir: Path, rel: str, data: bytes) -> None:
+    """One file of the site, written as ``_write`` writes each (atomically, only if its bytes changed)."""
+    target, sha = out_dir / rel, sha256_bytes(data)
+    try:
+        if not _as_written(target, data, sha):
+            atomic_write_bytes(target, data)
+            _remember_written(target, sha)
+    except OSError as exc:
+        raise BuildError(write_failure(exc, out_dir, target)) from None
 
 
 def _as_written(target: Path, data: bytes, sha: str) -> bool:

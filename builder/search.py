@@ -12,6 +12,9 @@ import json
 import re
 from typing import Any, Iterable
 
+from . import memo
+from .fingerprint import sha256_bytes
+
 INDEX_FILE = "search-index.js"
 _SKIPPED = {"math", "script", "style", "details", "svg"}  # MathML is symbols, provenance is hashes
 _H3 = re.compile(r'<h3 id="([^"]+)"[^>]*>(.*?)</h3>', re.S)
@@ -46,18 +49,27 @@ def plain_text(fragment: str) -> str:
 
 
 def page_documents(sections: Iterable[dict[str, Any]], href: str, page_title: str, edition: str) -> list[dict]:
-    """One document per section of a page and per ``###`` heading within it, each linking to its anchor."""
+    """One document per section of a page and per ``###`` heading within it, each linking to its anchor.
+    A process keeps each section's documents under the hash of its HTML (builder.memo): a live preview's
+    edit parses only the section it changed."""
     docs = []
     for sec in sections:
-        parts = _H3.split(str(sec["html"]))  # [intro, id, heading, body, id, heading, body, ...]
-        pieces = [(sec["id"], sec["title"], parts[0])]
-        pieces += [(parts[i], f"{sec['title']}: {plain_text(parts[i + 1])}", parts[i + 2])
-                   for i in range(1, len(parts), 3)]
-        for anchor, title, body in pieces:
-            text = plain_text(body)
-            if text:
-                docs.append({"id": f"{href}#{anchor}", "title": title.strip(),
-                             "page": page_title, "edition": edition, "text": text})
+        fragment = str(sec["html"])
+        key = ("search-docs", sha256_bytes(fragment.encode("utf-8")), sec["id"], sec["title"], href, page_title, edition)
+        docs += memo.get(key, lambda: _section_documents(sec["id"], sec["title"], fragment, href, page_title, edition))
+    return docs
+
+
+def _section_documents(anchor: str, title: str, fragment: str, href: str, page_title: str, edition: str) -> list[dict]:
+    parts = _H3.split(fragment)  # [intro, id, heading, body, id, heading, body, ...]
+    pieces = [(anchor, title, parts[0])]
+    pieces += [(parts[i], f"{title}: {plain_text(parts[i + 1])}", parts[i + 2]) for i in range(1, len(parts), 3)]
+    docs = []
+    for piece_anchor, piece_title, body in pieces:
+        text = plain_text(body)
+        if text:
+            docs.append({"id": f"{href}#{piece_anchor}", "title": piece_title.strip(),
+                         "page": page_title, "edition": edition, "text": text})
     return docs
 
 

@@ -143,11 +143,13 @@ def start_server(site_dir: Path, preview: Preview, port: int = 8000, host: str =
 
 def watch_and_rebuild(preview: Preview, rebuild: Callable[[], str | None], paths: Iterable[Path],
                       on_change: Callable[[set[str]], None] = lambda changed: None,
-                      stop: threading.Event | None = None) -> None:
+                      stop: threading.Event | None = None, after: Callable[[], None] = lambda: None) -> None:
     """Each time files under ``paths`` change (watchfiles: editor swap files and ``__pycache__`` are
-    ignored), call ``rebuild`` (None on success, else the error's paragraph) and publish the result."""
+    ignored), call ``rebuild`` (None on success, else the error's paragraph), publish the result, so that
+    the open pages reload, and then call ``after`` (what the rebuild left for later)."""
     from watchfiles import watch
 
     for changes in watch(*[str(p) for p in paths if p.exists()], stop_event=stop, debounce=800, step=50):
         on_change({path for _change, path in changes})
         preview.publish(rebuild())
+        after()

@@ -163,7 +163,7 @@ def test_an_edit_reloads_the_open_page_where_the_reader_was(tmp_path):
             SHOTS.mkdir(parents=True, exist_ok=True)
             page.screenshot(path=str(SHOTS / "preview-1-before.png"))
             blur.write_text(original.replace("in numbers.", "in numbers. A SENTENCE TYPED JUST NOW."))
-            page.wait_for_function("() => document.body.innerText.includes('A SENTENCE TYPED JUST NOW')", timeout=90_000)
+            page.wait_for_function("() => document.body !== null && document.body.innerText.includes('A SENTENCE TYPED JUST NOW')", timeout=90_000)
             page.wait_for_load_state("load")
             page.wait_for_timeout(500)
             assert abs(page.evaluate("() => window.scrollY") - y) < 40, "the reload must keep the reader's place"

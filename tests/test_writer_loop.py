@@ -70,15 +70,36 @@ sys.path.insert(0, ".")
 import build
 build.main(["--list", "--cache-dir", sys.argv[1] if len(sys.argv) > 1 else {cache!r}])
 print("TORCH", "torch" in sys.modules, "SECTIONS", sorted(m for m in sys.modules if m.startswith("sections.")))
+print("HEAVY", sorted(m for m in ("numpy", "PIL", "jinja2", "markdown", "torch") if m in sys.modules))
 """
 
 
 def test_listing_imports_no_section_module_once_their_declarations_are_remembered(tmp_path):
     code = LIST.format(cache=str(tmp_path / "cache"))
-    first = _python(code).splitlines()[-1]
-    second = _python(code).splitlines()[-1]
+    first = _python(code).splitlines()[-2]
+    second, heavy = _python(code).splitlines()[-2:]
     assert "SECTIONS []" not in first, "the first listing imports the modules to read their declarations"
     assert second == "TORCH False SECTIONS []", second
+    assert heavy == "HEAVY []", "a listing needs neither numpy, Pillow (figures), Jinja nor Markdown (pages)"
+
+
+NO_OP = """
+import sys
+sys.path.insert(0, ".")
+import build
+code = build.main(["--no-progress", "--cache-dir", sys.argv[1], "--site-dir", sys.argv[2]])
+print("HEAVY", code, sorted(m for m in ("numpy", "PIL", "jinja2", "markdown", "torch") if m in sys.modules))
+"""
+
+
+def test_a_build_with_nothing_to_compute_or_render_imports_nothing_heavy(tmp_path):
+    """Both editions from their freezes, the pages as the last render left them: the figures' writers, the
+    templates' engine and torch are never imported (the render stamp and the stat cache say enough)."""
+    args = [str(tmp_path / "cache"), str(tmp_path / "site")]
+    done = subprocess.run([sys.executable, "-c", NO_OP, *args], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0 and "'jinja2'" in done.stdout.splitlines()[-1], done.stdout[-2000:] + done.stderr[-2000:]
+    again = subprocess.run([sys.executable, "-c", NO_OP, *args], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert again.stdout.splitlines()[-1] == "HEAVY 0 []", again.stdout[-2000:] + again.stderr[-2000:]
 
 
 def test_an_edited_section_module_is_imported_again_for_its_declaration(tmp_path):
@@ -91,7 +112,7 @@ def test_an_edited_section_module_is_imported_again_for_its_declaration(tmp_path
     module = copy / "sections" / "b1_2_noising.py"
     module.write_text(module.read_text().replace('title="Part B 1.2', 'title="Part B 1.2 (edited)', 1))
     out = _python(code, copy)
-    assert "Part B 1.2 (edited)" in out and "'sections.b1_2_noising'" in out.splitlines()[-1]
+    assert "Part B 1.2 (edited)" in out and "'sections.b1_2_noising'" in out.splitlines()[-2]
 
 
 @pytest.fixture
@@ -109,9 +130,10 @@ def site_of(smoke_build, tmp_path):
     cache = tmp_path / "cache"
     shutil.copytree(smoke_build["cache"], cache)
 
-    def build():
+    def build(defer_index=False):
         settings = app.Settings(PROJECT, profile="smoke", device="cpu", cache_dir=cache, site_dir=tmp_path / "site",
-                                content_dir=tmp_path / "content", templates_dir=tmp_path / "templates")
+                                content_dir=tmp_path / "content", templates_dir=tmp_path / "templates",
+                                defer_index=defer_index)
         app.resolve(settings)
         settings.resources[backends.RESOURCE] = backends.resource(cli.parse_args(["--profile", "smoke"]), "cpu", PROJECT)
         result, summary = app.build(settings, progress_bar=False, out=io.StringIO())
@@ -127,7 +149,7 @@ def test_a_rebuild_with_nothing_changed_renders_nothing_and_every_kind_of_change
     assert site_of()["changed"] > 0
     calls = []
     real = render.render_editions
-    monkeypatch.setattr("builder.app.render_editions", lambda *a, **k: calls.append(1) or real(*a, **k))
+    monkeypatch.setattr("builder.render.render_editions", lambda *a, **k: calls.append(1) or real(*a, **k))
     assert site_of()["changed"] == 0 and calls == [], "nothing changed: the render is skipped"
 
     blur = site_of.dir / "content" / "a12-blur.md"
@@ -153,7 +175,7 @@ def test_a_rebuild_with_nothing_changed_renders_nothing_and_every_kind_of_change
 
 def test_the_render_stamp_sees_a_changed_figure_and_engine_code(tmp_path):
     from builder.project import Page
-    from builder.render import Edition
+    from builder.edition import Edition
 
     (tmp_path / "content").mkdir()
     (tmp_path / "templates").mkdir()
@@ -186,3 +208,28 @@ def test_a_warm_process_renders_again_only_the_content_file_that_changed(site_of
     site_of()
     cold = {p.relative_to(site): p.read_bytes() for p in site.rglob("*") if p.is_file()}
     assert warm == cold and len(fresh) > 1
+
+
+def test_the_preview_writes_an_edit_into_the_page_first_and_the_search_index_after_it(site_of, monkeypatch):
+    """--serve renders with defer_index: the page shows the edit at once, beside the last search index, and
+    the summary's ``later`` writes the index a render from nothing writes; then the render is remembered."""
+    site = site_of.dir / "site"
+    site_of()
+    before = (site / "search-index.js").read_bytes()
+    blur = site_of.dir / "content" / "a12-blur.md"
+    blur.write_text(blur.read_text().replace("in numbers.", "in numbers. QUIXOTIC ZEPHYR."))
+    summary = site_of(defer_index=True)
+    assert "QUIXOTIC ZEPHYR" in (site / "part-a.html").read_text()
+    assert (site / "search-index.js").read_bytes() == before, "the index waits for later()"
+    summary["later"]()
+    index = (site / "search-index.js").read_bytes()
+    assert b"QUIXOTIC ZEPHYR" in index
+    calls = []
+    real = render.render_editions
+    monkeypatch.setattr("builder.render.render_editions", lambda *a, **k: calls.append(1) or real(*a, **k))
+    assert site_of()["changed"] == 0 and calls == [], "the render, index included, was remembered"
+    memo.clear()
+    shutil.rmtree(site)
+    site_of()
+    assert (site / "search-index.js").read_bytes() == index
+    assert "later" not in site_of(defer_index=True), "nothing to defer when the index is known"

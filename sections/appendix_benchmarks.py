@@ -144,10 +144,13 @@ def writer_table(ctx, w):
                      goals["default_tests_seconds"]])
     table = [[what, f"{seconds:.2f}" if seconds < 10 else f"{seconds:.0f}", f"{goal:g}", "yes" if seconds <= goal else "no"]
              for what, seconds, goal in rows]
+    no_bytecode = w.get("environment", {}).get("PYTHONDONTWRITEBYTECODE")
     ctx.save_table("bench_writer_loop", ["what the writer does", "seconds", "goal (s)", "within the goal"], table,
                    caption=f"The writer's loop on a copy of the checkout with both editions frozen (python -m "
-                           f"bench.writer_loop): the first three are the median of {w['runs']} runs in fresh "
-                           f"processes ({w['edit_to_reload']['method']}), the test tier one run.")
+                           f"bench.writer_loop): the first two are the median of {w['runs']} runs, each a fresh "
+                           f"process{' that caches no bytecode (PYTHONDONTWRITEBYTECODE was set)' if no_bytecode else ''}; "
+                           f"the third the median of {w['runs']} edits in one warm preview "
+                           f"({w['edit_to_reload']['method']}); the test tier one run.")
 
 
 def gpu_tables(ctx, gpu):

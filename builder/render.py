@@ -192,6 +192,8 @@ class Site:
                     files.append({"role": "poster", "ext": "png", "path": f"figures/{fig['id']}-poster.png",
                                   "poster_of": strip["sha"], "frames": fig["frames"], "width": width,
                                   "height": height})
+                if fig.get("meta", {}).get("display") == "hybrid":
+                    files += _far_views(fig, files, sec["params"].get("seen_small_px"))
                 self.figures[fig["id"]] = (sid, {**fig, "files": files})
         self.digest = hash_value(self.manifest)  # what the manifest decides, for memo keys
 
@@ -216,6 +218,26 @@ def _intrinsic_size(path: Path, ext: str) -> dict[str, int]:
         return {"bytes": path.stat().st_size}
     width, height = png_size(path)
     return {"width": width, "height": height, "bytes": path.stat().st_size}
+
+
+def _far_views(fig: dict[str, Any], files: list[dict[str, Any]], judged_px: int | None) -> list[dict[str, Any]]:
+    """A hybrid image's far views: each of its images area-averaged down to fewer pixels (see
+    ``area_average_png``), as an eye at a distance resolves it: from the size the section's classifier read
+    it at (``judged_px``) up to its own, in steps of two. The page shows them enlarged pixel by pixel (the "from afar" copies, and the size slider
+    below the image's own size), never the browser's own downscaling or a nearest-neighbour copy of the
+    full image, which keep the high frequencies that distance removes. Derived from the stored bytes at
+    render time, like the posters, so they join no key."""
+    views, seen = [], set()
+    for f in files:
+        if f["ext"] != "png" or "width" not in f or f["sha"] in seen:
+            continue
+        seen.add(f["sha"])
+        sizes = range(judged_px or 4, f["width"], 2)  # from what the classifier read up to the image itself
+        for px in sizes:
+            views.append({"role": f"{f['role']}-{px}px", "ext": "png", "shrunk_of": f["sha"], "px": px,
+                          "path": f"figures/{fig['id']}-{f['role']}-{px}px.png", "width": px,
+                          "height": max(1, round(f["height"] * px / f["width"])), "judged": px == judged_px})
+    return views
 
 
 def figure_filename(fig: dict[str, Any], file: dict[str, Any]) -> str:
@@ -371,6 +393,10 @@ def _site_files(site: Site, rendered: dict[str, list[dict[str, Any]]], used: set
             if "poster_of" in f:
                 written[f["path"]] = memo.get(("poster", f["poster_of"], f["frames"]),
                                               lambda: last_frame_png(object_path(f["poster_of"]), f["frames"]))
+            elif "shrunk_of" in f:
+                written[f["path"]] = memo.get(("shrunk", f["shrunk_of"], f["width"], f["height"]),
+                                              lambda: area_average_png(object_path(f["shrunk_of"]),
+                                                                       (f["width"], f["height"])))
             else:  # a content-addressed object: its bytes are its hash's
                 written[f["path"]] = memo.get(("object", f["sha"]), lambda: object_path(f["sha"]).read_bytes())
                 hashes[f["path"]] = f["sha"]
@@ -385,7 +411,7 @@ def _site_files(site: Site, rendered: dict[str, list[dict[str, Any]]], used: set
     pages = list(site.pages.values())
     shown = [p for p in pages if rendered[p.name] or p is pages[0]]
     nav = [{"page": p.name, "href": p.file, "title": p.title, "short": p.short,
-            "sections": [{"id": s["id"], "title": s["title"]} for s in rendered[p.name]]} for p in shown]
+            "sections": numbered_contents(rendered[p.name])} for p in shown]
     try:
         page_tpl = env.get_template("page.html")
         for page in shown:
@@ -398,6 +424,19 @@ def _site_files(site: Site, rendered: dict[str, list[dict[str, Any]]], used: set
     written["manifest.json"] = (json.dumps(site.manifest, indent=1, sort_keys=True) + "\n").encode()
     written[".nojekyll"] = b""
     return written
+
+
+_NUMBERED = re.compile(r"(\d+(\.\d+)*|[A-Z]\.)\s")  # "1.7.1 Editing ...", "A. How the numbers ..."
+
+
+def numbered_contents(sections: list[dict[str, Any]]) -> list[dict[str, str]]:
+    """A page's numbered entries in reading order: every section, and each heading of a section that the
+    page's contents list (``###``) whose title carries a number ("1.7.1 ..."); what the landing page lists."""
+    entries = []
+    for sec in sections:
+        entries.append({"id": sec["id"], "title": sec["title"]})
+        entries += [{"id": t["id"], "title": t["name"]} for t in sec["toc"] if _NUMBERED.match(t["name"])]
+    return entries
 
 
 def contents_tree(sections: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -545,6 +584,31 @@ def last_frame_png(strip: Path, frames: int) -> bytes:
         width = image.width // frames
         buf = io.BytesIO()
         image.crop((image.width - width, 0, image.width, image.height)).save(buf, format="PNG", optimize=True)
+    return buf.getvalue()
+
+
+def area_average_png(image_file: Path, size: tuple[int, int]) -> bytes:
+    """The image shrunk to ``size`` (width, height): each new pixel the mean of the pixels in its bin, with
+    the bins of adaptive average pooling (row bin i spans floor(i H / h) to ceil((i + 1) H / h)), which is
+    how the sections' classifier reads an image seen small (torch's ``interpolate(mode="area")``). Pillow's
+    box filter is not used: between whole factors it drops or keeps pixels instead of averaging them."""
+    import io
+    import math
+
+    import numpy as np
+    from PIL import Image
+
+    with Image.open(image_file) as image:
+        pixels = np.asarray(image if image.mode in ("L", "RGB") else image.convert("RGB"), dtype=np.float64)
+    (height, width), (new_width, new_height) = pixels.shape[:2], size
+
+    def bins(old: int, new: int) -> list[tuple[int, int]]:
+        return [(i * old // new, math.ceil((i + 1) * old / new)) for i in range(new)]
+
+    shrunk = np.array([[pixels[r0:r1, c0:c1].mean(axis=(0, 1)) for c0, c1 in bins(width, new_width)]
+                       for r0, r1 in bins(height, new_height)])
+    buf = io.BytesIO()
+    Image.fromarray(np.round(shrunk).astype(np.uint8)).save(buf, format="PNG", optimize=True)
     return buf.getvalue()
 
 

@@ -365,11 +365,119 @@ def test_hybrid_slider_resizes_the_image(browser, bases):
         before = live.bounding_box()["width"]
         sizes = figure.locator(".hybrid-set").first.locator("img").evaluate_all("(els) => els.map((e) => e.width)")
         assert len(set(sizes)) >= 3, f"one sample at several sizes side by side, got {sizes}"
+        original = live.get_attribute("src")
         slider.focus()
         page.keyboard.press("Home")
         after = live.bounding_box()["width"]
         assert after < before and abs(after - float(slider.get_attribute("min"))) < 1
-        assert "smooth" in live.get_attribute("class"), "shrunk below its own size, the image is drawn smoothly"
+        # Shrunk below its own size, it is a far view: the image area-averaged to at most that many pixels,
+        # drawn pixel by pixel (the browser's own downscaling is not relied on).
+        page.wait_for_function("(img) => img.complete && img.naturalWidth > 0", arg=live.element_handle())
+        assert live.get_attribute("src").endswith("-8px.png") and "pixelated" in live.get_attribute("class")
+        assert live.evaluate("(img) => img.naturalWidth") == 8
+        page.keyboard.press("End")
+        assert live.get_attribute("src") == original, "at or above its own size, the image itself"
+        far = figure.locator(".hybrid-fixed img").nth(1)  # the copy "from afar"
+        far.scroll_into_view_if_needed()
+        page.wait_for_function("(img) => img.complete && img.naturalWidth > 0", arg=far.element_handle())
+        assert far.evaluate("(img) => img.naturalWidth") == 8, "from afar: the 8 x 8 view the classifier reads"
+
+
+# Where a deep link's target is in every frame from the start of the page to 600 ms after its load event,
+# recorded by the page itself (so however late the test looks, the times are the page's own).
+RECORD_LANDING = """(() => {
+  const id = decodeURIComponent(location.hash.slice(1)), frames = [];
+  window.__landing = frames;
+  const sample = () => {
+    const target = id && document.getElementById(id);
+    if (target) {
+      const heading = target.matches("section") ? target.querySelector("h2, h3") : target;
+      frames.push([performance.now(), heading.getBoundingClientRect().top]);
+    }
+    const nav = performance.getEntriesByType("navigation")[0];
+    if (!nav || !nav.loadEventEnd || performance.now() - nav.loadEventEnd < 600) requestAnimationFrame(sample);
+  };
+  requestAnimationFrame(sample);
+})();"""
+
+LANDED_AT = """() => {
+  // The first frame from which the target stays within 50 px of the viewport's top, in ms after the load event.
+  const load = performance.getEntriesByType("navigation")[0].loadEventEnd, frames = window.__landing;
+  let since = null;
+  for (const [t, top] of frames) since = Math.abs(top) <= 50 ? (since === null ? t : since) : null;
+  return {after_load: since === null ? null : since - load, frames: frames.length, last: frames[frames.length - 1]};
+}"""
+
+
+@pytest.mark.parametrize("width", [1280, 390])
+def test_a_deep_link_lands_at_once(browser, bases, width):
+    """Opened at page#fragment, a page is at its target by the time it has loaded (within 200 ms of the load
+    event), not gliding there from the top: smooth scrolling is for links followed inside the page."""
+    for page_name, fragment in [("part-b.html", "fig-b3_accuracy"), ("part-a.html", "hybrids"),
+                                ("appendix.html", "benchmarks")]:
+        context = browser.new_context(viewport={"width": width, "height": 844})
+        try:
+            context.add_init_script(RECORD_LANDING)
+            page = context.new_page()
+            page.goto(f"{bases['http']}{page_name}#{fragment}", wait_until="load")
+            page.wait_for_function("() => performance.now() - performance.getEntriesByType('navigation')[0]"
+                                   ".loadEventEnd > 650")
+            landed = page.evaluate(LANDED_AT)
+        finally:
+            context.close()
+        assert landed["after_load"] is not None and landed["after_load"] <= 200, \
+            f"{page_name}#{fragment} at {width} px: {landed}"
+
+
+def test_a_link_followed_inside_the_page_glides_unless_the_reader_asks_for_less_motion(browser, bases):
+    for motion, glides in (("no-preference", True), ("reduce", False)):
+        with visit(browser, bases["http"], "part-b.html", motion=motion) as page:
+            link = page.locator('.toc a[href="#class-sampling"]')
+            link.click()
+            page.wait_for_timeout(50)
+            top = page.evaluate("() => document.getElementById('class-sampling').getBoundingClientRect().top")
+            assert (abs(top) > 100) == glides, f"{motion}: 50 ms after the click the heading is {top:.0f} px away"
+            assert_landed(f"part-b.html#class-sampling ({motion})", page.evaluate(SETTLE, "class-sampling"))
+
+
+FRAME = """(selector) => Array.from(document.querySelectorAll(selector), (img) => {
+  const style = getComputedStyle(img);
+  let behind = "rgba(0, 0, 0, 0)";
+  for (let e = img.parentElement; e; e = e.parentElement) {
+    const c = getComputedStyle(e).backgroundColor;
+    if (c !== "rgba(0, 0, 0, 0)" && c !== "transparent") { behind = c; break; }
+  }
+  return {style: style.outlineStyle, width: parseFloat(style.outlineWidth), color: style.outlineColor, behind};
+})"""
+
+
+def _luminance(css: str) -> float:
+    import re
+
+    r, g, b = (int(v) / 255 for v in re.findall(r"[\d.]+", css)[:3])
+    f = lambda v: v / 12.92 if v <= 0.03928 else ((v + 0.055) / 1.055) ** 2.4  # noqa: E731
+    return 0.2126 * f(r) + 0.7152 * f(g) + 0.0722 * f(b)
+
+
+def _contrast(a: float, b: float) -> float:
+    return (max(a, b) + 0.05) / (min(a, b) + 0.05)
+
+
+@pytest.mark.parametrize("scheme", ["light", "dark"])
+def test_an_inpainting_mask_is_framed_on_a_light_and_a_dark_page(browser, bases, scheme):
+    """A mask is white where the image is replaced: on a white page that region would melt away and the mask
+    read as a lone black bar. Every mask, in the figure and on the landing page's card, has a frame that
+    stands out from the page, from the mask's white and from its black."""
+    for page_name, selector in (("part-a.html", "#fig-a1_7_2_inpaint img[alt='the inpainting mask']"),
+                                ("index.html", ".teaser img[alt='the inpainting mask']")):
+        with visit(browser, bases["http"], page_name, scheme=scheme) as page:
+            frames = page.evaluate(FRAME, selector)
+            assert frames, f"{page_name}: no mask image found ({selector})"
+            for frame in frames:
+                assert frame["style"] == "solid" and frame["width"] >= 1, frame
+                edge = _luminance(frame["color"])
+                for what, lum in (("the page", _luminance(frame["behind"])), ("white", 1.0), ("black", 0.0)):
+                    assert _contrast(edge, lum) >= 3, f"{page_name} ({scheme}): the frame is lost against {what}"
 
 
 def test_gif_player_pauses_and_scrubs(browser, bases):

@@ -24,6 +24,12 @@ def png(value: int, size=(4, 4), fmt="PNG") -> bytes:
     return buf.getvalue()
 
 
+def _png_array(array) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(array).save(buf, format="PNG")
+    return buf.getvalue()
+
+
 def _png_file(array) -> Path:
     import tempfile
 
@@ -67,7 +73,8 @@ def fixture_site(tmp_path):
                "meta": {"display": "anagram", "prompts": ["a handwritten 6", "a handwritten 9"], "model": "ToyUNet",
                         "view": "rotate_180"},
                "publish": True}
-    hybrid_file = file(png(120, (28, 28)), "png", "r0c0")
+    checkerboard = (np.indices((28, 28)).sum(axis=0) % 2 * 255).astype(np.uint8)  # all high frequency
+    hybrid_file = file(_png_array(checkerboard), "png", "r0c0")
     hybrid = {"id": "toy_hybrid", "kind": "gallery", "caption": "A 0 from afar, an 8 close up.", "alt": "hybrids",
               "files": [hybrid_file, dict(hybrid_file, role="r0c1")],
               "rows": [{"caption": "low: 0; high: 8",
@@ -86,7 +93,7 @@ def fixture_site(tmp_path):
                   "versions": {"torch": "x.y"}, "source_digest": "cd" * 32},
         "sections": {"toy_forward": section("toy_forward", [gallery], {"timesteps": [250, 500]}),
                      "toy_ddpm": section("toy_ddpm", [plot, gif, table], {"epochs": 2}),
-                     "toy_edits": section("toy_edits", [anagram, hybrid], {"guidance": 7.0},
+                     "toy_edits": section("toy_edits", [anagram, hybrid], {"guidance": 7.0, "seen_small_px": 8},
                                           {"name": "local", "model": "a toy UNet", "dtype": "float32"})},
     }
     out = tmp_path / "site"
@@ -217,9 +224,26 @@ def test_hybrid_at_several_sizes_with_a_slider(fixture_site):
     widths = [int(w) for w in re.findall(r'style="width: (\d+)px"', fig)]
     assert widths == [160, 80, 32, 16]
     assert '<input type="range" class="size-slider" min="8" max="320" step="2" value="160">' in fig
-    # 28-pixel images: enlarged pixel by pixel, shrunk smoothly (nearest-neighbour would alias).
-    classes = re.findall(r'<img class="(\w+)"', fig)
-    assert classes == ["pixelated", "pixelated", "pixelated", "smooth"]
+    # Every copy is drawn pixel by pixel; the ones from afar are far views, the image area-averaged down to
+    # the 8 pixels the section's classifier read it at (a nearest-neighbour copy would keep every edge).
+    assert re.findall(r'<img class="(\w+)"', fig) == ["pixelated"] * 4
+    assert re.findall(r' src="([^"]+)"', fig) == ["figures/toy_hybrid-r0c0.png"] * 2 + ["figures/toy_hybrid-r0c0-8px.png"] * 2
+    assert "32 px (from afar: 8 × 8 pixels)" in fig
+    sizes = re.search(r'data-far="([^"]+)" data-far-path="([^"]+)"', fig)
+    assert sizes.group(1) == " ".join(map(str, range(8, 28, 2))), "a far view every 2 px from 8 up to 28"
+    far = {px: sizes.group(2).replace("{px}", px) for px in sizes.group(1).split()}
+    import torch
+    import torch.nn.functional as F
+
+    board = torch.tensor(np.indices((28, 28)).sum(axis=0) % 2 * 255, dtype=torch.float64)[None, None]
+    for px, path in far.items():
+        with Image.open(out / path) as image:
+            assert image.size == (int(px), int(px))
+            values = np.asarray(image)
+        # What the section's classifier reads of an image seen small: torch's area interpolation.
+        read = F.interpolate(board, size=(int(px), int(px)), mode="area")[0, 0].numpy()
+        assert np.abs(values - read).max() <= 0.5, px
+        assert 100 <= values.min() and values.max() <= 155, f"{px} px: an average, not a sample of the squares"
 
 
 def test_gif_player_has_frame_slider_over_the_strip(fixture_site):
@@ -284,7 +308,7 @@ def test_provenance_names_backend_model_and_key(fixture_site):
     prov = prov[prov.index('<details class="provenance">'):prov.index("</details>")]
     for expected in ("<code>toy_edits</code>", "local, <code>a toy UNet</code>", "<dt>Model</dt><dd><code>ToyUNet</code>",
                      "<dt>Profile</dt><dd>cpu</dd>", "<dt>Seed</dt><dd>7</dd>", "abababababababab",
-                     '{"guidance":7.0}'):
+                     '{"guidance":7.0,"seen_small_px":8}'):
         assert expected in prov, expected
     part_b = (out / "part-b.html").read_text()
     assert "none: the project's own models, trained by this build" in part_b

@@ -151,3 +151,29 @@ def test_deepfloyd_build_runs_end_to_end_on_a_tiny_offline_if(smoke_build, tmp_p
     assert figures_of(manifest)["a1_8_anagram1"]["meta"]["prompts"][0] == "an oil painting of people around a campfire"
     assert "a0_samples_stage2" in figures_of(manifest)
     assert "DeepFloyd IF" in figures_of(manifest)["a1_6_cfg"]["caption"]
+
+
+def _links_in(html_text: str) -> list[tuple[str, str]]:
+    return [(href, re.sub(r"<[^>]+>", "", text).strip()) for href, text in
+            re.findall(r'<a href="([^"]+)"[^>]*>(.*?)</a>', html_text, re.S)]
+
+
+@pytest.mark.parametrize("folder", ["", "cpu/", "smoke"])
+def test_the_landing_page_lists_every_numbered_entry_of_each_pages_contents(folder, request):
+    """"Read the report" on the landing page: for each page, its numbered contents entries (sections and
+    numbered subsections such as 1.7.1), in the page's own order, linking where the contents link."""
+    site = request.getfixturevalue("smoke_build")["site"] if folder == "smoke" else ROOT / "site" / folder
+    landing = (site / "index.html").read_text()
+    landing = landing[landing.index('id="parts-title"'):]
+    for page in ("part-a.html", "part-b.html", "appendix.html"):
+        text = (site / page).read_text()
+        toc = text[text.index('<nav class="toc"'):text.index("</nav>", text.index('<nav class="toc"'))]
+        numbered = [(f"{page}{href}", title) for href, title in _links_in(toc)
+                    if re.match(r"(\d+(\.\d+)*|[A-Z]\.)\s", title)]
+        card = landing[landing.index(f'<h3><a href="{page}">'):]
+        card = card[:card.index("</ul>")]
+        listed = [(href, title) for href, title in _links_in(card) if "#" in href]
+        assert listed == numbered, f"{page}: the landing page lists {listed}, its contents {numbered}"
+    if folder != "smoke":
+        assert ("part-a.html#sdedit-171-editing-a-typed-image-and-hand-drawn-images",
+                "1.7.1 Editing a typed image and hand-drawn images") in _links_in(landing)

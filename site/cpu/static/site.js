@@ -108,7 +108,18 @@
   }
 
   /* Hybrid images: the slider sets the width of each sample's first copy. Below the image's own
-   * resolution it is drawn smoothly (as an eye far away would see it), above it pixel by pixel. */
+   * resolution it shows a far view: the image area-averaged down to the largest of the render's shrunk
+   * sizes (data-far, files named by data-far-path) that fits the width, drawn pixel by pixel, as an eye
+   * that far away resolves it; at or above it, the image itself. */
+  function farView(img, width) {
+    var natural = parseInt(img.getAttribute("data-natural"), 10) || img.naturalWidth || 0;
+    var sizes = (img.getAttribute("data-far") || "").split(" ").filter(Boolean).map(Number);
+    if (width >= natural || !sizes.length) return img.getAttribute("data-src");
+    var fits = sizes.filter(function (px) { return px <= width; });
+    var px = fits.length ? fits[fits.length - 1] : sizes[0];
+    return img.getAttribute("data-far-path").replace("{px}", String(px));
+  }
+
   function initHybrids() {
     each(".fig-hybrid", function (fig) {
       var tools = fig.querySelector(".fig-tools");
@@ -119,10 +130,9 @@
       function apply() {
         var width = parseInt(slider.value, 10);
         each(".hybrid-live img", function (img) {
-          var natural = parseInt(img.getAttribute("data-natural"), 10) || img.naturalWidth || 0;
+          var src = farView(img, width);
           img.style.width = width + "px";
-          img.classList.toggle("pixelated", width >= natural);
-          img.classList.toggle("smooth", width < natural);
+          if (img.getAttribute("src") !== src) img.setAttribute("src", src);
         }, fig);
         if (output) output.textContent = width + " px";
         slider.setAttribute("aria-valuetext", width + " pixels wide");
@@ -518,7 +528,18 @@
     });
   }
 
+  /* Smooth scrolling for links followed inside the page, from the first frame after the load: the
+   * browser has scrolled to a deep link's fragment by then, at once (see .glide in style.css). */
+  function initGlide() {
+    function glide() {
+      requestAnimationFrame(function () { document.documentElement.classList.add("glide"); });
+    }
+    if (document.readyState === "complete") glide();
+    else window.addEventListener("load", glide);
+  }
+
   function init() {
+    initGlide();
     initSearch();
     initScrollers();
     initZoom();

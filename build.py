@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Regenerate the "Fun with Diffusion Models" report website.
 
-Every figure is produced by a section module under sections/, cached by a content hash of its code,
+Every figure is produced by a generator module under generators/, cached by a content hash of its code,
 parameters, seed, inputs and upstream results, and placed into the pages written from content/
 and templates/. A rebuild with nothing changed runs no section.
 """
@@ -96,7 +96,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                         f"(also ${DEBUG_ENV}=1)")
     p.add_argument("--serve", action="store_true",
                    help="build, serve the site on 127.0.0.1 and rebuild whenever a file under content/, templates/, "
-                        "sections/, diffusion/, backends/ or builder/ changes; open pages reload where they were "
+                        "generators/, diffusion/, backends/ or builder/ changes; open pages reload where they were "
                         "(a live preview; the published files never contain its reload script)")
     p.add_argument("--port", type=int, default=8000, help="the preview's port (default 8000; 0: any free port)")
     p.add_argument("--pdf", nargs="?", const=Path("report.pdf"), type=Path, metavar="FILE",

@@ -28,8 +28,8 @@ def _mnist_checksum() -> str:
 
 PROJECT = Project(
     root=Path(__file__).resolve().parent,
-    sections="sections",
-    science=("sections", "diffusion"),
+    sections="generators",
+    science=("generators", "diffusion"),
     writers=("builder.figures", "builder.context"),
     libraries=("torch", "diffusers", "transformers", "numpy", "pillow", "matplotlib"),
     inputs={"mnist": _mnist_checksum},

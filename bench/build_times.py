@@ -87,11 +87,11 @@ def main(argv=None) -> dict:
     if args.keep_cache and args.keep_cache.exists():
         raise SystemExit(f"--keep-cache {args.keep_cache} already exists; name a folder that does not")
     sys.path.insert(0, str(ROOT))
-    from builder.registry import discover
-
-    sections = sorted(discover("sections"))
     from builder.app import Settings, resolve
+    from builder.registry import discover
     from project import PROJECT
+
+    sections = sorted(discover(PROJECT.sections))
 
     profile = args.profile or resolve(Settings(PROJECT)).profile
     result: dict = {"benchmark": "build times", "machine": describe_machine(), "profile": profile}
@@ -117,9 +117,9 @@ def main(argv=None) -> dict:
             f.write("\nA sentence the benchmark added, to time a content-only rebuild.\n")
         result["content_edit"] = {"edited": CONTENT_FILE, **run_build(repo, cache, site, sections, args.profile)}
 
-        generator = repo / "sections" / f"{GENERATOR}.py"
+        generator = repo / "generators" / f"{GENERATOR}.py"
         generator.write_text(generator.read_text() + "\nBENCHMARK_EDIT = 1  # a real change to the module's code\n")
-        result["generator_edit"] = {"edited": f"sections/{GENERATOR}.py", **run_build(repo, cache, site, sections, args.profile)}
+        result["generator_edit"] = {"edited": f"generators/{GENERATOR}.py", **run_build(repo, cache, site, sections, args.profile)}
 
     checks = {"warm rebuild runs nothing": result["warm"]["sections_run"] == [],
               "content edit runs nothing": result["content_edit"]["sections_run"] == [],

@@ -73,7 +73,7 @@ def _compare(ours, theirs) -> dict:
 
 def _leading(n: int) -> list[int]:
     """IFPipeline's timesteps for ``n`` steps (diffusers' leading spacing, as section 0 uses them)."""
-    from sections._parta import leading_timesteps
+    from generators._parta import leading_timesteps
 
     return leading_timesteps(1000, n)
 

@@ -40,8 +40,8 @@ class Project:
     """
 
     root: Path
-    sections: str = "sections"
-    science: tuple[str, ...] = ("sections",)
+    sections: str = "generators"
+    science: tuple[str, ...] = ("generators",)
     writers: tuple[str, ...] = ("builder.figures", "builder.context")
     libraries: tuple[str, ...] = ()
     inputs: dict[str, Callable[[], Any]] = field(default_factory=dict)

@@ -6,7 +6,7 @@ generator's own device makes every stream valid for every device: a CPU stream g
 numbers whichever device computes with them (as diffusers' ``randn_tensor``), and a stream created
 on the GPU draws there without a host round trip, which the training step needs to be one CUDA graph.
 
-Every random draw and every generator in ``diffusion/`` and ``sections/`` goes through this
+Every random draw and every generator in ``diffusion/`` and ``generators/`` goes through this
 module (``builder.context.Context.generator`` aside, which builds a section's named streams);
 tests/test_rng.py enforces it.
 """

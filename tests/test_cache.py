@@ -86,9 +86,9 @@ def test_each_key_component_alone_makes_a_miss_that_explain_names(toy_project, m
 def test_the_code_fingerprint_follows_imports_into_the_science():
     from project import PROJECT
 
-    modules = set(PROJECT.code_fingerprint("sections.b2_train_time"))
+    modules = set(PROJECT.code_fingerprint("generators.b2_train_time"))
     assert {"diffusion.ddpm", "diffusion.training", "diffusion.unet", "diffusion.rng", "diffusion.cuda_graphs",
-            "sections._partb", "diffusion.data", "builder.figures", "builder.context"} <= modules
+            "generators._partb", "diffusion.data", "builder.figures", "builder.context"} <= modules
 
 
 def test_a_real_key_holds_the_science_and_the_writers_and_no_other_engine_code():
@@ -98,7 +98,7 @@ def test_a_real_key_holds_the_science_and_the_writers_and_no_other_engine_code()
         engine_modules = {m for m in PROJECT.code_fingerprint(mod.module.__name__) if m.startswith("builder")}
         assert engine_modules == {"builder.figures", "builder.context"}, gid
     # The Part A backends' plug-ins are glue, and their model code joins keys through their identity.
-    assert not any(m.startswith("backends") for m in PROJECT.code_fingerprint("sections.a1_8_anagrams"))
+    assert not any(m.startswith("backends") for m in PROJECT.code_fingerprint("generators.a1_8_anagrams"))
 
 
 ENGINE_SIDE = {"__init__.py": "", "sched.py": "ORDER = 1\n", "writer.py": "SCALE = 1\n"}

@@ -167,7 +167,7 @@ def test_the_same_source_gives_the_same_digest_on_every_python_here():
     if not pythons:
         pytest.skip("no other Python 3.9+ on this machine (pyenv or /usr/bin) to compare with")
     root = Path(__file__).resolve().parent.parent
-    files = sorted(str(p.relative_to(root)) for folder in ("builder", "diffusion", "sections", "backends", "tests")
+    files = sorted(str(p.relative_to(root)) for folder in ("builder", "diffusion", "generators", "backends", "tests")
                    for p in (root / folder).rglob("*.py"))
     files.append("build.py")
     script = ("import json, sys; sys.path.insert(0, sys.argv[1]); from builder.fingerprint import code_digest; "

@@ -83,7 +83,7 @@ def test_an_overrunning_phase_is_stopped_and_recorded(tmp_path, monkeypatch):
 
 
 def test_the_appendix_lays_out_a_gpu_check(cpu_check, monkeypatch, tmp_path):
-    import sections.appendix_benchmarks as appendix
+    import generators.appendix_benchmarks as appendix
 
     results = tmp_path / "bench" / "results"
     results.mkdir(parents=True)

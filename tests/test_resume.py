@@ -6,7 +6,7 @@ import torch
 
 from builder.engine import BuildConfig, Engine
 from builder.registry import discover
-import sections._partb as partb
+import generators._partb as partb
 from project import PROJECT
 from tests.test_training import interrupt_after
 
@@ -60,7 +60,7 @@ def test_nan_loss_names_the_section_and_step(tmp_path, monkeypatch):
     def nan_loss(model, x, generator, sigma):
         return model(x).sum() * float("nan")
 
-    monkeypatch.setattr("sections.b1_train_denoiser.denoiser_loss", nan_loss)
+    monkeypatch.setattr("generators.b1_train_denoiser.denoiser_loss", nan_loss)
     result = engine(tmp_path).build(["b1_train_denoiser"])
     res = result.results[-1]
     assert res.status == "failed"

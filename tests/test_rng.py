@@ -4,7 +4,7 @@ torch refuses a draw on one device from a generator on another ("Expected a 'cud
 for generator but found 'cpu'"). A CPU never shows it: every tensor and every generator is on the
 CPU. Two tests stand in for the GPU here:
 
-* a structural one: no code in diffusion/ or sections/ calls torch's random functions, or makes
+* a structural one: no code in diffusion/ or generators/ calls torch's random functions, or makes
   a generator, except diffusion/rng.py, which always draws on the generator's own device;
 * a behavioural one: every stream a section is handed claims to live on CUDA while the tensors
   stay on the CPU, and torch's random functions check devices as CUDA does. The Part B samplers
@@ -47,7 +47,7 @@ def _random_calls(path: Path) -> list[str]:
 
 def test_every_random_draw_in_the_science_and_the_sections_goes_through_diffusion_rng():
     offenders = {}
-    for folder in ("diffusion", "sections"):
+    for folder in ("diffusion", "generators"):
         for path in sorted((ROOT / folder).rglob("*.py")):
             if path != THE_HELPER and (calls := _random_calls(path)):
                 offenders[path.relative_to(ROOT).as_posix()] = calls

@@ -100,7 +100,7 @@ def test_a_torch_write_error_with_room_on_the_disk_is_reported_as_it_is(smoke_bu
 
 def test_cuda_out_of_memory_names_the_section_the_memory_and_what_lowers_it(smoke_build, cache_copy, monkeypatch,
                                                                            capsys):
-    import sections.b1_train_denoiser as section
+    import generators.b1_train_denoiser as section
 
     cache, site = cache_copy
 
@@ -117,7 +117,7 @@ def test_cuda_out_of_memory_names_the_section_the_memory_and_what_lowers_it(smok
     assert "out of GPU memory on cpu (NVIDIA T4): when it failed, this build's tensors held 9.7 GB" in line
     assert "PyTorch's allocator 10.7 GB, with 1.1 GB free of 17.2 GB" in line
     assert "(about 5.4 GB is held by other processes)" in line
-    assert "a smaller batch_size (now 64) in the 'smoke' profile of sections/b1_train_denoiser.py" in line
+    assert "a smaller batch_size (now 64) in the 'smoke' profile of generators/b1_train_denoiser.py" in line
     assert "nvidia-smi" in line and "run the same command again" in line
 
     assert cli(cache, site, "--force", SECTION, "--debug") == 1
@@ -140,12 +140,12 @@ def test_memory_hints_follow_the_settings(tmp_path):
     from builder.section import Section
     from project import PROJECT
 
-    mod = SectionModule(Section("a1_5_sampling", "t", uses=("backend",)), "sections.a1_5_sampling")
+    mod = SectionModule(Section("a1_5_sampling", "t", uses=("backend",)), "generators.a1_5_sampling")
     engine = Engine(PROJECT, BuildConfig(profile="spec", device="cuda", dtype="float32", seed=0, cache_root=tmp_path),
                     {"a1_5_sampling": mod})
     hints = engine.memory_hints(mod, {"params": {"batch_size": 500, "num_samples": 1000}})
     assert hints == ["--dtype bfloat16 (half the activation memory)",
-                     "a smaller batch_size (now 500) in the 'spec' profile of sections/a1_5_sampling.py",
+                     "a smaller batch_size (now 500) in the 'spec' profile of generators/a1_5_sampling.py",
                      "--profile cpu (smaller models and batches than the assignment's)"]
     engine.config.resources["backend"] = Resource("backend", {"name": "deepfloyd"},
                                                   memory_hints=deepfloyd.MEMORY_HINTS)

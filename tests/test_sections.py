@@ -11,7 +11,7 @@ TRAINING_SECTIONS = ("b0_classifier", "b1_train_denoiser", "b2_train_time", "b3_
 
 @pytest.fixture(scope="module")
 def sections():
-    return discover("sections")
+    return discover("generators")
 
 
 @pytest.mark.parametrize("profile", PROFILES)
@@ -41,7 +41,7 @@ def test_invalid_hyperparameters_fail_before_training(sections, tmp_path):
     from types import SimpleNamespace
 
     from builder import BuildError
-    from sections._partb import train
+    from generators._partb import train
 
     ctx = SimpleNamespace(params=SimpleNamespace(epochs=2, batch_size=0, lr=1e-3, lr_decay=False, epoch_fraction=1.0),
                           section_id="b1_train_denoiser", profile="smoke", dtype="float32", device="cpu",

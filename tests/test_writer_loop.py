@@ -69,7 +69,7 @@ import sys
 sys.path.insert(0, ".")
 import build
 build.main(["--list", "--cache-dir", sys.argv[1] if len(sys.argv) > 1 else {cache!r}])
-print("TORCH", "torch" in sys.modules, "SECTIONS", sorted(m for m in sys.modules if m.startswith("sections.")))
+print("TORCH", "torch" in sys.modules, "SECTIONS", sorted(m for m in sys.modules if m.startswith("generators.")))
 print("HEAVY", sorted(m for m in ("numpy", "PIL", "jinja2", "markdown", "torch") if m in sys.modules))
 """
 
@@ -109,10 +109,10 @@ def test_an_edited_section_module_is_imported_again_for_its_declaration(tmp_path
                                                                "frozen", "data"))
     code = LIST.format(cache=str(tmp_path / "cache"))
     _python(code, copy)
-    module = copy / "sections" / "b1_2_noising.py"
+    module = copy / "generators" / "b1_2_noising.py"
     module.write_text(module.read_text().replace('title="Part B 1.2', 'title="Part B 1.2 (edited)', 1))
     out = _python(code, copy)
-    assert "Part B 1.2 (edited)" in out and "'sections.b1_2_noising'" in out.splitlines()[-2]
+    assert "Part B 1.2 (edited)" in out and "'generators.b1_2_noising'" in out.splitlines()[-2]
 
 
 @pytest.fixture

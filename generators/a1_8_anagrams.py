@@ -4,7 +4,7 @@ import torch
 from builder.section import Section
 from diffusion.edits import visual_anagram
 from diffusion.views import Identity, view_named
-from sections._parta import (BACKEND, GUIDANCE, INPUTS, JUDGE, STRIDED, STRIDED_SMOKE, backend_label, denoiser,
+from generators._parta import (BACKEND, GUIDANCE, INPUTS, JUDGE, STRIDED, STRIDED_SMOKE, backend_label, denoiser,
                                digit_judge, item, provenance, timesteps)
 
 SECTION = Section(

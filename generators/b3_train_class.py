@@ -2,7 +2,7 @@
 from builder.section import Section
 from diffusion.ddpm import class_loss, linear_schedule
 from diffusion.unet import ClassConditionalUNet
-from sections._partb import mnist_train, train
+from generators._partb import mnist_train, train
 
 SECTION = Section(
     id="b3_train_class",

@@ -3,7 +3,7 @@ import torch
 
 from builder.section import Section
 from diffusion.sampling import sample
-from sections._parta import (BACKEND, GUIDANCE, INPUTS, STRIDED, STRIDED_SMOKE, backend_label, denoiser, item,
+from generators._parta import (BACKEND, GUIDANCE, INPUTS, STRIDED, STRIDED_SMOKE, backend_label, denoiser, item,
                                null_prompt, provenance, timesteps)
 
 SECTION = Section(

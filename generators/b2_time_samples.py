@@ -1,8 +1,8 @@
 """Part B 2.3: sampling from the time-conditioned DDPM (Algorithm 2) at every snapshot epoch."""
 from builder.section import Section
 from diffusion.ddpm import kept_timesteps, linear_schedule, sample_time
-from sections._partb import autocast_dtype
-from sections._partb_figures import hyperparameter_table, loss_plot, trajectory_gif
+from generators._partb import autocast_dtype
+from generators._partb_figures import hyperparameter_table, loss_plot, trajectory_gif
 
 SECTION = Section(
     id="b2_time_samples",

@@ -4,7 +4,7 @@ import torch
 from builder.section import Section
 from diffusion.blur import best_blur
 from diffusion.sampling import forward, iterative_denoise, one_step_denoise
-from sections._parta import (BACKEND, INPUTS, QUALITY_COLUMNS, QUALITY_METHOD, STRIDED, STRIDED_SMOKE,
+from generators._parta import (BACKEND, INPUTS, QUALITY_COLUMNS, QUALITY_METHOD, STRIDED, STRIDED_SMOKE,
                                backend_label, denoiser, input_image, item, null_prompt, provenance, quality_cells,
                                timesteps)
 

@@ -2,7 +2,7 @@
 import torch
 
 from builder.section import Section
-from sections._parta import (BACKEND, GUIDANCE, INPUTS, STRIDED, STRIDED_SMOKE, backend_label, null_prompt,
+from generators._parta import (BACKEND, GUIDANCE, INPUTS, STRIDED, STRIDED_SMOKE, backend_label, null_prompt,
                                provenance, sdedit_rows, timesteps)
 
 SECTION = Section(

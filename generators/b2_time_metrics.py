@@ -16,7 +16,7 @@ from diffusion.classifier import embed
 from diffusion.ddpm import linear_schedule, sample_time
 from diffusion.metrics import class_histogram, frechet_distance, frechet_spread, gaussian_stats
 from diffusion.rng import randperm
-from sections._partb import autocast_dtype
+from generators._partb import autocast_dtype
 
 SECTION = Section(
     id="b2_time_metrics",

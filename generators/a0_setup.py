@@ -1,7 +1,7 @@
 """Part A 0: sampling the three course prompts with a few numbers of inference steps."""
 from builder.section import Section
 from diffusion.sampling import sample
-from sections._parta import BACKEND, GUIDANCE, INPUTS, backend_label, denoiser, item, leading_timesteps, provenance
+from generators._parta import BACKEND, GUIDANCE, INPUTS, backend_label, denoiser, item, leading_timesteps, provenance
 
 SECTION = Section(
     id="a0_setup",

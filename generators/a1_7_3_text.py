@@ -2,7 +2,7 @@
 import torch
 
 from builder.section import Section
-from sections._parta import (BACKEND, GUIDANCE, INPUTS, STRIDED, STRIDED_SMOKE, backend_label, provenance,
+from generators._parta import (BACKEND, GUIDANCE, INPUTS, STRIDED, STRIDED_SMOKE, backend_label, provenance,
                                sdedit_rows)
 
 SECTION = Section(

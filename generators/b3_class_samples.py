@@ -5,8 +5,8 @@ import torch
 from builder.section import Section
 from diffusion.classifier import predict
 from diffusion.ddpm import kept_timesteps, linear_schedule, sample_class
-from sections._partb import autocast_dtype
-from sections._partb_figures import digits_row, hyperparameter_table, loss_plot, trajectory_gif
+from generators._partb import autocast_dtype
+from generators._partb_figures import digits_row, hyperparameter_table, loss_plot, trajectory_gif
 
 SECTION = Section(
     id="b3_class_samples",

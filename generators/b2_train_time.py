@@ -2,7 +2,7 @@
 from builder.section import Section
 from diffusion.ddpm import linear_schedule, time_loss
 from diffusion.unet import TimeConditionalUNet
-from sections._partb import mnist_train, train
+from generators._partb import mnist_train, train
 
 SECTION = Section(
     id="b2_train_time",

@@ -8,7 +8,7 @@ from diffusion.blur import best_blur
 from diffusion.metrics import mean_quality
 from diffusion.one_step import add_noise
 from diffusion.rng import randperm
-from sections._partb_figures import digits_row, hyperparameter_table, loss_plot
+from generators._partb_figures import digits_row, hyperparameter_table, loss_plot
 
 SECTION = Section(
     id="b1_denoiser",

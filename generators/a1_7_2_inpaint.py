@@ -3,7 +3,7 @@ import torch
 
 from builder.section import Section
 from diffusion.edits import inpaint
-from sections._parta import (BACKEND, GUIDANCE, INPUTS, STRIDED, STRIDED_SMOKE, backend_label, denoiser,
+from generators._parta import (BACKEND, GUIDANCE, INPUTS, STRIDED, STRIDED_SMOKE, backend_label, denoiser,
                                input_image, item, null_prompt, provenance, timesteps)
 
 SECTION = Section(

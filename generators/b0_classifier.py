@@ -2,7 +2,7 @@
 from diffusion import data
 from diffusion.classifier import Classifier, accuracy, cross_entropy_loss
 from builder.section import Section
-from sections._partb import mnist_train, train
+from generators._partb import mnist_train, train
 
 SECTION = Section(
     id="b0_classifier",

@@ -4,7 +4,7 @@ from functools import partial
 from builder.section import Section
 from diffusion.one_step import denoiser_loss
 from diffusion.unet import UnconditionalUNet
-from sections._partb import mnist_train, train
+from generators._partb import mnist_train, train
 
 # `params` are the assignment's settings (the spec profile); cpu and smoke shrink the budget.
 SECTION = Section(

@@ -5,7 +5,7 @@ import torch
 from builder.section import Section
 from diffusion.blur import best_blur
 from diffusion.sampling import forward, one_step_denoise
-from sections._parta import (BACKEND, INPUTS, QUALITY_COLUMNS, QUALITY_METHOD, backend_label, denoiser, input_image,
+from generators._parta import (BACKEND, INPUTS, QUALITY_COLUMNS, QUALITY_METHOD, backend_label, denoiser, input_image,
                                item, null_prompt, provenance, quality_cells, scaled_t)
 
 SECTION = Section(

@@ -404,6 +404,6 @@ def main(argv=None) -> int:
 
 if __name__ == "__main__":
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    # Deterministic cuBLAS needs a fixed workspace, chosen before CUDA starts (see app.deterministic_kernels).
+    # Deterministic cuBLAS needs a fixed workspace, chosen before CUDA starts (see engine.deterministic_kernels).
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     sys.exit(main())

@@ -9,7 +9,7 @@ from typing import Any
 
 from . import BuildError, statcache
 from .cache import Store
-from .engine import BuildConfig, BuildResult, Engine, Resource, SectionResult
+from .engine import BuildConfig, BuildResult, Engine, Resource, SectionResult, deterministic_kernels
 from .fingerprint import hash_value
 from .project import Project
 from .registry import discover
@@ -218,17 +218,14 @@ def build(settings: Settings, progress_bar: bool = True, out=sys.stdout) -> tupl
         return result, summary
 
 
-def deterministic_kernels(device: str) -> None:
-    """On CUDA, the same inputs must give the same bytes, as they do on a CPU: PyTorch's recipe
-    (docs: Reproducibility) of deterministic algorithms, no cuDNN autotuning, and a fixed cuBLAS
-    workspace. An op with no deterministic kernel warns, naming itself, instead of failing the build."""
-    if not device.startswith("cuda"):
-        return
-    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # read when cuBLAS starts; build.py sets it first
-    import torch
+def run_sections(engine: Engine, wanted: list[str] | None = None, progress=None, on_section=None) -> BuildResult:
+    """The sections ``wanted`` needs: one at a time in this process, or with ``--jobs`` / ``--executor ray``
+    several at once (``builder.parallel``); the same keys and bytes either way."""
+    if engine.config.jobs > 1 or engine.config.executor != "local":
+        from . import parallel
 
-    torch.backends.cudnn.benchmark = False
-    torch.use_deterministic_algorithms(True, warn_only=True)
+        return parallel.build(engine, wanted, on_section)
+    return engine.build(wanted, progress, on_section)
 
 
 def _build(engine: Engine, settings: Settings, progress_bar: bool, out) -> tuple[BuildResult, dict | None]:
@@ -245,7 +242,7 @@ def _build(engine: Engine, settings: Settings, progress_bar: bool, out) -> tuple
         bar.update(1)
 
     try:
-        result = engine.build(settings.only, progress=inner, on_section=on_section)
+        result = run_sections(engine, settings.only, progress=inner, on_section=on_section)
     finally:
         bar.close()
     if not result.ok:
@@ -337,7 +334,8 @@ def _frozen_edition(engine: Engine, settings: Settings, name: str):
     """Build another edition from its freeze, in this machine's environment: its results are frozen hits,
     recomputed where cheap or shown marked as stale (see ``Engine``), like any build's."""
     layer = Path(settings.frozen_dir) / name
-    config = replace(engine.config, profile=name, frozen=(layer,), force=frozenset(), other_edition=True)
+    config = replace(engine.config, profile=name, frozen=(layer,), force=frozenset(), other_edition=True, jobs=1,
+                     executor="local")  # its results are frozen: nothing to spread over workers
     other = Engine(engine.project, config, engine.sections, store=engine.store.with_layers([layer]))
     result = other.build(None)
     if not result.ok:
@@ -381,7 +379,7 @@ def report(result: BuildResult, summary: dict | None) -> dict[str, Any]:
 def write_report(path: Path, result: BuildResult, summary: dict | None) -> None:
     import json
 
-    from .cache import atomic_write_bytes
+    from .atomic import atomic_write_bytes
 
     atomic_write_bytes(Path(path), (json.dumps(report(result, summary), indent=1, sort_keys=True) + "\n").encode())
 

@@ -32,34 +32,8 @@ from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 from . import BuildError
-from .faults import crash_point
+from .atomic import UMASK, atomic_write_bytes, atomic_write_text
 from .fingerprint import canonical_json, hash_value, sha256_known
-
-
-_UMASK = os.umask(0o022)
-os.umask(_UMASK)
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write via a temporary file in the same folder and ``os.replace``: all or nothing."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp creates 0600; published files must be readable
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        crash_point(f"write:{path.name}")
-        os.replace(tmp, path)
-        crash_point(f"renamed:{path.name}")
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    atomic_write_bytes(path, text.encode("utf-8"))
 
 
 @dataclass
@@ -246,7 +220,7 @@ class Store:
             return
         self.root.mkdir(parents=True, exist_ok=True)
         path = self.root / "lock"
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666 & ~_UMASK)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666 & ~UMASK)
         try:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -17,7 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .cache import Store, atomic_write_text, referenced_objects
+from .atomic import atomic_write_text
+from .cache import Store, referenced_objects
 from .fingerprint import sha256_file
 
 BUILDS = "builds"

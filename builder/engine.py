@@ -265,30 +265,33 @@ class Engine:
     # -- running -----------------------------------------------------------------------------
     def build(self, wanted: list[str] | None = None, progress=None,
               on_section: Callable[[SectionResult], None] | None = None) -> BuildResult:
+        """The sections ``wanted`` needs (None: all), one at a time in this process, the cache locked
+        throughout. Several at once (``--jobs``, ``--executor ray``) is ``builder.parallel.build``, which
+        uses ``settle``, ``execute`` and ``publish_result`` as this does."""
+        if self.config.jobs > 1 or self.config.executor != "local":
+            raise BuildError(f"Engine.build runs one section at a time; this engine is set up for "
+                             f"--jobs {self.config.jobs} --executor {self.config.executor}, which "
+                             f"builder.parallel.build runs (builder.app.run_sections chooses).")
         with self.store.lock():
             return self._build(wanted, progress, on_section)
 
     def _build(self, wanted, progress, on_section) -> BuildResult:
-        if self.config.jobs > 1 or self.config.executor != "local":
-            from .parallel import build_in_parallel
-
-            return build_in_parallel(self, wanted, on_section)
         ledger = Ledger(self)
         for gid in self.order(wanted):
             if ledger.blocked(gid):
                 res = ledger.skip(gid)
             else:
                 upstream = ledger.upstream(gid)
-                components, key, res = self._settle(gid, upstream)
+                components, key, res = self.settle(gid, upstream)
                 if res is None:
-                    res = self._execute(gid, components, key, upstream, progress)
-                    self._publish_result(res)
+                    res = self.execute(gid, components, key, upstream, progress)
+                    self.publish_result(res)
                 ledger.finish(res)
             if on_section:
                 on_section(res)
         return ledger.result
 
-    def _settle(self, gid: str, upstream: dict[str, Entry | None]
+    def settle(self, gid: str, upstream: dict[str, Entry | None]
                 ) -> tuple[dict[str, Any], str, SectionResult | None]:
         """The section's key, and its result where no run is needed: a hit (local, frozen or shared) or a
         stale frozen result shown as it is; None where it must run."""
@@ -310,7 +313,7 @@ class Engine:
             return components, key, self._stale(gid, frozen, components)
         return components, key, None
 
-    def _execute(self, gid: str, components: dict[str, Any], key: str, upstream: dict[str, Entry | None],
+    def execute(self, gid: str, components: dict[str, Any], key: str, upstream: dict[str, Entry | None],
                  progress=None) -> SectionResult:
         """Run a section and store its outputs; a failure becomes a failed result, whatever it was."""
         mod = self.sections[gid]
@@ -329,7 +332,7 @@ class Engine:
         """The CPU threads a section computes with: its declaration, else the build's default; never more
         than this machine's cores. The same in a serial and a parallel build, so their bytes are equal."""
         declared = self.sections[gid].section.needs.threads
-        return max(1, min(declared or self.config.threads or _default_threads(), _cores()))
+        return max(1, min(declared or self.config.threads or default_threads(), cores()))
 
     def _missing_model(self, gid: str, components: dict[str, Any], upstream: dict[str, Entry],
                        exc: Exception) -> SectionResult | None:
@@ -394,7 +397,7 @@ class Engine:
         self.store.drop_scratch(gid)
         return SectionResult(gid, "forced" if forced else "miss", seconds, entry, peak_gpu_bytes=peak)
 
-    def _publish_result(self, res: SectionResult) -> None:
+    def publish_result(self, res: SectionResult) -> None:
         if res.status in ("miss", "forced") and res.entry is not None:
             self._publish(res.id, res.entry)
 
@@ -487,12 +490,13 @@ class Ledger:
         self.result.results.append(res)
 
 
-def _cores() -> int:
+def cores() -> int:
+    """The cores this process may run on."""
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
 @functools.cache
-def _default_threads() -> int:
+def default_threads() -> int:
     """Torch's own thread count in this process, read once, before any section changes it."""
     import torch
 
@@ -504,7 +508,7 @@ def _torch_threads(n: int):
     """Compute with ``n`` threads inside the block, and give back the count found outside it."""
     import torch
 
-    _default_threads()
+    default_threads()
     before = torch.get_num_threads()
     if before != n:
         torch.set_num_threads(n)
@@ -513,6 +517,19 @@ def _torch_threads(n: int):
     finally:
         if torch.get_num_threads() != before:
             torch.set_num_threads(before)
+
+
+def deterministic_kernels(device: str) -> None:
+    """On CUDA, the same inputs must give the same bytes, as they do on a CPU: PyTorch's recipe
+    (docs: Reproducibility) of deterministic algorithms, no cuDNN autotuning, and a fixed cuBLAS
+    workspace. An op with no deterministic kernel warns, naming itself, instead of failing the build."""
+    if not device.startswith("cuda"):
+        return
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # read when cuBLAS starts; build.py sets it first
+    import torch
+
+    torch.backends.cudnn.benchmark = False
+    torch.use_deterministic_algorithms(True, warn_only=True)
 
 
 def _where(components: dict[str, Any]) -> tuple[str, str]:

@@ -18,7 +18,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from .cache import Entry, Store, atomic_write_text, referenced_objects
+from .atomic import atomic_write_text
+from .cache import Entry, Store, referenced_objects
 
 FREEZE_FILE = "freeze.json"
 # A saved model is frozen only when it is a final model this small: enough for the cheap sections that

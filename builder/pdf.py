@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from . import BuildError
-from .cache import atomic_write_bytes
+from .atomic import atomic_write_bytes
 from .project import Page
 
 PRINT_DPI_PIXELS = 1200  # an enlarged image's longest side: a full-width figure prints at about 200 dpi

@@ -1,6 +1,6 @@
 """``--executor ray``: each section that must run is a Ray task with the resources it declares.
 
-The driver is ``builder.parallel``'s, unchanged: it keeps the order, the lookups and the summary, and
+The driver is ``builder.parallel``'s, as for local workers: it keeps the order, the lookups and the summary, and
 Ray does the placing (``num_cpus`` = the section's threads, ``num_gpus`` = its GPU share; Ray has no
 per-task GPU memory, so a declared ``gpu_memory_gb`` is not asked for). The code
 travels with the job's ``runtime_env`` (the project's source, without the site, the freezes, caches
@@ -19,8 +19,8 @@ from typing import Any
 
 from . import BuildError
 from .cache import Entry
-from .engine import Engine, SectionResult, _cores
-from .parallel import Claim, Slots, payload, run_section
+from .engine import Engine, SectionResult, cores
+from .workers import Claim, Slots, payload, run_section
 
 # What a task does not need: the built site, the committed freezes (the driver reads them), caches,
 # data (the variables below point the tasks at it), and version control.
@@ -44,7 +44,7 @@ def _task(payload_id: str, payload: bytes, gid: str, components: dict[str, Any],
         _ENGINES[payload_id] = cloudpickle.loads(payload)
     engine = _ENGINES[payload_id]
     res = run_section(engine, gid, components, key, upstream, device)
-    engine._publish_result(res)  # only on a cluster node does the engine it was sent have a shared cache
+    engine.publish_result(res)  # only on a cluster node does the engine it was sent have a shared cache
     return res
 
 
@@ -71,7 +71,7 @@ class RayPool:
         self.ray = ray
         self.engine = engine
         self.width = 10**6 if engine.config.jobs <= 1 else engine.config.jobs  # Ray's resources limit the rest
-        self.slots = _Unbounded(_cores())
+        self.slots = _Unbounded(cores())
         self.started = self.started_here = False
 
     def _start(self) -> None:
@@ -85,7 +85,7 @@ class RayPool:
             ray.init(address=address, include_dashboard=False, logging_level="ERROR", log_to_driver=True,
                      configure_logging=True,
                      runtime_env={"working_dir": str(root), "excludes": EXCLUDES, "env_vars": env_vars},
-                     **({"num_cpus": _cores()} if address is None else {}))
+                     **({"num_cpus": cores()} if address is None else {}))
         self.payload_id = f"{os.getpid()}-{id(self)}"
         self.payload = ray.put(payload(engine, uploads=address is not None))
         self.remote = ray.remote(max_retries=0)(_task)

@@ -31,7 +31,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 from . import BuildError, freeze
-from .cache import Entry, Store, atomic_write_text, diff_components, referenced_objects
+from .atomic import atomic_write_text
+from .cache import Entry, Store, diff_components, referenced_objects
 from .engine import in_environment
 from .fingerprint import FINGERPRINT, LEGACY_FINGERPRINT, ast_dump_digest, hash_value
 from .project import Codebase, Project

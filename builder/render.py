@@ -29,7 +29,7 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined, TemplateSynta
 from markupsafe import Markup
 
 from . import BuildError, memo
-from .cache import atomic_write_bytes
+from .atomic import atomic_write_bytes
 from .edition import Edition
 from .faults import crash_point
 from .fingerprint import canonical_json, hash_value, sha256_bytes, sha256_known

@@ -15,7 +15,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from .cache import atomic_write_text
+from .atomic import atomic_write_text
 from .fingerprint import code_digest, hash_value, sha256_bytes, sha256_known
 from . import statcache
 

@@ -70,7 +70,7 @@ class StatCache:
         """Write the cache back if it changed: atomically, and never failing a build (it is only a cache)."""
         if self.path is None or not self.dirty:
             return
-        from .cache import atomic_write_text
+        from .atomic import atomic_write_text
 
         alive = {name: e for name, e in self.entries.items() if os.path.exists(name)}
         try:

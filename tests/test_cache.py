@@ -5,7 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from builder.cache import Store, atomic_write_bytes
+from builder.atomic import atomic_write_bytes
+from builder.cache import Store
 from builder.engine import BuildConfig, Engine, Resource
 from builder.project import Project
 from builder.registry import discover

@@ -12,7 +12,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from builder.parallel import Claim, Slots
+from builder import parallel as parallel_build
+from builder.workers import Claim, Slots
 from builder.section import Needs, Section
 from tests.conftest import build, statuses as report_statuses
 from tests.test_cache import make_engine, statuses
@@ -111,7 +112,7 @@ def test_parallel_workers_give_the_serial_keys_and_outputs_and_run_at_once(toy_p
     parallel.config.threads, parallel.config.jobs = 2, 2
     (toy_project / "meeting").mkdir()
     monkeypatch.setenv("TOY_MEETING", str(toy_project / "meeting"))  # the workers inherit it
-    result = parallel.build()
+    result = parallel_build.build(parallel)
     assert statuses(result) == {gid: "miss" for gid in records}
     assert [r.id for r in result.results] == [r.id for r in serial_result.results]  # the summary's order
     for gid, [record] in records.items():
@@ -135,14 +136,14 @@ def test_a_failing_section_in_a_worker_leaves_the_others_cached_and_skips_its_de
                       ({"n": 3} if self.id == "up" else {"seconds": 0.0} if self.id == "after_side" else {}))
         engine = make_engine(toy_project)
         engine.config.jobs = 2
-        result = engine.build()
+        result = parallel_build.build(engine)
     by_id = {r.id: r for r in result.results}
     assert by_id["side"].status == "failed" and "side failed on purpose" in by_id["side"].error
     assert by_id["up"].status == by_id["down"].status == "miss"
     assert by_id["after_side"].status == "skipped"
     again = make_engine(toy_project)
     again.config.jobs = 2
-    assert statuses(again.build()) == {"up": "hit", "down": "hit", "side": "miss", "after_side": "miss"}
+    assert statuses(parallel_build.build(again)) == {"up": "hit", "down": "hit", "side": "miss", "after_side": "miss"}
 
 
 def test_a_worker_that_dies_fails_its_section_and_the_build_goes_on(toy_project):
@@ -151,7 +152,7 @@ def test_a_worker_that_dies_fails_its_section_and_the_build_goes_on(toy_project)
         "def run(ctx):\n    os._exit(3)  # as the kernel's OOM killer would end it\n")
     engine = make_engine(toy_project)
     engine.config.jobs = 2
-    result = engine.build()
+    result = parallel_build.build(engine)
     by_id = {r.id: r for r in result.results}
     assert by_id["crash"].status == "failed" and "a worker process ended abruptly while crash ran" in by_id["crash"].error
     for gid in ("up", "down", "side"):  # built, taken down beside the crash and said so, or skipped after that
@@ -161,7 +162,7 @@ def test_a_worker_that_dies_fails_its_section_and_the_build_goes_on(toy_project)
     (toy_project / "toygens" / "crash.py").unlink()
     again = make_engine(toy_project)
     again.config.jobs = 2
-    assert again.build().ok
+    assert parallel_build.build(again).ok
 
 
 @pytest.mark.slow  # a whole smoke build per executor: the quick tier leaves it to CI (conftest.py, --all)
@@ -193,3 +194,15 @@ def test_a_result_from_a_ray_node_without_this_disk_comes_home_through_the_share
     driver.config.shared = None
     lost = pool._bring_home(SectionResult("down", "miss", 1.0, done["down"].entry))
     assert lost.status == "failed" and "give the build a --cache-url" in lost.error
+
+
+def test_the_engine_builds_one_at_a_time_and_says_who_runs_several(toy_project):
+    """The engine knows no executor (no import circle): an engine set up for --jobs is refused by its serial
+    build, naming the driver; builder.app.run_sections hands it to builder.parallel."""
+    from builder import BuildError, app
+
+    engine = make_engine(toy_project)
+    engine.config.jobs = 2
+    with pytest.raises(BuildError, match="builder.parallel.build"):
+        engine.build()
+    assert app.run_sections(engine).ok and statuses(app.run_sections(engine)) == {"up": "hit", "down": "hit", "side": "hit"}

@@ -134,28 +134,28 @@ def test_diff_components_lines():
 
 
 def test_an_atomic_write_goes_through_a_hidden_temporary_file_beside_its_target(tmp_path, monkeypatch):
-    import builder.cache as cache
+    import builder.atomic as atomic
 
     renames = []
     real = os.replace
-    monkeypatch.setattr(cache.os, "replace", lambda src, dst: renames.append((src, dst)) or real(src, dst))
+    monkeypatch.setattr(atomic.os, "replace", lambda src, dst: renames.append((src, dst)) or real(src, dst))
     target = tmp_path / "deep" / "record.json"
-    cache.atomic_write_bytes(target, b"data")
+    atomic.atomic_write_bytes(target, b"data")
     [(src, dst)] = renames
     src = os.fspath(src)
     assert dst == target and os.path.dirname(src) == str(target.parent)
     assert os.path.basename(src).startswith(".record.json.") and src.endswith(".tmp")
-    assert target.read_bytes() == b"data" and (target.stat().st_mode & 0o777) == (0o666 & ~cache._UMASK)
+    assert target.read_bytes() == b"data" and (target.stat().st_mode & 0o777) == (0o666 & ~atomic.UMASK)
 
 
 def test_an_interrupt_right_after_the_rename_keeps_the_file_and_is_still_an_interrupt(tmp_path, monkeypatch):
-    import builder.cache as cache
+    import builder.atomic as atomic
 
     def crash_point(name):
         if name == "renamed:f.bin":
             raise KeyboardInterrupt
 
-    monkeypatch.setattr(cache, "crash_point", crash_point)
+    monkeypatch.setattr(atomic, "crash_point", crash_point)
     with pytest.raises(KeyboardInterrupt):
-        cache.atomic_write_bytes(tmp_path / "f.bin", b"x")
+        atomic.atomic_write_bytes(tmp_path / "f.bin", b"x")
     assert (tmp_path / "f.bin").read_bytes() == b"x" and [p.name for p in tmp_path.iterdir()] == ["f.bin"]

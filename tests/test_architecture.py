@@ -1,0 +1,68 @@
+"""The shape of the code: imports flow one way. Every ``import`` of the project's own modules counts, the
+ones inside functions too (a lazy import still ties two modules together)."""
+import ast
+from graphlib import CycleError, TopologicalSorter
+from pathlib import Path
+
+from tests.conftest import ROOT
+
+PACKAGES = ("builder", "backends", "diffusion", "generators")
+SCRIPTS = ("project", "build")
+
+
+def modules(root: Path) -> dict[str, Path]:
+    found = {}
+    for package in PACKAGES:
+        for path in sorted((root / package).rglob("*.py")):
+            parts = path.relative_to(root).with_suffix("").parts
+            found[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
+    found.update({name: root / f"{name}.py" for name in SCRIPTS})
+    return found
+
+
+def imports(name: str, path: Path, known: dict[str, Path]) -> set[str]:
+    """The project's modules that ``name`` imports anywhere in its code (its own package excepted: a
+    package's ``__init__`` runs before any of its modules, whoever imports what)."""
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.ImportFrom):
+            base = package.split(".")[:len(package.split(".")) - node.level + 1] if node.level else []
+            target = ".".join([*base, *([node.module] if node.module else [])])
+            found |= {t for t in (target, *(f"{target}.{a.name}" for a in node.names)) if t in known}
+        elif isinstance(node, ast.Import):
+            found |= {a.name for a in node.names if a.name in known}
+    return {t for t in found if t != name and not name.startswith(t + ".")}
+
+
+def import_graph(root: Path) -> dict[str, set[str]]:
+    known = modules(root)
+    return {name: imports(name, path, known) for name, path in known.items()}
+
+
+def test_the_import_graph_has_no_circle():
+    graph = import_graph(ROOT)
+    assert {"builder.engine", "builder.parallel", "builder.ray_executor", "generators.a1_9_hybrids"} <= set(graph)
+    assert "builder.engine" in graph["builder.parallel"] and "builder.workers" in graph["builder.ray_executor"]
+    try:
+        list(TopologicalSorter(graph).static_order())
+    except CycleError as exc:
+        raise AssertionError(f"an import circle: {' -> '.join(exc.args[1])}") from None
+
+
+def test_a_circle_through_a_lazy_import_is_found(tmp_path):
+    """The check itself: a module that imports its importer inside a function closes a circle."""
+    for package in PACKAGES:
+        (tmp_path / package).mkdir()
+        (tmp_path / package / "__init__.py").write_text("")
+    for name in SCRIPTS:
+        (tmp_path / f"{name}.py").write_text("")
+    (tmp_path / "builder" / "engine.py").write_text("def build():\n    from .parallel import run\n")
+    (tmp_path / "builder" / "parallel.py").write_text("from .engine import build\n")
+    graph = import_graph(tmp_path)
+    assert graph["builder.engine"] == {"builder.parallel"} and graph["builder.parallel"] == {"builder.engine"}
+    try:
+        list(TopologicalSorter(graph).static_order())
+    except CycleError:
+        return
+    raise AssertionError("the circle was not found")

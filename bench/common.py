@@ -5,6 +5,10 @@ import datetime
 import json
 import os
 import platform
+import re
+import subprocess
+import sys
+import threading
 from pathlib import Path
 
 
@@ -34,3 +38,19 @@ def save_result(path: Path | None, result: dict) -> dict:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(result, indent=1, sort_keys=True) + "\n")
     return result
+
+
+def start_preview(repo: Path, *args: str, env: dict | None = None) -> tuple[subprocess.Popen, str, list[str]]:
+    """``build.py --serve --port 0`` in ``repo``: the process, the address it serves on (once it says so)
+    and its output so far, which a thread keeps appending to. Raises RuntimeError, with the output, if
+    the preview ends without saying where it serves."""
+    proc = subprocess.Popen([sys.executable, "build.py", "--serve", "--port", "0", *args], cwd=repo,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    log: list[str] = []
+    for line in proc.stdout:
+        log.append(line)
+        if match := re.search(r"on (http://127\.0\.0\.1:\d+/)", line):
+            threading.Thread(target=lambda: log.extend(proc.stdout), daemon=True).start()
+            return proc, match.group(1), log
+    proc.wait(timeout=30)
+    raise RuntimeError("the preview never said where it serves:\n" + "".join(log))

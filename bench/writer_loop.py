@@ -20,18 +20,16 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import urllib.request
 from pathlib import Path
 
 from bench.build_times import copy_tree
-from bench.common import describe_machine, save_result
+from bench.common import describe_machine, save_result, start_preview
 
 ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM = Path("/usr/bin/chromium")
@@ -55,18 +53,11 @@ def median_of(runs: list[float]) -> dict:
 
 def edit_to_reload(repo: Path, runs: int) -> dict:
     """Seconds from saving an edited content file to the open page showing it, ``runs`` times."""
-    command = [sys.executable, "build.py", "--serve", "--port", "0", "--no-progress"]
-    proc = subprocess.Popen(command, cwd=repo, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    log: list[str] = []
     try:
-        for line in proc.stdout:
-            log.append(line)
-            if match := re.search(r"on (http://127\.0\.0\.1:\d+/)", line):
-                base = match.group(1)
-                break
-        else:
-            raise SystemExit("the preview never said where it serves:\n" + "".join(log))
-        threading.Thread(target=lambda: log.extend(proc.stdout), daemon=True).start()
+        proc, base, _log = start_preview(repo, "--no-progress")
+    except RuntimeError as exc:
+        raise SystemExit(str(exc)) from None
+    try:
         path = repo / CONTENT_FILE
         original = path.read_text(encoding="utf-8")
         try:

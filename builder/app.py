@@ -1,7 +1,6 @@
 """The build as a whole: resolve settings, run the engine, write the manifest and the site."""
 from __future__ import annotations
 
-import os
 import sys
 from dataclasses import dataclass, field, replace
 from pathlib import Path

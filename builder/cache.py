@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 from . import BuildError
-from .atomic import UMASK, atomic_write_bytes, atomic_write_text
+from .atomic import UMASK, atomic_write_text
 from .fingerprint import canonical_json, hash_value, sha256_known
 
 

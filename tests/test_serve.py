@@ -1,7 +1,6 @@
 """The live preview (``build.py --serve``): what it serves, that the published site never has its script,
 and, in a browser, that an edit reloads the page where the reader was."""
 import os
-import re
 import shutil
 import socket
 import subprocess
@@ -14,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from bench.common import start_preview
 from builder import serve
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -135,19 +135,12 @@ def test_an_edit_reloads_the_open_page_where_the_reader_was(tmp_path):
         pytest.skip(f"{CHROMIUM} is not installed (Debian: apt-get install chromium)")
     sync_api = pytest.importorskip("playwright.sync_api")
     copy = _project_copy(tmp_path)
-    proc = subprocess.Popen([sys.executable, "build.py", "--serve", "--port", "0", "--site-dir", str(tmp_path / "site")],
-                            cwd=copy, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"})
-    log: list[str] = []
     try:
-        for line in proc.stdout:
-            log.append(line)
-            if match := re.search(r"on (http://127\.0\.0\.1:\d+/)", line):
-                base = match.group(1)
-                break
-        else:
-            pytest.fail("the preview never said where it serves:\n" + "".join(log))
-        threading.Thread(target=lambda: log.extend(proc.stdout), daemon=True).start()
+        proc, base, log = start_preview(copy, "--site-dir", str(tmp_path / "site"),
+                                        env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"})
+    except RuntimeError as exc:
+        pytest.fail(str(exc))
+    try:
         blur = copy / "content" / "a12-blur.md"
         original = blur.read_text()
         with sync_api.sync_playwright() as manager:

@@ -12,6 +12,7 @@ import os
 import sys
 import time
 from pathlib import Path
+from typing import Callable
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -35,74 +36,13 @@ def parse_args(argv=None) -> argparse.Namespace:
                "  python build.py cache gc             delete what no recent build used (also: cache verify)\n"
                "  python build.py freeze carry --profile spec   carry a freeze across a change that keeps its results\n"
                "  python build.py freeze layout --profile spec  write the benchmark tables, laid out here, into a freeze")
-    p.add_argument("--only", nargs="+", metavar="SECTION",
-                   help="build only these sections (and the sections they depend on); the site is rendered "
-                        "if every other section is in the cache")
-    p.add_argument("--force", nargs="+", metavar="SECTION", default=[],
-                   help="re-run these sections even if their cache entry is valid")
-    p.add_argument("--profile", choices=["smoke", "cpu", "spec"],
-                   help="size of the computation: spec = the assignment's exact settings (default on CUDA), "
-                        "cpu = a smaller budget with the same algorithms (default without a GPU), "
-                        "smoke = seconds, for tests")
-    p.add_argument("--device", help="torch device: cpu, cuda or cuda:N (default: cuda when available)")
-    p.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"],
-                   help="autocast dtype for training and sampling (auto: bfloat16 on CUDA and on CPUs with "
-                        "bf16 instructions, else float32)")
-    p.add_argument("--seed", type=int, default=PROJECT.seed,
-                   help=f"the project seed; each section derives its own from it (default {PROJECT.seed})")
+    _what_to_build(p.add_argument_group("what to build"))
     backends.add_options(p)
-    p.add_argument("--list", action="store_true", help="list the sections and whether each is cached, then exit")
-    p.add_argument("--explain", metavar="SECTION",
-                   help="say why SECTION's cache entry hits or misses (which key component changed), then exit")
-    p.add_argument("--clean", action="store_true", help="delete the cache (not the site), then exit")
-    p.add_argument("--cache-dir", type=Path, default=PROJECT.root / ".cache",
-                   help="where cached outputs live (default: .cache/)")
-    p.add_argument("--site-dir", type=Path, default=PROJECT.root / "site",
-                   help="where the website is written (default: site/)")
-    p.add_argument("--frozen-dir", type=Path, default=PROJECT.root / "frozen",
-                   help="the committed freezes, one folder per profile, looked up after the cache "
-                        "(default: frozen/)")
-    p.add_argument("--freeze", action="store_true",
-                   help="after a complete build, write its results into FROZEN_DIR/<profile>/ (replacing what "
-                        "was there), so that any machine renders them without recomputing")
-    p.add_argument("--cache-url", metavar="URL",
-                   help="a cache shared with other machines, at any fsspec URL (file://, s3://, gs://, ...; also "
-                        "$FUN_DIFFUSION_CACHE_URL): results are looked up there after the local cache and the "
-                        "freeze, and what this build computes is uploaded. Credentials come from the backend's "
-                        "own configuration (for s3://, AWS_* variables or ~/.aws); the URL is only ever shown "
-                        "with its password and query values as ***")
-    p.add_argument("--jobs", "-j", type=int, default=1, metavar="N",
-                   help="run up to N independent sections at once, each in a worker process with the CPU threads "
-                        "and GPU share its module declares (Section.needs); the outputs are the same bytes as "
-                        "one at a time (default 1)")
-    p.add_argument("--executor", choices=["local", "ray"], default="local",
-                   help="where parallel sections run: local worker processes (default), or Ray tasks with their "
-                        "declared resources on the cluster at --ray-address or $RAY_ADDRESS (else a local Ray "
-                        "instance); a remote cluster needs --cache-url for the outputs to come back")
-    p.add_argument("--ray-address", metavar="ADDRESS", help="the Ray cluster for --executor ray")
-    p.add_argument("--strict", action="store_true",
-                   help="fail instead of showing a stale frozen result (one an earlier version of its section "
-                        "computed, on another device kind or dtype than this machine's); for publishing")
-    p.add_argument("--compute-here", action="store_true",
-                   help="compute on this machine what an edition lacks (a stale frozen result, or another edition's "
-                        "section its freeze does not hold) even where the edition was computed on another device "
-                        "kind or dtype; such results are shown as computed here")
-    p.add_argument("--report", type=Path, metavar="FILE",
-                   help="also write the build's result as JSON (each section's status, seconds and error; the "
-                        "site's summary), for scripts and benchmarks")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars (also when not on a terminal)")
-    p.add_argument("--debug", action="store_true", default=bool(os.environ.get(DEBUG_ENV)),
-                   help=f"print the full traceback of a failed section under its one-paragraph error "
-                        f"(also ${DEBUG_ENV}=1)")
-    p.add_argument("--serve", action="store_true",
-                   help="build, serve the site on 127.0.0.1 and rebuild whenever a file under content/, templates/, "
-                        "generators/, diffusion/, backends/ or builder/ changes; open pages reload where they were "
-                        "(a live preview; the published files never contain its reload script)")
-    p.add_argument("--port", type=int, default=8000, help="the preview's port (default 8000; 0: any free port)")
-    p.add_argument("--pdf", nargs="?", const=Path("report.pdf"), type=Path, metavar="FILE",
-                   help="after the build, print the report (the site's first edition) with headless Chromium into "
-                        "one PDF, FILE or report.pdf: a title page, the contents with page numbers, every page, and "
-                        "the figures' provenance as an appendix")
+    _instead_of_building(p.add_argument_group("instead of building"))
+    _where_things_are(p.add_argument_group("where results are kept"))
+    _several_at_once(p.add_argument_group("several sections at once"))
+    _stale_results(p.add_argument_group("results computed elsewhere"))
+    _what_comes_out(p.add_argument_group("what the build writes and says"))
     args = p.parse_args(argv)
     if args.serve and (args.clean or args.list or args.explain or args.freeze or args.pdf):
         p.error("--serve previews the site as it is built; it cannot be combined with --clean, --list, --explain, "
@@ -110,6 +50,93 @@ def parse_args(argv=None) -> argparse.Namespace:
     if args.pdf and (args.clean or args.list or args.explain):
         p.error("--pdf prints the site that the build writes; it cannot be combined with --clean, --list or --explain.")
     return args
+
+
+
+
+def _what_to_build(g) -> None:
+    g.add_argument("--only", nargs="+", metavar="SECTION",
+                   help="build only these sections (and the sections they depend on); the site is rendered "
+                        "if every other section is in the cache")
+    g.add_argument("--force", nargs="+", metavar="SECTION", default=[],
+                   help="re-run these sections even if their cache entry is valid")
+    g.add_argument("--profile", choices=["smoke", "cpu", "spec"],
+                   help="size of the computation: spec = the assignment's exact settings (default on CUDA), "
+                        "cpu = a smaller budget with the same algorithms (default without a GPU), "
+                        "smoke = seconds, for tests")
+    g.add_argument("--device", help="torch device: cpu, cuda or cuda:N (default: cuda when available)")
+    g.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"],
+                   help="autocast dtype for training and sampling (auto: bfloat16 on CUDA and on CPUs with "
+                        "bf16 instructions, else float32)")
+    g.add_argument("--seed", type=int, default=PROJECT.seed,
+                   help=f"the project seed; each section derives its own from it (default {PROJECT.seed})")
+
+
+def _instead_of_building(g) -> None:
+    g.add_argument("--list", action="store_true", help="list the sections and whether each is cached, then exit")
+    g.add_argument("--explain", metavar="SECTION",
+                   help="say why SECTION's cache entry hits or misses (which key component changed), then exit")
+    g.add_argument("--clean", action="store_true", help="delete the cache (not the site), then exit")
+
+
+def _where_things_are(g) -> None:
+    g.add_argument("--cache-dir", type=Path, default=PROJECT.root / ".cache",
+                   help="where cached outputs live (default: .cache/)")
+    g.add_argument("--site-dir", type=Path, default=PROJECT.root / "site",
+                   help="where the website is written (default: site/)")
+    g.add_argument("--frozen-dir", type=Path, default=PROJECT.root / "frozen",
+                   help="the committed freezes, one folder per profile, looked up after the cache "
+                        "(default: frozen/)")
+    g.add_argument("--freeze", action="store_true",
+                   help="after a complete build, write its results into FROZEN_DIR/<profile>/ (replacing what "
+                        "was there), so that any machine renders them without recomputing")
+    g.add_argument("--cache-url", metavar="URL",
+                   help="a cache shared with other machines, at any fsspec URL (file://, s3://, gs://, ...; also "
+                        "$FUN_DIFFUSION_CACHE_URL): results are looked up there after the local cache and the "
+                        "freeze, and what this build computes is uploaded. Credentials come from the backend's "
+                        "own configuration (for s3://, AWS_* variables or ~/.aws); the URL is only ever shown "
+                        "with its password and query values as ***")
+
+
+def _several_at_once(g) -> None:
+    g.add_argument("--jobs", "-j", type=int, default=1, metavar="N",
+                   help="run up to N independent sections at once, each in a worker process with the CPU threads "
+                        "and GPU share its module declares (Section.needs); the outputs are the same bytes as "
+                        "one at a time (default 1)")
+    g.add_argument("--executor", choices=["local", "ray"], default="local",
+                   help="where parallel sections run: local worker processes (default), or Ray tasks with their "
+                        "declared resources on the cluster at --ray-address or $RAY_ADDRESS (else a local Ray "
+                        "instance); a remote cluster needs --cache-url for the outputs to come back")
+    g.add_argument("--ray-address", metavar="ADDRESS", help="the Ray cluster for --executor ray")
+
+
+def _stale_results(g) -> None:
+    g.add_argument("--strict", action="store_true",
+                   help="fail instead of showing a stale frozen result (one an earlier version of its section "
+                        "computed, on another device kind or dtype than this machine's); for publishing")
+    g.add_argument("--compute-here", action="store_true",
+                   help="compute on this machine what an edition lacks (a stale frozen result, or another edition's "
+                        "section its freeze does not hold) even where the edition was computed on another device "
+                        "kind or dtype; such results are shown as computed here")
+
+
+def _what_comes_out(g) -> None:
+    g.add_argument("--report", type=Path, metavar="FILE",
+                   help="also write the build's result as JSON (each section's status, seconds and error; the "
+                        "site's summary), for scripts and benchmarks")
+    g.add_argument("--no-progress", action="store_true", help="no progress bars (also when not on a terminal)")
+    g.add_argument("--debug", action="store_true", default=bool(os.environ.get(DEBUG_ENV)),
+                   help=f"print the full traceback of a failed section under its one-paragraph error "
+                        f"(also ${DEBUG_ENV}=1)")
+    g.add_argument("--serve", action="store_true",
+                   help="build, serve the site on 127.0.0.1 and rebuild whenever a file under content/, templates/, "
+                        "generators/, diffusion/, backends/ or builder/ changes; open pages reload where they were "
+                        "(a live preview; the published files never contain its reload script)")
+    g.add_argument("--port", type=int, default=8000, help="the preview's port (default 8000; 0: any free port)")
+    g.add_argument("--pdf", nargs="?", const=Path("report.pdf"), type=Path, metavar="FILE",
+                   help="after the build, print the report (the site's first edition) with headless Chromium into "
+                        "one PDF, FILE or report.pdf: a title page, the contents with page numbers, every page, and "
+                        "the figures' provenance as an appendix")
 
 
 WATCHED = ("content", "templates", PROJECT.sections, *PROJECT.science, "backends", "builder", "project.py",
@@ -126,26 +153,9 @@ def preview(args, argv: list[str]) -> int:
 
     settings = _settings(args)
     settings.resources[backends.RESOURCE] = backends.resource(args, app.resolve(settings).device, PROJECT)
-    settings.defer_index = True  # an edit reaches the page first; the search index follows (see rebuild)
-    later = []
-
-    def rebuild() -> str | None:
-        start = time.perf_counter()
-        try:
-            result, summary = app.build(settings, progress_bar=False, out=sys.stdout)
-            if summary and summary.get("later"):
-                later.append(summary.pop("later"))
-        except BuildError as exc:
-            errors = [str(exc)]
-        else:
-            errors = [f"section {r.id} failed: {r.error}" for r in result.results if r.status == "failed"]
-            errors += [f"the site was not written: {summary['error']}"] if summary and "error" in summary else []
-        if errors:
-            print("preview: the rebuild failed; the pages show its error until a rebuild succeeds", flush=True)
-            return "\n\n".join(errors)
-        print(f"preview: rebuilt in {time.perf_counter() - start:.2f} s", flush=True)
-        return None
-
+    settings.defer_index = True  # an edit reaches the page first; the search index follows (see _rebuilder)
+    later: list = []
+    rebuild = _rebuilder(settings, later)
     state = serve.Preview()
     try:  # the port first: a taken one is said before a build is waited for
         server = serve.start_server(args.site_dir, state, port=args.port)
@@ -153,6 +163,7 @@ def preview(args, argv: list[str]) -> int:
         print(f"error: the preview cannot listen on 127.0.0.1:{args.port} ({exc.strerror or exc}). Choose another "
               f"port with --port N, or --port 0 for any free one.", file=sys.stderr)
         return 2
+
     def after_publish() -> None:
         while later:
             try:
@@ -184,6 +195,29 @@ def preview(args, argv: list[str]) -> int:
     server.shutdown()
     print("preview: stopped", flush=True)
     return 0
+
+
+def _rebuilder(settings: app.Settings, later: list) -> Callable[[], str | None]:
+    """The preview's rebuild: the build in this process; None when it succeeded, else the paragraph the pages
+    show instead. What the render left for after the reload (the search index) is appended to ``later``."""
+    def rebuild() -> str | None:
+        start = time.perf_counter()
+        try:
+            result, summary = app.build(settings, progress_bar=False, out=sys.stdout)
+            if summary and summary.get("later"):
+                later.append(summary.pop("later"))
+        except BuildError as exc:
+            errors = [str(exc)]
+        else:
+            errors = [f"section {r.id} failed: {r.error}" for r in result.results if r.status == "failed"]
+            errors += [f"the site was not written: {summary['error']}"] if summary and "error" in summary else []
+        if errors:
+            print("preview: the rebuild failed; the pages show its error until a rebuild succeeds", flush=True)
+            return "\n\n".join(errors)
+        print(f"preview: rebuilt in {time.perf_counter() - start:.2f} s", flush=True)
+        return None
+
+    return rebuild
 
 
 def _without_serve(argv: list[str]) -> list[str]:
@@ -362,12 +396,25 @@ def main(argv=None) -> int:
     print(app.summary_table(result))
     if args.report:
         app.write_report(args.report, result, summary)
+    _say_what_happened(result, args.debug)
+    if summary and "error" in summary:
+        print(f"error: the site was not written: {summary['error']}", file=sys.stderr)
+        return 1
+    if summary:
+        _say_where_the_site_is(summary, settings.site_dir, time.perf_counter() - start)
+    if args.pdf:
+        return _print_pdf(args.pdf, settings, printable=bool(summary and result.ok)) or (0 if result.ok else 1)
+    return 0 if result.ok else 1
+
+
+def _say_what_happened(result, debug: bool) -> None:
+    """The build's warnings, and each section that failed, was skipped or is shown stale, on stderr."""
     for warning in result.warnings:
         print(f"warning: {warning}", file=sys.stderr)
     for res in result.results:
         if res.status == "failed":
             print(f"error: section {res.id} failed: {res.error}", file=sys.stderr)
-            if args.debug and res.traceback:
+            if debug and res.traceback:
                 print(res.traceback, file=sys.stderr)
         elif res.status == "skipped":
             print(f"skipped: section {res.id}, because {res.error}", file=sys.stderr)
@@ -375,35 +422,36 @@ def main(argv=None) -> int:
             print(f"stale: section {res.id} shows a frozen result computed by an earlier version of it "
                   f"({'; '.join(res.stale)}); the pages mark it. --explain {res.id} says how to refresh it.",
                   file=sys.stderr)
-    if summary and "error" in summary:
-        print(f"error: the site was not written: {summary['error']}", file=sys.stderr)
-        return 1
-    if summary:
-        for warning in summary["warnings"]:
-            print(f"warning: {warning}", file=sys.stderr)
-        sizes = ", ".join(f"{kind} {size / 1e6:.2f}" for kind, size in summary.get("sizes", {}).items())
-        print(f"site: {settings.site_dir} ({summary['files']} files, {summary['bytes'] / 1e6:.2f} MB: {sizes}; "
-              f"{summary['changed']} written, {summary['removed']} removed) in {time.perf_counter() - start:.1f} s")
-    if args.pdf and summary and result.ok:
-        from builder.pdf import print_report
 
-        start = time.perf_counter()
-        try:
-            printed = print_report(settings.site_dir, PROJECT.pages, settings.templates_dir, args.pdf)
-        except BuildError as exc:
-            print(f"error: the PDF was not written: {exc}", file=sys.stderr)
-            return 1
-        print(f"pdf: {args.pdf} ({printed['pages']} pages, {printed['bytes'] / 1e6:.1f} MB) in "
-              f"{time.perf_counter() - start:.0f} s")
-    elif args.pdf:
+
+def _say_where_the_site_is(summary: dict, site_dir: Path, seconds: float) -> None:
+    for warning in summary["warnings"]:
+        print(f"warning: {warning}", file=sys.stderr)
+    sizes = ", ".join(f"{kind} {size / 1e6:.2f}" for kind, size in summary.get("sizes", {}).items())
+    print(f"site: {site_dir} ({summary['files']} files, {summary['bytes'] / 1e6:.2f} MB: {sizes}; "
+          f"{summary['changed']} written, {summary['removed']} removed) in {seconds:.1f} s")
+
+
+def _print_pdf(out: Path, settings: app.Settings, printable: bool) -> int:
+    """--pdf: the site printed into ``out``; 1 (after saying why) where it cannot be, else 0."""
+    if not printable:
         print("error: the PDF was not written, because the build did not finish; fix what it says above and "
               "build again with --pdf.", file=sys.stderr)
         return 1
-    return 0 if result.ok else 1
+    from builder.pdf import print_report
 
+    start = time.perf_counter()
+    try:
+        printed = print_report(settings.site_dir, PROJECT.pages, settings.templates_dir, out)
+    except BuildError as exc:
+        print(f"error: the PDF was not written: {exc}", file=sys.stderr)
+        return 1
+    print(f"pdf: {out} ({printed['pages']} pages, {printed['bytes'] / 1e6:.1f} MB) in "
+          f"{time.perf_counter() - start:.0f} s")
+    return 0
 
 if __name__ == "__main__":
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    # Deterministic cuBLAS needs a fixed workspace, chosen before CUDA starts (see engine.deterministic_kernels).
+    # Deterministic cuBLAS needs a fixed workspace, chosen before CUDA starts (see compute.deterministic_kernels).
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     sys.exit(main())

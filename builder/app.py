@@ -8,7 +8,8 @@ from typing import Any
 
 from . import BuildError, statcache
 from .cache import Store
-from .engine import BuildConfig, BuildResult, Engine, Resource, SectionResult, deterministic_kernels
+from .compute import deterministic_kernels
+from .engine import BuildConfig, BuildResult, Engine, Resource, SectionResult
 from .fingerprint import hash_value
 from .project import Project
 from .registry import discover
@@ -228,37 +229,13 @@ def run_sections(engine: Engine, wanted: list[str] | None = None, progress=None,
 
 
 def _build(engine: Engine, settings: Settings, progress_bar: bool, out) -> tuple[BuildResult, dict | None]:
-    order = engine.order(settings.only)
-    from tqdm import tqdm
-
-    bar = tqdm(total=len(order), desc="sections", unit="section", disable=not progress_bar, file=sys.stderr)
-
-    def inner(total, desc):
-        return tqdm(total=total, desc=desc, leave=False, disable=not progress_bar, file=sys.stderr)
-
-    def on_section(res):
-        bar.set_postfix_str(f"{res.id}: {res.status}")
-        bar.update(1)
-
-    try:
-        result = run_sections(engine, settings.only, progress=inner, on_section=on_section)
-    finally:
-        bar.close()
+    result = _run_with_progress(engine, settings.only, progress_bar)
     if not result.ok:
         return result, None
     entries = {r.id: r.entry for r in result.results}
     results = {r.id: r for r in result.results}
     if settings.only:
-        # The other sections can still be shown if the cache has them for this configuration.
-        missing = []
-        for gid, (components, entry) in engine.peek().items():
-            if gid not in entries:
-                if entry is None:
-                    missing.append(gid)
-                    continue
-                entries[gid] = entry
-                if engine.find(gid, components) is None:  # a stale frozen result: shown marked, as a build would
-                    results[gid] = SectionResult(gid, "stale", 0.0, entry, stale=engine.stale_changes(entry, components))
+        missing = _the_rest_from_the_cache(engine, entries, results)
         if missing:
             print(f"site not rendered: {', '.join(missing)} have no cached result for this configuration; "
                   f"run without --only to build them.", file=out)
@@ -269,6 +246,56 @@ def _build(engine: Engine, settings: Settings, progress_bar: bool, out) -> tuple
             print(freeze_build(engine, settings, entries, manifest), file=out)
         except BuildError as exc:
             return result, {"error": str(exc)}
+    editions = _editions(engine, settings, manifest, result)
+    if editions is None:
+        return result, None
+    try:
+        summary = _render(engine, settings, editions)
+    except BuildError as exc:
+        # The figures are safely cached; only the pages could not be written.
+        return result, {"error": str(exc)}
+    return result, summary
+
+
+def _run_with_progress(engine: Engine, wanted: list[str] | None, progress_bar: bool) -> BuildResult:
+    """``run_sections`` with a progress bar of the sections (and one per section that reports steps)."""
+    from tqdm import tqdm
+
+    bar = tqdm(total=len(engine.order(wanted)), desc="sections", unit="section", disable=not progress_bar,
+               file=sys.stderr)
+
+    def inner(total, desc):
+        return tqdm(total=total, desc=desc, leave=False, disable=not progress_bar, file=sys.stderr)
+
+    def on_section(res):
+        bar.set_postfix_str(f"{res.id}: {res.status}")
+        bar.update(1)
+
+    try:
+        return run_sections(engine, wanted, progress=inner, on_section=on_section)
+    finally:
+        bar.close()
+
+
+def _the_rest_from_the_cache(engine: Engine, entries: dict[str, Any], results: dict[str, SectionResult]) -> list[str]:
+    """After an --only build, the other sections as the cache has them for this configuration (a stale
+    frozen result shown marked, as a build would), added to ``entries``; returns those it lacks."""
+    missing = []
+    for gid, (components, entry) in engine.peek().items():
+        if gid not in entries:
+            if entry is None:
+                missing.append(gid)
+                continue
+            entries[gid] = entry
+            if engine.find(gid, components) is None:
+                results[gid] = SectionResult(gid, "stale", 0.0, entry, stale=engine.stale_changes(entry, components))
+    return missing
+
+
+def _editions(engine: Engine, settings: Settings, manifest: dict[str, Any], result: BuildResult) -> list | None:
+    """This build's edition and the others that have a freeze, in the project's order (the first at the
+    site's root, the others in folders); the others' results join ``result`` as ``<edition>/<section>``.
+    None where another edition could not be assembled."""
     from . import freeze
     from .edition import Edition
 
@@ -279,17 +306,12 @@ def _build(engine: Engine, settings: Settings, progress_bar: bool, out) -> tuple
         other, other_manifest, other_engine = _frozen_edition(engine, settings, name)
         result.results += [replace(r, id=f"{name}/{r.id}") for r in other.results]
         if other_manifest is None:
-            return result, None
+            return None
         editions[name] = Edition(name, other_manifest, other_engine.store.object_path, freeze=freezes[name])
     ordered = [editions[name] for name in settings.project.editions if name in editions] or list(editions.values())
     for edition in ordered[1:]:
         edition.folder = f"{edition.name}/"
-    try:
-        summary = _render(engine, settings, ordered)
-    except BuildError as exc:
-        # The figures are safely cached; only the pages could not be written.
-        return result, {"error": str(exc)}
-    return result, summary
+    return ordered
 
 
 def _render(engine: Engine, settings: Settings, editions: list) -> dict[str, Any]:

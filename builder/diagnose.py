@@ -142,3 +142,9 @@ def _within(path: Path, folder: Path) -> bool:
         return True
     except ValueError:
         return False
+
+
+def bytes_under(folder: Path) -> int:
+    """What the files below ``folder`` hold (0 where it is missing or not a folder): what a section had
+    written when a full disk stopped it."""
+    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file()) if folder.is_dir() else 0

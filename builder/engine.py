@@ -6,24 +6,21 @@ reproduces the same bytes does not invalidate anything after it (early cut-off).
 """
 from __future__ import annotations
 
-import functools
-import os
-import random
 import time
 import traceback
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
 from . import BuildError, diagnose
 from .cache import Entry, Store, diff_components
+from .compute import GpuMemory, cores, default_threads, seed_everything, torch_threads
 from .context import RECORD_FORMAT, Context, Params, derive_seed
 from .faults import crash_point
 from .fingerprint import hash_value
 from .freeze import machine
 from .project import Project
-from .registry import SectionModule
+from .registry import SectionModule, build_order_from_graph
 
 
 @dataclass(frozen=True)
@@ -364,7 +361,7 @@ class Engine:
              progress, start: float) -> SectionResult:
         gid = mod.section.id
         forced = gid in self.config.force
-        gpu = _GpuMemory(self.config.device)
+        gpu = GpuMemory(self.config.device)
         with self.store.staging() as staging:
             ctx = Context(
                 section_id=gid, params=Params(gid, components["params"]), profile=self.config.profile,
@@ -372,13 +369,13 @@ class Engine:
                 staging=staging, scratch=self.store.scratch_dir(gid, key), upstream_entries=upstream,
                 resources=self.resources(gid), progress_factory=progress,
             )
-            _seed_everything(components["seed"])
+            seed_everything(components["seed"])
             try:
-                with _torch_threads(self.threads_for(gid)):
+                with torch_threads(self.threads_for(gid)):
                     mod.run(ctx)
                 ctx.params.check_all_read()
             except Exception as exc:
-                exc._staged_bytes = _bytes_under(staging)  # what it had written, for a full-disk message
+                exc._staged_bytes = diagnose.bytes_under(staging)  # what it had written, for a full-disk message
                 raise
             seconds = time.perf_counter() - start
             peak = gpu.peak()
@@ -417,7 +414,7 @@ class Engine:
         disk = diagnose.full_disk(exc, self.store.root)
         if disk is not None:
             scratch = self.store.root / "scratch" / gid
-            written = getattr(exc, "_staged_bytes", 0) + _bytes_under(scratch)
+            written = getattr(exc, "_staged_bytes", 0) + diagnose.bytes_under(scratch)
             error = diagnose.disk_message(disk[0], disk[1], self.store.root, written=written,
                                           previous=self._stored_bytes(gid),
                                           resumable=any(scratch.rglob("resume.pt")))
@@ -490,48 +487,6 @@ class Ledger:
         self.result.results.append(res)
 
 
-def cores() -> int:
-    """The cores this process may run on."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-
-
-@functools.cache
-def default_threads() -> int:
-    """Torch's own thread count in this process, read once, before any section changes it."""
-    import torch
-
-    return torch.get_num_threads()
-
-
-@contextmanager
-def _torch_threads(n: int):
-    """Compute with ``n`` threads inside the block, and give back the count found outside it."""
-    import torch
-
-    default_threads()
-    before = torch.get_num_threads()
-    if before != n:
-        torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        if torch.get_num_threads() != before:
-            torch.set_num_threads(before)
-
-
-def deterministic_kernels(device: str) -> None:
-    """On CUDA, the same inputs must give the same bytes, as they do on a CPU: PyTorch's recipe
-    (docs: Reproducibility) of deterministic algorithms, no cuDNN autotuning, and a fixed cuBLAS
-    workspace. An op with no deterministic kernel warns, naming itself, instead of failing the build."""
-    if not device.startswith("cuda"):
-        return
-    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # read when cuBLAS starts; build.py sets it first
-    import torch
-
-    torch.backends.cudnn.benchmark = False
-    torch.use_deterministic_algorithms(True, warn_only=True)
-
-
 def _where(components: dict[str, Any]) -> tuple[str, str]:
     """The device kind and dtype a result's key components say it was computed with."""
     return str(components["device"]).split(":")[0], str(components["dtype"])
@@ -540,58 +495,3 @@ def _where(components: dict[str, Any]) -> tuple[str, str]:
 def in_environment(components: dict[str, Any], entry: Entry) -> dict[str, Any]:
     """These key components as they would read in the environment ``entry`` was computed in."""
     return {**components, **{name: entry.record["components"].get(name) for name in ENVIRONMENT}}
-
-
-def _bytes_under(folder: Path) -> int:
-    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file()) if folder.is_dir() else 0
-
-
-class _GpuMemory:
-    """The peak GPU memory of one section (None off CUDA): reset when the section starts."""
-
-    def __init__(self, device: str):
-        self.cuda = device.startswith("cuda")
-        if self.cuda:
-            import torch
-
-            torch.cuda.reset_peak_memory_stats(device)
-            self.device = device
-
-    def peak(self) -> int | None:
-        if not self.cuda:
-            return None
-        import torch
-
-        return int(torch.cuda.max_memory_allocated(self.device))
-
-
-def build_order_from_graph(graph: dict[str, tuple[str, ...]]) -> list[str]:
-    from graphlib import CycleError, TopologicalSorter
-
-    sorter = TopologicalSorter({gid: sorted(deps) for gid, deps in sorted(graph.items())})
-    try:
-        sorter.prepare()
-    except CycleError as exc:
-        raise BuildError(f"the section dependencies form a cycle: {' -> '.join(exc.args[1])}") from None
-    order: list[str] = []
-    while sorter.is_active():
-        ready = sorted(sorter.get_ready())
-        order.extend(ready)
-        sorter.done(*ready)
-    return order
-
-
-def _seed_everything(seed: int) -> None:
-    random.seed(seed)
-    try:
-        import numpy as np
-
-        np.random.seed(seed % 2**32)
-    except ImportError:
-        pass
-    try:
-        import torch
-
-        torch.manual_seed(seed)
-    except ImportError:
-        pass

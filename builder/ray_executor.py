@@ -19,7 +19,8 @@ from typing import Any
 
 from . import BuildError
 from .cache import Entry
-from .engine import Engine, SectionResult, cores
+from .compute import cores
+from .engine import Engine, SectionResult
 from .workers import Claim, Slots, payload, run_section
 
 # What a task does not need: the built site, the committed freezes (the driver reads them), caches,

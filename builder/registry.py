@@ -125,3 +125,21 @@ def _section_code() -> str:
 
     path = Path(__file__).with_name("section.py")
     return statcache.digest(path, "code-digest", lambda data: code_digest(data.decode("utf-8")))
+
+
+def build_order_from_graph(graph: dict[str, tuple[str, ...]]) -> list[str]:
+    """The sections in an order where each comes after what it depends on (ties by name), or one
+    paragraph naming the circle."""
+    from graphlib import CycleError, TopologicalSorter
+
+    sorter = TopologicalSorter({gid: sorted(deps) for gid, deps in sorted(graph.items())})
+    try:
+        sorter.prepare()
+    except CycleError as exc:
+        raise BuildError(f"the section dependencies form a cycle: {' -> '.join(exc.args[1])}") from None
+    order: list[str] = []
+    while sorter.is_active():
+        ready = sorted(sorter.get_ready())
+        order.extend(ready)
+        sorter.done(*ready)
+    return order

@@ -13,7 +13,8 @@ from dataclasses import dataclass, field, replace
 from multiprocessing import get_context
 from typing import Any
 
-from .engine import Engine, SectionResult, cores, default_threads, deterministic_kernels
+from .compute import cores, default_threads, deterministic_kernels
+from .engine import Engine, SectionResult
 
 
 @dataclass

@@ -17,7 +17,9 @@ import torch
 
 from builder import BuildError, diagnose, engine as engine_module
 from builder.context import derive_seed
-from builder.engine import Resource, _GpuMemory, build_order_from_graph
+from builder.compute import GpuMemory
+from builder.engine import Resource
+from builder.registry import build_order_from_graph
 from builder.project import Project
 from tests.test_cache import backend, edit, make_engine
 
@@ -80,7 +82,7 @@ def test_the_peak_gpu_memory_is_recorded_on_cuda(toy_project, monkeypatch):
     assert result.peak_gpu_bytes == 12345 and result.entry.record["peak_gpu_bytes"] == 12345
     assert calls == [("reset", "cuda:1"), ("peak", "cuda:1")]
     assert make_engine(toy_project, device="cuda:1").key_components("up", {})["device"] == "cuda"
-    assert _GpuMemory("cpu").peak() is None
+    assert GpuMemory("cpu").peak() is None
 
 
 def test_hits_take_no_time_and_every_section_is_reported_as_it_ends(toy_project):
@@ -185,9 +187,9 @@ def test_an_out_of_memory_error_gets_the_hints_for_that_section(toy_project, mon
 
 
 def test_every_source_of_randomness_is_seeded_from_the_section(toy_project):
-    engine_module._seed_everything(2**40 + 5)
+    engine_module.seed_everything(2**40 + 5)
     a = (random.random(), np.random.rand(), torch.rand(1).item())
-    engine_module._seed_everything(2**40 + 5)
+    engine_module.seed_everything(2**40 + 5)
     assert (random.random(), np.random.rand(), torch.rand(1).item()) == a
     np.random.seed(5)
     assert np.random.rand() == a[1]  # numpy takes the seed modulo 2**32
@@ -269,9 +271,9 @@ def test_bytes_under_a_folder(tmp_path):
     (tmp_path / "d" / "e").mkdir(parents=True)
     (tmp_path / "d" / "x").write_bytes(b"12345")
     (tmp_path / "d" / "e" / "y").write_bytes(b"123")
-    assert engine_module._bytes_under(tmp_path / "d") == 8
-    assert engine_module._bytes_under(tmp_path / "missing") == 0
-    assert engine_module._bytes_under(tmp_path / "d" / "x") == 0  # a file is not a folder
+    assert diagnose.bytes_under(tmp_path / "d") == 8
+    assert diagnose.bytes_under(tmp_path / "missing") == 0
+    assert diagnose.bytes_under(tmp_path / "d" / "x") == 0  # a file is not a folder
 
 
 def test_key_components_name_every_input(toy_project):

@@ -197,9 +197,9 @@ def cli_build(cache: Path, site: Path) -> int:
 
 def fail_writes_after_the_first(monkeypatch, failure):
     """Let the site's first file through, then make every write fail inside the real atomic writer."""
-    from builder import cache as cache_module, render
+    from builder import cache as cache_module, sitefiles
 
-    real = render.atomic_write_bytes
+    real = sitefiles.atomic_write_bytes
     calls = []
 
     def flaky(path, data):
@@ -210,7 +210,7 @@ def fail_writes_after_the_first(monkeypatch, failure):
             failure(m)
             return real(path, data)
 
-    monkeypatch.setattr(render, "atomic_write_bytes", flaky)
+    monkeypatch.setattr(sitefiles, "atomic_write_bytes", flaky)
     return cache_module
 
 

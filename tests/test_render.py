@@ -9,7 +9,8 @@ import pytest
 from PIL import Image
 
 from builder import BuildError
-from builder.render import last_frame_png, render_site
+from builder.images import last_frame_png
+from builder.render import render_site
 from project import PROJECT
 
 PAGES = PROJECT.pages
@@ -406,7 +407,7 @@ def test_a_failure_inside_a_macro_names_the_template_line_and_the_content_line(f
 def test_template_failure_paragraphs(tmp_path):
     from jinja2 import Environment, FileSystemLoader, TemplateSyntaxError
 
-    from builder.render import template_failure
+    from builder.templating import template_failure
 
     templates = tmp_path / "templates"
     templates.mkdir()
@@ -433,7 +434,7 @@ def test_template_failure_paragraphs(tmp_path):
 def test_write_failure_paragraphs():
     import errno
 
-    from builder.render import write_failure
+    from builder.sitefiles import write_failure
 
     out, target = Path("/srv/site"), Path("/srv/site/figures/a.png")
     tail = ("Then build again: the figures are safely in the cache, so only the pages are written. No half-written "
@@ -451,7 +452,7 @@ def test_write_failure_paragraphs():
 
 
 def test_teaser_cards_of_each_kind():
-    from builder.render import _teaser_card
+    from builder.passes import teaser_card
 
     shown = {"href": "part-a.html#fig-f", "where": "Part A, Edits"}
 
@@ -460,28 +461,28 @@ def test_teaser_cards_of_each_kind():
 
     base = {"id": "f", "alt": "the alt", "caption": "Label: then the rest"}
     for kind, role in (("image", "image"), ("grid", "image"), ("plot", "image"), ("gif", "animation")):
-        card = _teaser_card({**base, "kind": kind, "files": [f("other", "1"), f(role, "2")]}, {}, shown)
+        card = teaser_card({**base, "kind": kind, "files": [f("other", "1"), f(role, "2")]}, {}, shown)
         assert card == {"id": "f", "kind": kind, "display": "", "label": "Label", "href": shown["href"],
                         "where": shown["where"], "images": [{"src": f"figures/f-{role}.png", "alt": "the alt",
                                                              "scale": 1.0, "width": None, "height": None}]}
         assert len(card["images"]) == 1
-    with_poster = _teaser_card({**base, "kind": "gif", "files": [f("animation", "1"), f("poster", "2")]}, {}, shown)
+    with_poster = teaser_card({**base, "kind": "gif", "files": [f("animation", "1"), f("poster", "2")]}, {}, shown)
     assert [im["src"] for im in with_poster["images"]] == ["figures/f-poster.png"], "a still, not the GIF"
-    assert _teaser_card({**base, "kind": "table", "files": [f("image", "1")]}, {}, shown)["images"] == []
+    assert teaser_card({**base, "kind": "table", "files": [f("image", "1")]}, {}, shown)["images"] == []
     items = [{"file": i, "width": w, **({"alt": f"item {i}"} if i else {})} for i, w in enumerate((10, 40, 20, 0, 5))]
     gallery = {**base, "kind": "gallery", "files": [f(f"r0c{i}", str(i)) for i in range(5)] + [f("r1c0", "9")],
                "rows": [{"items": items}, {"items": [{"file": 5}]}], "meta": {"display": "hybrid"}}
-    card = _teaser_card(gallery, {"label": "Mine"}, shown)
+    card = teaser_card(gallery, {"label": "Mine"}, shown)
     assert card["display"] == "hybrid" and card["label"] == "Mine"
     assert [(i["alt"], i["scale"]) for i in card["images"]] == [("the alt", 0.25), ("item 1", 1.0), ("item 2", 0.5),
                                                                 ("item 3", 1.0)]  # the first four, by width
-    picked = _teaser_card(gallery, {"items": [4, 1, 5, 7, -1]}, shown)["images"]
+    picked = teaser_card(gallery, {"items": [4, 1, 5, 7, -1]}, shown)["images"]
     assert [(i["alt"], i["scale"]) for i in picked] == [("item 4", 0.125), ("item 1", 1.0)]  # out of range: left out
-    assert [i["alt"] for i in _teaser_card(gallery, {"row": 9}, shown)["images"]] == ["the alt"]  # the last row
-    assert _teaser_card({**gallery, "rows": []}, {}, shown)["images"] == []
-    assert _teaser_card(gallery, {"items": [5, 9]}, shown)["images"] == []  # nothing in range
+    assert [i["alt"] for i in teaser_card(gallery, {"row": 9}, shown)["images"]] == ["the alt"]  # the last row
+    assert teaser_card({**gallery, "rows": []}, {}, shown)["images"] == []
+    assert teaser_card(gallery, {"items": [5, 9]}, shown)["images"] == []  # nothing in range
     no_width = {**gallery, "rows": [{"items": [{"file": 0}, {"file": 1}]}]}
-    assert [i["scale"] for i in _teaser_card(no_width, {}, shown)["images"]] == [1.0, 1.0]
+    assert [i["scale"] for i in teaser_card(no_width, {}, shown)["images"]] == [1.0, 1.0]
 
 
 def test_stale_files_and_the_folders_they_leave_empty_go(fixture_site):
@@ -504,7 +505,7 @@ def _front(tmp_path: Path, text: str) -> Path:
 
 
 def test_front_matter_is_read_with_its_line_numbers(tmp_path):
-    from builder.render import read_content
+    from builder.content import read_content
 
     where = tmp_path / "fm" / "x.md"
     [cf] = read_content(_front(tmp_path, "---\ntitle: Ratio: a / b\n\npage: part-b\n---\n\nbody\n---\nafter a rule\n"), PAGES)
@@ -689,7 +690,7 @@ def test_the_site_files_beside_the_pages(fixture_site, tmp_path):
 
 
 def test_a_kill_after_the_first_file_leaves_exactly_one_new_file(fixture_site, monkeypatch):
-    import builder.render as render_module
+    import builder.sitefiles as sitefiles
 
     class Killed(BaseException):
         pass
@@ -698,7 +699,7 @@ def test_a_kill_after_the_first_file_leaves_exactly_one_new_file(fixture_site, m
         if name == "render":
             raise Killed
 
-    monkeypatch.setattr(render_module, "crash_point", crash_point)
+    monkeypatch.setattr(sitefiles, "crash_point", crash_point)
     render, out = fixture_site
     with pytest.raises(Killed):
         render()
@@ -743,7 +744,7 @@ def test_template_errors_name_the_template_not_python_beside_it(tmp_path):
 
     from jinja2 import Environment, FileSystemLoader, TemplateSyntaxError
 
-    from builder.render import template_failure
+    from builder.templating import template_failure
 
     templates = tmp_path / "templates"
     templates.mkdir()
@@ -788,14 +789,14 @@ def test_messages_list_every_choice_and_keep_jinjas_sentence(fixture_site, tmp_p
 def test_a_stale_file_that_cannot_be_removed_is_one_paragraph(fixture_site, monkeypatch):
     import errno
 
-    import builder.render as render_module
+    import builder.sitefiles as sitefiles
 
     render, out = fixture_site
 
     def refuse(out_dir, keep):
         raise PermissionError(errno.EACCES, "Permission denied")
 
-    monkeypatch.setattr(render_module, "_remove_stale", refuse)
+    monkeypatch.setattr(sitefiles, "_remove_stale", refuse)
     with pytest.raises(BuildError) as err:
         render()
     assert str(err.value).startswith(f"cannot write the site into {out}: writing {out} failed (EACCES, Permission "
@@ -898,7 +899,7 @@ def test_a_table_gets_a_column_to_compare_with(fixture_site, tmp_path):
 
 
 def test_contents_nest_a_section_under_the_number_it_extends():
-    from builder.render import contents_tree
+    from builder.site import contents_tree
 
     sections = [{"id": i, "title": t, "toc": []} for i, t in (("a", "1.6 CFG"), ("b", "1.7 SDEdit"),
                                                              ("c", "1.7.2 Inpainting"), ("d", "1.7.3 Text"),

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from builder import memo, render, rendered, statcache
+from builder import memo, passes, render, rendered, statcache
 from builder.fingerprint import sha256_bytes
 from tests.conftest import ROOT
 
@@ -196,8 +196,8 @@ def test_a_warm_process_renders_again_only_the_content_file_that_changed(site_of
     site_of()
     monkeypatch.setattr(rendered, "unchanged", lambda *a: None)  # render every time, as after an edit
     fresh = []
-    real = render._render_content_now
-    monkeypatch.setattr(render, "_render_content_now", lambda cf, *a: fresh.append(cf.path.name) or real(cf, *a))
+    real = passes._render_content_now
+    monkeypatch.setattr(passes, "_render_content_now", lambda cf, *a: fresh.append(cf.path.name) or real(cf, *a))
     blur = site_of.dir / "content" / "a12-blur.md"
     blur.write_text(blur.read_text().replace("in numbers.", "in numbers. WARM."))
     site_of()

@@ -158,7 +158,7 @@ SAVERS = {
     "everything resident (T5-XXL, stage I, stage II)": (True, False, False),
     "precomputed embeddings (no T5)": (False, False, False),
     "embeddings, stage II after freeing stage I": (False, True, False),
-    "--offload (enable_model_cpu_offload), T5 included": (True, False, True),
+    "--offload (enable_model_cpu_offload), T5 included": (True, False, True),  # OFFLOAD
 }
 
 
@@ -199,8 +199,15 @@ def phase_memory(args) -> dict:
 PHASES = {"save": phase_save, "stage1": phase_stage1, "stage2": phase_stage2, "memory": phase_memory}
 
 
-def run_phases(args) -> dict:
-    """Each phase in a fresh process; a failing phase is recorded with the end of its output."""
+OFFLOAD = "--offload (enable_model_cpu_offload), T5 included"
+
+
+def run_phases(args, on_phase=lambda result: None) -> dict:
+    """Each phase in a fresh process; a failing phase is recorded with the end of its output. ``on_phase``
+    gets the result after every phase (main writes it to --json then), so a run stopped from outside
+    keeps every phase that finished. --no-offload leaves the --offload saver out, --offload-only runs it
+    alone on pipelines an earlier run saved into --workdir (scripts/gpu-check-deepfloyd gives it a phase
+    of its own: on an H200 it outran the budget the other cases shared)."""
     from bench.common import describe_machine
 
     result = {"machine": describe_machine(), "shape": args.shape, "device": args.device, "dtype": args.dtype,
@@ -209,9 +216,10 @@ def run_phases(args) -> dict:
     common = ["--shape", args.shape, "--device", args.device, "--dtype", args.dtype, "--workdir", str(args.workdir),
               "--steps", str(args.steps), "--stage2-steps", str(args.stage2_steps)]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
-    runs = [(name, name, []) for name in ("save", "stage1", "stage2")]
-    if args.memory:
-        runs += [(f"memory: {saver}", "memory", ["--saver", saver]) for saver in SAVERS]
+    runs = [] if args.offload_only else [(name, name, []) for name in ("save", "stage1", "stage2")]
+    if args.memory or args.offload_only:
+        savers = [OFFLOAD] if args.offload_only else [s for s in SAVERS if not (args.no_offload and s == OFFLOAD)]
+        runs += [(f"memory: {saver}", "memory", ["--saver", saver]) for saver in savers]
     for label, name, extra in runs:
         start = time.perf_counter()
         proc = subprocess.run([sys.executable, "-m", "bench.deepfloyd_full_size", "--phase", name, *common, *extra],
@@ -226,6 +234,7 @@ def run_phases(args) -> dict:
             result["phases"][label] = {"status": "failed", "wall_seconds": seconds, "exit_code": proc.returncode,
                                        "output_tail": (proc.stdout + proc.stderr)[-2000:]}
         print(f"{label:12s} {result['phases'][label]['status']:6s} {seconds:8.1f} s", flush=True)
+        on_phase(result)
         if proc.returncode != 0 and name != "memory":
             break
     return result
@@ -242,6 +251,9 @@ def main(argv=None) -> int:
     ap.add_argument("--workdir", type=Path, default=None, help="where the pipelines are saved (default: a temporary "
                                                                 "folder, deleted afterwards); needs about 11 GB")
     ap.add_argument("--memory", action="store_true", help="also measure the memory savers (meant for a GPU)")
+    ap.add_argument("--no-offload", action="store_true", help="with --memory: leave the --offload saver out")
+    ap.add_argument("--offload-only", action="store_true",
+                    help="measure only the --offload saver, on the pipelines an earlier run saved into --workdir")
     ap.add_argument("--json", type=Path, default=None)
     ap.add_argument("--phase", choices=tuple(PHASES), help=argparse.SUPPRESS)
     ap.add_argument("--saver", choices=tuple(SAVERS), help=argparse.SUPPRESS)
@@ -253,16 +265,18 @@ def main(argv=None) -> int:
     if args.phase:
         print(json.dumps(PHASES[args.phase](args)), flush=True)
         return 0
+    if args.offload_only and args.workdir is None:
+        ap.error("--offload-only measures pipelines an earlier run saved: give their --workdir")
+    from bench.common import save_result
+
     temporary = args.workdir is None
     if temporary:
         args.workdir = Path(tempfile.mkdtemp(prefix="if-full-size-"))
     try:
-        result = run_phases(args)
+        result = run_phases(args, on_phase=lambda partial: save_result(args.json, partial))
     finally:
         if temporary:
             shutil.rmtree(args.workdir, ignore_errors=True)
-    from bench.common import save_result
-
     save_result(args.json, result)
     print(json.dumps(result, indent=1))
     return 0 if all(p["status"] in ("ok", "skipped") for p in result["phases"].values()) else 1

@@ -27,7 +27,10 @@ def dry_run(tmp_path_factory):
 def test_every_phase_passes_within_its_budget(dry_run):
     assert dry_run.proc.returncode == 0, dry_run.proc.stdout + dry_run.proc.stderr
     phases = dry_run.result["phases"]
-    assert set(phases) == {"loops", "part_a"} and {p["status"] for p in phases.values()} == {"ok"}
+    assert set(phases) == {"loops", "part_a", "offload"} and {p["status"] for p in phases.values()} == {"ok"}
+    log = (dry_run.out / "gpu-check-deepfloyd.log").read_text()
+    started = [log.index(f"===== {name} (budget") for name in ("loops", "part_a", "offload")]
+    assert started == sorted(started), "in order of value: --offload last, in a phase of its own"
     assert all(p["seconds"] <= p["budget_s"] for p in phases.values())
     assert sorted(p.name for p in dry_run.out.iterdir()) == ["deepfloyd.json", "gpu-check-deepfloyd.log"]
     assert "random" in dry_run.result["weights"]

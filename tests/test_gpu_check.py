@@ -28,6 +28,9 @@ def test_every_phase_runs_and_passes_on_a_cpu(cpu_check):
     phases = cpu_check.result["phases"]
     assert set(phases) == {"tests", "step_timing", "build_1", "freeze", "build_2", "compare"}
     assert {p["status"] for p in phases.values()} == {"ok"}
+    log = (cpu_check.out / "gpu-check.log").read_text()
+    started = [log.index(f"===== {name} (budget") for name in ("build_1", "freeze", "step_timing", "tests", "build_2")]
+    assert started == sorted(started), "in order of value: the cold build and its freeze first"
     assert all(p["seconds"] <= p["budget_s"] for p in phases.values())
     assert cpu_check.result["profile"] == "smoke" and cpu_check.result["environment"]["device_name"] == "cpu"
     assert sorted(p.name for p in cpu_check.out.iterdir()) == ["frozen-smoke.tar.part0", "gpu-check.log", "gpu.json",
@@ -80,6 +83,41 @@ def test_an_overrunning_phase_is_stopped_and_recorded(tmp_path, monkeypatch):
     assert run["status"] == "overran" and run["seconds"] < 10 and "started" in run["output"]
     saved = json.loads((tmp_path / "gpu.json").read_text())["phases"]["tests"]
     assert saved["status"] == "overran" and saved["budget_s"] == 1
+
+
+def _gpu_check_module():
+    import importlib.machinery
+    import importlib.util
+
+    loader = importlib.machinery.SourceFileLoader("gpu_check", str(ROOT / "scripts" / "gpu-check"))
+    module = importlib.util.module_from_spec(importlib.util.spec_from_loader("gpu_check", loader))
+    loader.exec_module(module)
+    return module
+
+
+def test_one_deadline_bounds_every_phase_and_a_phase_it_leaves_no_time_for_is_skipped(tmp_path):
+    """A lent GPU comes for a fixed time: the check's phases share one deadline. A phase gets its budget or
+    what is left, whichever is less; one that would start with too little is skipped, saying so, and what
+    the phases before it measured stays in gpu.json."""
+    module = _gpu_check_module()
+    check = module.Check("cpu", tmp_path, "smoke", deadline_s=module.MIN_PHASE_S + 3)
+    first = check.run("tests", [sys.executable, "-c", "import time; time.sleep(60)"])
+    assert first["status"] == "overran" and first["budget_s"] <= module.MIN_PHASE_S + 3 < module.BUDGETS["tests"][1]
+    second = check.run("step_timing", [sys.executable, "-c", "print('never')"])
+    assert second["status"] == "skipped" and "never" not in second["output"]
+    saved = json.loads((tmp_path / "gpu.json").read_text())["phases"]
+    assert saved["tests"]["status"] == "overran" and saved["step_timing"]["status"] == "skipped"
+    assert "deadline" in saved["step_timing"]["reason"]
+
+
+def test_the_targets_are_issue_39s_and_read_what_was_measured():
+    module = _gpu_check_module()
+    result = {"phases": {"build_1": {"status": "ok"}}, "builds": {"build_1": {"wall_seconds": 58.2}},
+              "step_timing": {"variants": {"CUDA graph": {"ms_per_step": 1.7}}}}
+    targets = module.targets(result)
+    assert targets["cold spec build seconds"] == {"target": 60.0, "measured": 58.2, "met": True}
+    assert targets["training step ms (CUDA graph)"] == {"target": 1.5, "measured": 1.7, "met": False}
+    assert module.targets({"phases": {}})["cold spec build seconds"]["met"] is False
 
 
 def test_the_appendix_lays_out_a_gpu_check(cpu_check, monkeypatch, tmp_path):

@@ -26,6 +26,13 @@ def _mnist_checksum() -> str:
     return statcache.digest(Path(__file__).resolve().parent / "diffusion" / "data.py", "mnist-checksum", compute)
 
 
+def _backend_words(resources: dict) -> dict[str, str]:
+    """What the pages say of the Part A backend's domain, from the plug-in that computed the edition."""
+    from backends import page_words
+
+    return page_words(resources)
+
+
 PROJECT = Project(
     root=Path(__file__).resolve().parent,
     sections="generators",
@@ -41,4 +48,5 @@ PROJECT = Project(
     ),
     seed=180,
     editions=("spec", "cpu"),
+    words=_backend_words,
 )

@@ -7,7 +7,7 @@ from pathlib import Path
 from builder import BuildError
 from builder.engine import Resource
 
-from diffusion.backends import DEFAULT_STAGE1, DEFAULT_STAGE2
+from diffusion.deepfloyd_denoiser import DEFAULT_STAGE1, DEFAULT_STAGE2
 
 from . import RESOURCE, Backend, model_code
 
@@ -36,6 +36,22 @@ PARAMS = {
     "a1_9_hybrids": {"blur": [33, 2.0], "pairs": [["a lithograph of a skull", "a lithograph of waterfalls"],
                                ["an oil painting of an old man", "an oil painting of a snowy mountain village"],
                                ["a rocket ship", "a pencil"]]},
+}
+
+# What the pages say of this backend's domain, place by place (backends.WORDS): Markdown, with the
+# pages' helpers (param, ref, build ...).
+WORDS = {
+    "overview": "Part A ran on **{{ build.resources.backend.model or build.resources.backend.name }}**.",
+    "setup_backend": "This build uses **DeepFloyd IF** ({{ build.resources.backend.model }}).",
+    "unguided_samples": "These samples use no guidance; the next section adds it, from the same starting noise.",
+    "cfg_prompts": """{{ ref("fig-a1_6_cfg") }} uses $\\gamma = {{ param("a1_5_sampling", "guidance") }}$; compare it with the unguided
+samples of {{ ref("fig-a1_5_samples") }}.""",
+    "sdedit_inputs": "",
+    "sdedit_reading": "",
+    "web_image": "a web image",
+    "edits_reading": "",
+    "inpaint_reading": "",
+    "hybrid_blur": "",
 }
 
 UPSAMPLE_STEPS = {"spec": 20, "cpu": 20, "smoke": 3}
@@ -67,7 +83,7 @@ def _available(args, device: str) -> bool:
     """Only on CUDA, and only with stage I's weights on disk: on a CPU, IF takes hours."""
     if not device.startswith("cuda"):
         return False
-    from diffusion.backends.deepfloyd import weights_available
+    from diffusion.deepfloyd_denoiser import weights_available
 
     return weights_available(args.deepfloyd_model, args.deepfloyd_dir)
 
@@ -78,7 +94,7 @@ def dtype_for(device: str) -> str:
 
 
 def _resource(args, device: str, project) -> Resource:
-    from diffusion.backends import deepfloyd
+    from diffusion import deepfloyd_denoiser as deepfloyd
 
     source = deepfloyd.find_source(args.deepfloyd_model, deepfloyd.STAGE1_CLASS, args.deepfloyd_dir,
                                    allow_download=args.allow_download)
@@ -100,7 +116,7 @@ def _resource(args, device: str, project) -> Resource:
                 "model": args.deepfloyd_model, "revision": source.revision,
                 "fingerprint": deepfloyd.fingerprint(folder) if folder.is_dir() else None,
                 "dtype": dtype, "text": text, "stage2": DEFAULT_STAGE2 if args.upsample else None,
-                "code": model_code(project, "diffusion.backends.deepfloyd")}
+                "code": model_code(project, "diffusion.deepfloyd_denoiser")}
 
     def load(ctx):
         import torch
@@ -126,6 +142,6 @@ def _resource(args, device: str, project) -> Resource:
 
 
 BACKEND = Backend(
-    name="deepfloyd", domain="photos",
+    name="deepfloyd", domain="photos", words=WORDS, auto_order=10,
     help="DeepFloyd IF from local weights (in practice a CUDA GPU)",
     add_options=_add_options, available=_available, resource=_resource)

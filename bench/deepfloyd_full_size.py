@@ -94,7 +94,7 @@ def phase_stage1(args) -> dict:
     import torch
     from diffusers import IFImg2ImgPipeline
 
-    from diffusion.backends.deepfloyd import DeepFloydBackend
+    from diffusion.deepfloyd_denoiser import DeepFloydBackend
     from diffusion.edits import sdedit
     from diffusion.sampling import sample
 
@@ -126,8 +126,8 @@ def phase_stage1(args) -> dict:
 def phase_stage2(args) -> dict:
     import torch
 
-    from diffusion.backends import DEFAULT_STAGE2
-    from diffusion.backends.deepfloyd import SuperResolution, load_embeddings, load_pipeline, upsample
+    from diffusion.deepfloyd_denoiser import DEFAULT_STAGE2
+    from diffusion.deepfloyd_denoiser import SuperResolution, load_embeddings, load_pipeline, upsample
 
     device, dtype = torch.device(args.device), getattr(torch, args.dtype)
 
@@ -167,7 +167,7 @@ def phase_memory(args) -> dict:
     stage I steps, upsample them; the peak memory of this process alone."""
     import torch
 
-    from diffusion.backends.deepfloyd import DeepFloydBackend
+    from diffusion.deepfloyd_denoiser import DeepFloydBackend
     from diffusion.sampling import sample
     from tests import random_if
 

@@ -29,7 +29,7 @@ import torch.nn.functional as F
 
 from bench.common import describe_machine, save_result
 from diffusion import ddpm
-from diffusion.backends.local import LocalBackend
+from diffusion.local_denoiser import LocalBackend
 from diffusion.rng import randn
 from diffusion.sampling import StridedSchedule, sample, strided_timesteps
 from diffusion.unet import ClassConditionalUNet

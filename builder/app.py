@@ -168,6 +168,7 @@ def manifest_of(engine: Engine, entries: dict[str, Any], results: dict[str, Sect
         {name: res.identity for name, res in sorted(config.resources.items())},
         "source_digest": hash_value({gid: s["key"] for gid, s in sorted(sections.items())}),
     }
+    build["words"] = engine.project.words(build["resources"]) if engine.project.words else {}
     return {"build": build, "sections": dict(sorted(sections.items()))}
 
 

@@ -50,6 +50,9 @@ class Project:
     # Profiles published side by side, the one readers land on first; a build of one of them also
     # renders the others that have a committed freeze (frozen/<profile>/).
     editions: tuple[str, ...] = ()
+    # The words a page says about the resources an edition was computed with (their identities, as the
+    # manifest gives them): the pages read them as ``build.words``, so no content file names a resource.
+    words: Callable[[dict[str, Any]], dict[str, str]] | None = None
     engine_root: Path = Path(__file__).resolve().parent.parent  # where the writers' package lives
 
     @cached_property

@@ -7,7 +7,7 @@ import re
 from pathlib import Path
 from typing import Any, Callable
 
-from jinja2 import Environment, FileSystemLoader, StrictUndefined, TemplateSyntaxError, select_autoescape
+from jinja2 import Environment, FileSystemLoader, StrictUndefined, TemplateSyntaxError, pass_context, select_autoescape
 from markupsafe import Markup
 
 from . import BuildError, memo
@@ -32,9 +32,20 @@ def _new_environment(templates_dir: Path) -> Environment:
     env.filters["pct"] = lambda v, digits=0: f"{100 * v:.{digits}f}%"
     env.filters["num"] = table_number
     env.filters["tojson_attr"] = lambda v: json.dumps(v, ensure_ascii=False, separators=(",", ":"))
+    env.filters["expand"] = _expand
     # What a static file weighs, for a button that says what it will download.
     env.globals["static_bytes"] = lambda name: (templates_dir / "static" / name).stat().st_size
     return env
+
+
+@pass_context
+def _expand(context, text: str) -> Markup:
+    """A string that is itself a template (a project's words for its pages), rendered with the names the
+    caller sees: its figures, parameters and references. Empty text stays empty."""
+    if not text:
+        return Markup("")
+    template = context.environment.overlay(autoescape=False).from_string(text)
+    return Markup(template.render(context.get_all()))
 
 
 def template_lines(exc: BaseException, is_template: Callable[[str], bool]) -> list[tuple[str, int]]:

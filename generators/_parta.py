@@ -14,6 +14,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from builder.section import Section
 from diffusion import data
 from diffusion.sampling import NULL_PHOTO_PROMPT, strided_timesteps
 
@@ -25,6 +26,15 @@ BACKEND = "backend"  # the resource every Part A section uses
 STRIDED = {"start": 990, "stride": 30}
 STRIDED_SMOKE = {"stride": 200}
 GUIDANCE = {"guidance": 7.0}
+# SDEdit's starts (1.7, 1.7.1 and 1.7.3): indices into the strided schedule, noisiest first.
+SDEDIT = {**STRIDED, **GUIDANCE, "i_starts": [1, 3, 5, 7, 10, 20]}
+SDEDIT_SMOKE = {**STRIDED_SMOKE, "i_starts": [1, 3]}
+
+
+def part_a(id: str, title: str, params: dict, smoke: dict | None = None, depends: tuple[str, ...] = ()) -> Section:
+    """A Part A section: it runs on the selected backend and reads the input images (and MNIST)."""
+    return Section(id=id, title=title, params=params, profiles={} if smoke is None else {"smoke": smoke},
+                   inputs=INPUTS, uses=(BACKEND,), depends=depends)
 
 
 @dataclass
@@ -146,7 +156,7 @@ def digit_judge(ctx):
     other domains: nothing here can judge a photograph."""
     if ctx.resource_identity(BACKEND)["domain"] != "digits":
         return None
-    from diffusion.backends.local import prompt_to_class
+    from diffusion.local_denoiser import prompt_to_class
     from diffusion.classifier import predict
 
     classifier = ctx.upstream(JUDGE).model("final")

@@ -1,15 +1,12 @@
 """Part A 0: sampling the three course prompts with a few numbers of inference steps."""
-from builder.section import Section
 from diffusion.sampling import sample
-from generators._parta import BACKEND, GUIDANCE, INPUTS, backend_label, denoiser, item, leading_timesteps, provenance
+from generators._parta import BACKEND, GUIDANCE, backend_label, denoiser, item, leading_timesteps, part_a, provenance
 
-SECTION = Section(
+SECTION = part_a(
     id="a0_setup",
     title="Part A 0: setup and first samples",
     params={"num_inference_steps": [20, 50, 100], **GUIDANCE},
-    profiles={"smoke": {"num_inference_steps": [5, 10]}},
-    inputs=INPUTS,
-    uses=(BACKEND,),
+    smoke={"num_inference_steps": [5, 10]},
 )
 
 

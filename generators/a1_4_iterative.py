@@ -1,22 +1,18 @@
 """Part A 1.4: iterative denoising along the strided schedule, against one step and a blur."""
 import torch
 
-from builder.section import Section
 from diffusion.blur import best_blur
 from diffusion.sampling import forward, iterative_denoise, one_step_denoise
-from generators._parta import (BACKEND, INPUTS, QUALITY_COLUMNS, QUALITY_METHOD, STRIDED, STRIDED_SMOKE,
-                               backend_label, denoiser, input_image, item, null_prompt, provenance, quality_cells,
-                               timesteps)
+from generators._parta import (QUALITY_COLUMNS, QUALITY_METHOD, STRIDED, STRIDED_SMOKE, backend_label, denoiser,
+                               input_image, item, null_prompt, part_a, provenance, quality_cells, timesteps)
 
-SECTION = Section(
+SECTION = part_a(
     id="a1_4_iterative",
     title="Part A 1.4: iterative denoising",
     # quality_i_starts: where the three methods are compared (t = 750, 690, 510 and 240 on T = 1000).
     params={**STRIDED, "i_start": 10, "every": 5, "blur_sigmas": [0.5, 1.0, 1.5, 2.0, 3.0],
             "quality_i_starts": [8, 10, 16, 25]},
-    profiles={"smoke": {**STRIDED_SMOKE, "i_start": 2, "every": 1, "quality_i_starts": [1, 2]}},
-    inputs=INPUTS,
-    uses=(BACKEND,),
+    smoke={**STRIDED_SMOKE, "i_start": 2, "every": 1, "quality_i_starts": [1, 2]},
 )
 
 

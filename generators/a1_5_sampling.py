@@ -1,18 +1,15 @@
 """Part A 1.5 and 1.6: images from pure noise, without and with classifier-free guidance."""
 import torch
 
-from builder.section import Section
 from diffusion.sampling import sample
-from generators._parta import (BACKEND, GUIDANCE, INPUTS, STRIDED, STRIDED_SMOKE, backend_label, denoiser, item,
-                               null_prompt, provenance, timesteps)
+from generators._parta import (GUIDANCE, STRIDED, STRIDED_SMOKE, backend_label, denoiser, item, null_prompt, part_a,
+                               provenance, timesteps)
 
-SECTION = Section(
+SECTION = part_a(
     id="a1_5_sampling",
     title="Part A 1.5-1.6: sampling from pure noise, and classifier-free guidance",
     params={**STRIDED, **GUIDANCE, "num_samples": 5},
-    profiles={"smoke": {**STRIDED_SMOKE, "num_samples": 2}},
-    inputs=INPUTS,
-    uses=(BACKEND,),
+    smoke={**STRIDED_SMOKE, "num_samples": 2},
 )
 
 

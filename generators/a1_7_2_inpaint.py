@@ -1,19 +1,16 @@
 """Part A 1.7.2: inpainting, new content inside a mask and the original everywhere else."""
 import torch
 
-from builder.section import Section
 from diffusion.edits import inpaint
-from generators._parta import (BACKEND, GUIDANCE, INPUTS, STRIDED, STRIDED_SMOKE, backend_label, denoiser,
-                               input_image, item, null_prompt, provenance, timesteps)
+from generators._parta import (GUIDANCE, STRIDED, STRIDED_SMOKE, backend_label, denoiser, input_image, item,
+                               null_prompt, part_a, provenance, timesteps)
 
-SECTION = Section(
+SECTION = part_a(
     id="a1_7_2_inpaint",
     title="Part A 1.7.2: inpainting",
     # The masks (rectangles, as fractions of the image side) come with the backend's inputs.
     params={**STRIDED, **GUIDANCE},
-    profiles={"smoke": STRIDED_SMOKE},
-    inputs=INPUTS,
-    uses=(BACKEND,),
+    smoke=STRIDED_SMOKE,
 )
 
 

@@ -1,18 +1,9 @@
 """Part A 1.7.3: text-conditioned image-to-image translation."""
 import torch
 
-from builder.section import Section
-from generators._parta import (BACKEND, GUIDANCE, INPUTS, STRIDED, STRIDED_SMOKE, backend_label, provenance,
-                               sdedit_rows)
+from generators._parta import SDEDIT, SDEDIT_SMOKE, backend_label, part_a, provenance, sdedit_rows
 
-SECTION = Section(
-    id="a1_7_3_text",
-    title="Part A 1.7.3: text-conditioned image-to-image translation",
-    params={**STRIDED, **GUIDANCE, "i_starts": [1, 3, 5, 7, 10, 20]},
-    profiles={"smoke": {**STRIDED_SMOKE, "i_starts": [1, 3]}},
-    inputs=INPUTS,
-    uses=(BACKEND,),
-)
+SECTION = part_a("a1_7_3_text", "Part A 1.7.3: text-conditioned image-to-image translation", SDEDIT, smoke=SDEDIT_SMOKE)
 
 
 @torch.no_grad()

@@ -1,18 +1,10 @@
 """Part A 1.7 and 1.7.1: SDEdit (image-to-image translation) of photos, a web image and drawings."""
 import torch
 
-from builder.section import Section
-from generators._parta import (BACKEND, GUIDANCE, INPUTS, STRIDED, STRIDED_SMOKE, backend_label, null_prompt,
-                               provenance, sdedit_rows, timesteps)
+from generators._parta import (SDEDIT, SDEDIT_SMOKE, backend_label, null_prompt, part_a, provenance, sdedit_rows,
+                               timesteps)
 
-SECTION = Section(
-    id="a1_7_sdedit",
-    title="Part A 1.7-1.7.1: image-to-image translation (SDEdit)",
-    params={**STRIDED, **GUIDANCE, "i_starts": [1, 3, 5, 7, 10, 20]},
-    profiles={"smoke": {**STRIDED_SMOKE, "i_starts": [1, 3]}},
-    inputs=INPUTS,
-    uses=(BACKEND,),
-)
+SECTION = part_a("a1_7_sdedit", "Part A 1.7-1.7.1: image-to-image translation (SDEdit)", SDEDIT, smoke=SDEDIT_SMOKE)
 
 
 @torch.no_grad()

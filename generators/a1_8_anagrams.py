@@ -1,22 +1,19 @@
 """Part A 1.8: visual anagrams, images that show one prompt upright and another upside down."""
 import torch
 
-from builder.section import Section
 from diffusion.edits import visual_anagram
 from diffusion.views import Identity, view_named
-from generators._parta import (BACKEND, GUIDANCE, INPUTS, JUDGE, STRIDED, STRIDED_SMOKE, backend_label, denoiser,
-                               digit_judge, item, provenance, timesteps)
+from generators._parta import (GUIDANCE, JUDGE, STRIDED, STRIDED_SMOKE, backend_label, denoiser, digit_judge, item,
+                               part_a, provenance, timesteps)
 
-SECTION = Section(
+SECTION = part_a(
     id="a1_8_anagrams",
     title="Part A 1.8: visual anagrams",
     # The pairs and the view (a vertical flip for photos, a half turn for digits) come from the backend.
     # On digits every sample of `judged_per_pair` is read by the independent classifier; the first
     # `samples_per_pair` are shown.
     params={**STRIDED, **GUIDANCE, "samples_per_pair": 2, "judged_per_pair": 32},
-    profiles={"smoke": {**STRIDED_SMOKE, "samples_per_pair": 1, "judged_per_pair": 2}},
-    inputs=INPUTS,
-    uses=(BACKEND,),
+    smoke={**STRIDED_SMOKE, "samples_per_pair": 1, "judged_per_pair": 2},
     depends=(JUDGE,),
 )
 

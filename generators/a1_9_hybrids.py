@@ -2,12 +2,11 @@
 import torch
 import torch.nn.functional as F
 
-from builder.section import Section
 from diffusion.edits import hybrid
-from generators._parta import (BACKEND, GUIDANCE, INPUTS, JUDGE, STRIDED, STRIDED_SMOKE, backend_label, denoiser,
-                               digit_judge, item, provenance, timesteps)
+from generators._parta import (GUIDANCE, JUDGE, STRIDED, STRIDED_SMOKE, backend_label, denoiser, digit_judge, item,
+                               part_a, provenance, timesteps)
 
-SECTION = Section(
+SECTION = part_a(
     id="a1_9_hybrids",
     title="Part A 1.9: hybrid images",
     # On digits every one of `judged_per_pair` samples is read by the independent classifier twice: at
@@ -16,9 +15,7 @@ SECTION = Section(
     # The pairs and the low-pass ("blur": kernel taps and sigma in pixels) come from the backend.
     params={**STRIDED, **GUIDANCE, "samples_per_pair": 2, "judged_per_pair": 32, "seen_small_px": 8,
             "display_px": {"large": 160, "small": 32}},
-    profiles={"smoke": {**STRIDED_SMOKE, "samples_per_pair": 1, "judged_per_pair": 2}},
-    inputs=INPUTS,
-    uses=(BACKEND,),
+    smoke={**STRIDED_SMOKE, "samples_per_pair": 1, "judged_per_pair": 2},
     depends=(JUDGE,),
 )
 

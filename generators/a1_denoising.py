@@ -2,18 +2,15 @@
 denoising with the pretrained network, all on the same noisy images."""
 import torch
 
-from builder.section import Section
 from diffusion.blur import best_blur
 from diffusion.sampling import forward, one_step_denoise
-from generators._parta import (BACKEND, INPUTS, QUALITY_COLUMNS, QUALITY_METHOD, backend_label, denoiser, input_image,
-                               item, null_prompt, provenance, quality_cells, scaled_t)
+from generators._parta import (QUALITY_COLUMNS, QUALITY_METHOD, backend_label, denoiser, input_image, item, null_prompt,
+                               part_a, provenance, quality_cells, scaled_t)
 
-SECTION = Section(
+SECTION = part_a(
     id="a1_denoising",
     title="Part A 1.1-1.3: forward process, blur and one-step denoising",
     params={"timesteps": [250, 500, 750], "blur_sigmas": [0.5, 0.75, 1.0, 1.5, 2.0, 2.5, 3.0, 4.0]},
-    inputs=INPUTS,
-    uses=(BACKEND,),
 )
 
 

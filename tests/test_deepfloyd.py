@@ -10,8 +10,8 @@ from tests import random_if
 import pytest
 import torch
 
-from diffusion.backends import DEFAULT_STAGE1, BackendUnavailable
-from diffusion.backends.deepfloyd import DeepFloydBackend
+from diffusion.deepfloyd_denoiser import DEFAULT_STAGE1, BackendUnavailable
+from diffusion.deepfloyd_denoiser import DeepFloydBackend
 from diffusion.sampling import StridedSchedule, dynamic_threshold, sample, strided_timesteps
 
 diffusers = pytest.importorskip("diffusers")

@@ -13,7 +13,7 @@ from tests import random_if
 import pytest
 import torch
 
-from diffusion.backends.deepfloyd import DeepFloydBackend, UnsupportedScheduler, sampler_settings
+from diffusion.deepfloyd_denoiser import DeepFloydBackend, UnsupportedScheduler, sampler_settings
 from diffusion.edits import sdedit, visual_anagram
 from diffusion.sampling import sample
 

@@ -84,7 +84,7 @@ def test_smoke_build_on_cuda(tmp_path):
 
 def test_deepfloyd_loop_equals_ifpipeline_on_cuda(tmp_path, record_property):
     pytest.importorskip("diffusers")
-    from diffusion.backends.deepfloyd import DeepFloydBackend
+    from diffusion.deepfloyd_denoiser import DeepFloydBackend
     from diffusion.sampling import sample
     from tests import random_if
 
@@ -110,7 +110,7 @@ def test_deepfloyd_offload_gives_the_same_images(tmp_path, record_property):
     """--offload keeps the models in CPU memory and moves each to the GPU while it runs: less memory,
     the same computation on the same device."""
     pytest.importorskip("accelerate")
-    from diffusion.backends.deepfloyd import DeepFloydBackend
+    from diffusion.deepfloyd_denoiser import DeepFloydBackend
     from diffusion.sampling import sample
     from tests import random_if
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from diffusion.backends.local import LocalBackend, accepted_prompts
+from diffusion.local_denoiser import LocalBackend, accepted_prompts
 from diffusion.ddpm import linear_schedule
 from diffusion.edits import hybrid, inpaint, sdedit, visual_anagram
 from diffusion.sampling import one_step_denoise, sample, strided_timesteps

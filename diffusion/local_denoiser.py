@@ -24,7 +24,7 @@ from typing import Any, Mapping, Sequence
 import torch
 from torch import Tensor, nn
 
-from ..denoiser import Cond, Denoiser
+from .denoiser import Cond, Denoiser
 
 NUM_CLASSES = 10
 NULL_PROMPTS = ("", "a high quality photo")
@@ -82,7 +82,7 @@ class LocalBackend(Denoiser):
                    dtype: torch.dtype = torch.float32) -> "LocalBackend":
         """The backend of a trained class-conditioned UNet and the linear schedule it was trained on
         (``{"T", "beta1", "beta2"}``, as Part B saves it with the model)."""
-        from ..ddpm import linear_schedule
+        from .ddpm import linear_schedule
 
         alpha_bars = linear_schedule(schedule["T"], schedule["beta1"], schedule["beta2"]).alpha_bars
         return cls(model, alpha_bars, checkpoint_sha256=checkpoint_sha256, device=device, dtype=dtype,

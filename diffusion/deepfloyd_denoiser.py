@@ -21,12 +21,18 @@ from typing import Sequence
 import torch
 from torch import Tensor
 
-from ..denoiser import Cond, Denoiser, Thresholding
-from ..sampling import VARIANCE_TYPES, Generators, draw_noise, forward, iterative_denoise_cfg
-from . import DEEPFLOYD_DIR_ENV, DEFAULT_STAGE1, DEFAULT_STAGE2, BackendUnavailable
+from .denoiser import Cond, Denoiser, Thresholding
+from .sampling import VARIANCE_TYPES, Generators, draw_noise, forward, iterative_denoise_cfg
 
+DEFAULT_STAGE1 = "DeepFloyd/IF-I-XL-v1.0"
+DEFAULT_STAGE2 = "DeepFloyd/IF-II-L-v1.0"
+DEEPFLOYD_DIR_ENV = "DEEPFLOYD_DIR"
 LICENCE_URL = "https://huggingface.co/DeepFloyd/IF-I-XL-v1.0"
 STAGE1_CLASS = "IFPipeline"
+
+
+class BackendUnavailable(RuntimeError):
+    """The weights cannot be had here; the message (one paragraph) says what to do about it."""
 
 
 def unavailable_message(model_ids: Sequence[str], searched: str, reason: str = "") -> str:

@@ -63,10 +63,11 @@ def q_sample(x0, t, eps, schedule: Schedule):
     return abar.sqrt() * x0 + (1 - abar).sqrt() * eps
 
 
-def predict_x0(x_t, eps, t, schedule: Schedule):
-    """x0_hat = (x_t - sqrt(1 - abar_t) eps) / sqrt(abar_t)."""
-    abar = _at(schedule.alpha_bars, t)
-    return (x_t - (1 - abar).sqrt() * eps) / abar.sqrt()
+def predict_x0(x_t, eps, abar_t: torch.Tensor):
+    """x0_hat = (x_t - sqrt(1 - abar_t) eps) / sqrt(abar_t): the forward process inverted with an estimate of
+    its noise. The one formula of both parts: Part B indexes its schedule with ``_at``, Part A passes a
+    backend's ``alphas_cumprod[t]``."""
+    return (x_t - (1 - abar_t).sqrt() * eps) / abar_t.sqrt()
 
 
 def posterior_mean(x_t, x0_hat, t, schedule: Schedule):
@@ -79,7 +80,7 @@ def posterior_mean(x_t, x0_hat, t, schedule: Schedule):
 
 def step(x_t, eps, t: int, schedule: Schedule, generator):
     """One ancestral step x_t -> x_{t-1} (lines 4-6 of Algorithm 2); noise only while t > 1."""
-    x0_hat = predict_x0(x_t, eps, t, schedule)
+    x0_hat = predict_x0(x_t, eps, _at(schedule.alpha_bars, t))
     mean = posterior_mean(x_t, x0_hat, t, schedule)
     if t == 1:
         return mean

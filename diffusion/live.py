@@ -27,7 +27,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .ddpm import Schedule
+from .ddpm import Schedule, predict_x0
 from .onnx_export import INPUTS, OUTPUTS
 
 _GOLDEN = 0x9E3779B9
@@ -120,7 +120,7 @@ def sample(guided_pair: GuidedPairFn, digits: Sequence[int], schedule: Schedule,
         eps = eps_u + guidance * (eps_c - eps_u)
         abar_t, abar_s = schedule.alpha_bars[t], schedule.alpha_bars[s]
         alpha, beta = step_coefficients(schedule, t, s)
-        x0_hat = (x - (1 - abar_t).sqrt() * eps) / abar_t.sqrt()
+        x0_hat = predict_x0(x, eps, abar_t)
         mean = (abar_s.sqrt() * beta / (1 - abar_t)) * x0_hat + (alpha.sqrt() * (1 - abar_s) / (1 - abar_t)) * x
         x = mean + beta.sqrt() * noise(i + 1) if s > 0 else mean
         if on_step is not None:

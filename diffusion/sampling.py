@@ -29,6 +29,7 @@ from typing import Callable, Sequence, Union
 import torch
 from torch import Tensor
 
+from .ddpm import predict_x0
 from .denoiser import Cond, Denoiser, Thresholding
 from .rng import randn
 
@@ -77,11 +78,6 @@ def forward(x0: Tensor, t, alphas_cumprod: Tensor, generator: Generators = None,
         abar = abar.reshape(-1, *([1] * (x0.ndim - 1)))
     x_t = (abar ** 0.5).to(x0.dtype) * x0 + ((1 - abar) ** 0.5).to(x0.dtype) * eps
     return x_t, eps
-
-
-def predict_x0(x_t: Tensor, eps: Tensor, abar_t: Tensor) -> Tensor:
-    """Invert the forward process with an estimate of its noise."""
-    return (x_t - (1 - abar_t) ** 0.5 * eps) / abar_t ** 0.5
 
 
 @torch.no_grad()

@@ -293,17 +293,9 @@ def fit(model, loss_fn: Callable, data, *, epochs: int, batch_size: int, lr: flo
     validate(epochs=epochs, batch_size=batch_size, lr=lr, lr_decay=lr_decay, epoch_fraction=epoch_fraction,
              autocast_dtype=autocast_dtype, snapshot_epochs=snapshot_epochs, data=data)
     device = torch.device(device)
-    memory_format = torch.channels_last if channels_last else torch.contiguous_format
-
-    def to_device(d):
-        d = d.to(device)
-        return d.contiguous(memory_format=memory_format) if d.ndim == 4 else d
-
-    data = tuple(to_device(d) for d in data)
-    model.to(device=device, memory_format=memory_format)
+    data = _place(model, data, device, channels_last)
     optimizer = make_optimizer(model, lr, device)
-    gamma = (0.1 ** (1 / epochs) if lr_decay is True else lr_decay) or None
-    scheduler = torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma) if gamma else None
+    gamma, scheduler = _lr_schedule(optimizer, lr_decay, epochs)
     shuffle_gen = rng.generator(seed)  # on the CPU: the same epoch order on every device
     noise_gen = rng.generator(seed + 1, device)
 
@@ -314,49 +306,16 @@ def fit(model, loss_fn: Callable, data, *, epochs: int, batch_size: int, lr: flo
                   epoch_fraction=epoch_fraction, autocast=str(autocast_dtype), channels_last=channels_last,
                   snapshot_epochs=sorted(snapshot_epochs))
 
-    start = 0
-    ckpt_path = None
-    if checkpoint_dir is not None:
-        ckpt_path = Path(checkpoint_dir) / CHECKPOINT
-        ckpt_path.parent.mkdir(parents=True, exist_ok=True)
-        if ckpt_path.exists():
-            ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)
-            if ckpt["config"] != config:
-                raise ValueError(f"checkpoint {ckpt_path} was written by a different training configuration "
-                                 f"({ckpt['config']}, now {config}); delete it or use another checkpoint_dir")
-            model.load_state_dict(ckpt["model"])
-            lr_tensors = [group["lr"] for group in optimizer.param_groups]
-            optimizer.load_state_dict(ckpt["optimizer"])
-            for group, lr_tensor in zip(optimizer.param_groups, lr_tensors):
-                if torch.is_tensor(lr_tensor):  # keep the device tensor a CUDA graph will read
-                    lr_tensor.fill_(float(group["lr"]))
-                    group["lr"] = lr_tensor
-            if scheduler is not None:
-                scheduler.load_state_dict(ckpt["scheduler"])
-            _set_rng_state(ckpt["rng"], shuffle_gen, noise_gen)
-            history = History(**ckpt["history"])
-            start = ckpt["epoch"]
+    start, ckpt_path = 0, _checkpoint_path(checkpoint_dir)
+    if ckpt_path is not None and ckpt_path.exists():
+        start, history = _resume(ckpt_path, config, model, optimizer, scheduler, shuffle_gen, noise_gen)
 
-    model.train()
-    on_cuda = device.type == "cuda"
-    # Autocast's weight cache cannot live inside a CUDA graph; it only saves casts, not results.
-    autocast = torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None,
-                              **({"cache_enabled": False} if on_cuda else {}))
-    step = EagerStep(model, optimizer, loss_fn, noise_gen, autocast)
-    if graph is not False and (graph is not None or on_cuda) and per_epoch >= batch_size:
-        step = GraphStep(step, capture=graph if callable(graph) else None)
+    step = _make_step(model, optimizer, loss_fn, noise_gen, autocast_dtype, graph, can_graph=per_epoch >= batch_size)
     for epoch in range(start + 1, epochs + 1):
         t0 = time.perf_counter()
         history.lrs.append(float(optimizer.param_groups[0]["lr"]))
         order = rng.randperm(n, shuffle_gen)[:per_epoch].to(device)
-        losses = torch.empty(history.steps_per_epoch, device=device)
-        for i, lo in enumerate(range(0, per_epoch, batch_size)):
-            idx = order[lo:lo + batch_size]
-            losses[i] = step(tuple(d[idx] for d in data)).float()
-            if (i + 1) % NAN_CHECK_EVERY == 0 or i + 1 == history.steps_per_epoch:
-                _raise_if_diverged(losses[:i + 1], epoch)
-            if progress is not None:
-                progress(1)
+        losses = _train_epoch(step, data, order, batch_size, history.steps_per_epoch, epoch, progress)
         if scheduler is not None:
             scheduler.step()
         history.losses.extend(losses.tolist())
@@ -366,11 +325,96 @@ def fit(model, loss_fn: Callable, data, *, epochs: int, batch_size: int, lr: flo
         if isinstance(step, GraphStep):
             history.step, history.step_note = ("cuda-graph" if step.active else "eager"), step.note
         if ckpt_path is not None:
-            _save_atomic({"config": config, "epoch": epoch, "model": model.state_dict(),
-                          "optimizer": optimizer.state_dict(),
-                          "scheduler": scheduler.state_dict() if scheduler is not None else None,
-                          "rng": _rng_state(shuffle_gen, noise_gen), "history": vars(history)}, ckpt_path)
+            _save_checkpoint(ckpt_path, config, epoch, model, optimizer, scheduler, (shuffle_gen, noise_gen), history)
     return history
+
+
+def _checkpoint_path(checkpoint_dir) -> Path | None:
+    if checkpoint_dir is None:
+        return None
+    path = Path(checkpoint_dir) / CHECKPOINT
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _save_checkpoint(path: Path, config: dict, epoch: int, model, optimizer, scheduler, gens, history) -> None:
+    """Everything a resumed run needs after ``epoch``, written atomically (an interrupted write keeps the last)."""
+    _save_atomic({"config": config, "epoch": epoch, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                  "scheduler": scheduler.state_dict() if scheduler is not None else None,
+                  "rng": _rng_state(*gens), "history": vars(history)}, path)
+
+
+def _lr_schedule(optimizer, lr_decay, epochs: int):
+    """(gamma, scheduler): True is the assignment's ExponentialLR(0.1 ** (1 / epochs)), a float is the gamma,
+    False or 0 no decay (None, None)."""
+    gamma = (0.1 ** (1 / epochs) if lr_decay is True else lr_decay) or None
+    return gamma, (torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma) if gamma else None)
+
+
+def _place(model, data: tuple, device: torch.device, channels_last: bool) -> tuple:
+    """The model and the data on ``device`` once, before any step; images (4-D) in the memory format the
+    step runs in. Returns the placed data."""
+    memory_format = torch.channels_last if channels_last else torch.contiguous_format
+
+    def to_device(d):
+        d = d.to(device)
+        return d.contiguous(memory_format=memory_format) if d.ndim == 4 else d
+
+    data = tuple(to_device(d) for d in data)
+    model.to(device=device, memory_format=memory_format)
+    return data
+
+
+def _make_step(model, optimizer, loss_fn, noise_gen, autocast_dtype, graph, can_graph: bool):
+    """The optimizer step: eager, or replayed as a CUDA graph (on CUDA by default, or where ``graph`` asks for it,
+    and only when every batch has the same shape)."""
+    model.train()
+    device = next(model.parameters()).device
+    on_cuda = device.type == "cuda"
+    # Autocast's weight cache cannot live inside a CUDA graph; it only saves casts, not results.
+    autocast = torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None,
+                              **({"cache_enabled": False} if on_cuda else {}))
+    step = EagerStep(model, optimizer, loss_fn, noise_gen, autocast)
+    if graph is not False and (graph is not None or on_cuda) and can_graph:
+        step = GraphStep(step, capture=graph if callable(graph) else None)
+    return step
+
+
+def _train_epoch(step, data, order, batch_size: int, steps: int, epoch: int, progress) -> torch.Tensor:
+    """One epoch's optimizer steps over ``order`` (indices into ``data``); their losses, on the device.
+
+    The losses stay on the device (a host read per step would stall the GPU); they are checked for
+    divergence every NAN_CHECK_EVERY steps and at the end.
+    """
+    losses = torch.empty(steps, device=order.device)
+    for i, lo in enumerate(range(0, len(order), batch_size)):
+        idx = order[lo:lo + batch_size]
+        losses[i] = step(tuple(d[idx] for d in data)).float()
+        if (i + 1) % NAN_CHECK_EVERY == 0 or i + 1 == steps:
+            _raise_if_diverged(losses[:i + 1], epoch)
+        if progress is not None:
+            progress(1)
+    return losses
+
+
+def _resume(ckpt_path: Path, config: dict, model, optimizer, scheduler, shuffle_gen, noise_gen) -> tuple[int, History]:
+    """Load a checkpoint written by the same configuration: the model, the optimizer (its learning rate kept in
+    the device tensor a CUDA graph reads), the scheduler and both generators. Returns (epochs done, history)."""
+    ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+    if ckpt["config"] != config:
+        raise ValueError(f"checkpoint {ckpt_path} was written by a different training configuration "
+                         f"({ckpt['config']}, now {config}); delete it or use another checkpoint_dir")
+    model.load_state_dict(ckpt["model"])
+    lr_tensors = [group["lr"] for group in optimizer.param_groups]
+    optimizer.load_state_dict(ckpt["optimizer"])
+    for group, lr_tensor in zip(optimizer.param_groups, lr_tensors):
+        if torch.is_tensor(lr_tensor):  # keep the device tensor a CUDA graph will read
+            lr_tensor.fill_(float(group["lr"]))
+            group["lr"] = lr_tensor
+    if scheduler is not None:
+        scheduler.load_state_dict(ckpt["scheduler"])
+    _set_rng_state(ckpt["rng"], shuffle_gen, noise_gen)
+    return ckpt["epoch"], History(**ckpt["history"])
 
 
 def _raise_if_diverged(losses, epoch):

@@ -6,8 +6,46 @@ import math
 import torch
 
 from builder import BuildError
+from builder.section import Section
 from diffusion import data
+from diffusion.ddpm import Schedule, linear_schedule
 from diffusion.training import History, TrainingDiverged, fit, validate
+
+# The training both DDPMs of Part B share (2.2 and 2.4); each section adds its own model's parameters.
+DDPM_TRAINING = {"T": 300, "beta1": 1e-4, "beta2": 0.02, "num_hiddens": 64, "batch_size": 128, "epochs": 20,
+                 "epoch_fraction": 1.0, "lr": 1e-3, "lr_decay": True, "snapshot_epochs": [1, 5, 10, 15, 20]}
+DDPM_TRAINING_PROFILES = {
+    # D = 32 (4x fewer FLOPs than 64) and each epoch a fresh random 15% of MNIST, so the 20 epochs,
+    # the learning-rate decay and the 1/5/10/15/20 snapshots keep their meaning: about 5 min a model
+    # here, and the class-conditioned one's samples still show the requested digit nearly always.
+    "cpu": {"num_hiddens": 32, "batch_size": 64, "epoch_fraction": 0.15},
+    "smoke": {"num_hiddens": 8, "batch_size": 64, "epochs": 2, "train_images": 512, "snapshot_epochs": [1, 2]},
+}
+
+
+def schedule_of(params) -> dict:
+    """The noise schedule's settings among a training section's parameters (its own ``ctx.params``, or an
+    upstream's ``params`` dict), as ``linear_schedule`` takes them."""
+    read = params.__getitem__ if isinstance(params, dict) else lambda name: getattr(params, name)
+    return {"T": read("T"), "beta1": read("beta1"), "beta2": read("beta2")}
+
+
+def ddpm_training(id: str, title: str, **own) -> Section:
+    """A DDPM training section (2.2, 2.4): the shared training parameters, plus the model's own."""
+    return Section(id=id, title=title, params={**DDPM_TRAINING, **own}, profiles=DDPM_TRAINING_PROFILES,
+                   inputs=("mnist",))
+
+
+def ddpm_schedule(ctx) -> Schedule:
+    """A training section's noise schedule, placed on its device once, before the training loop."""
+    return linear_schedule(**schedule_of(ctx.params)).to(ctx.device)
+
+
+def trained_ddpm(ctx, section_id: str) -> tuple[object, dict, dict, Schedule]:
+    """A trained DDPM section as its samplers read it: the upstream, its parameters, its training history
+    and its noise schedule (on the CPU)."""
+    up = ctx.upstream(section_id)
+    return up, up.params, up.json("history"), linear_schedule(**schedule_of(up.params))
 
 
 def autocast_dtype(ctx):

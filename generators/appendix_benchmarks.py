@@ -37,6 +37,39 @@ def run(ctx):
     live = _load("live_sampler")
     scale = _load("scale_out")
     writer = _load("writer_loop")
+    machines = _machines(build, sampling, training, gpu, deepfloyd_cpu, deepfloyd_gpu, live, scale, writer)
+    if machines:
+        ctx.save_table("bench_machine", ["benchmark", "measured on"], machines,
+                       caption="The machine each benchmark ran on, as the benchmark recorded it.")
+    if build and "cold" in build:
+        build_tables(ctx, build)
+    if writer:
+        writer_table(ctx, writer)
+    if build:
+        incremental_table(ctx, build)
+    if sampling:
+        ctx.save_table("bench_sampling", ["sampler", "setting", "ours (images/s)", "naive (images/s)", "speed-up"],
+                       [[r["sampler"], r["setting"], f"{r['ours_images_per_second']:.2f}",
+                         f"{r['naive_images_per_second']:.2f}", f"{r['speedup']:.1f}×"] for r in sampling["rows"]],
+                       caption="Sampling throughput of the project's batched loops against a naive loop that runs "
+                               "the conditional and the unconditional pass separately, one image at a time "
+                               "(python -m bench.sampling_throughput; both measured in the same run).")
+    if gpu:
+        gpu_tables(ctx, gpu)
+    if live:
+        live_table(ctx, live)
+        if live.get("variants"):
+            live_variants_table(ctx, live)
+    if scale:
+        scale_out_table(ctx, scale)
+    if deepfloyd_cpu or deepfloyd_gpu:
+        deepfloyd_tables(ctx, deepfloyd_cpu, deepfloyd_gpu)
+    if training:
+        training_table(ctx, training)
+
+
+def _machines(build, sampling, training, gpu, deepfloyd_cpu, deepfloyd_gpu, live, scale, writer) -> list:
+    """(benchmark, machine) for every benchmark that has results, as each recorded its machine."""
     machines = [(what, _machine(r["machine"])) for what, r in
                 (("build times", build), ("sampling throughput", sampling), ("training throughput", training)) if r]
     if gpu:
@@ -52,64 +85,51 @@ def run(ctx):
         machines.append(("parallel and shared builds", _machine(scale["machine"])))
     if writer:
         machines.append(("the writer's loop", _machine(writer["machine"])))
-    if machines:
-        ctx.save_table("bench_machine", ["benchmark", "measured on"], machines,
-                       caption="The machine each benchmark ran on, as the benchmark recorded it.")
-    if build and "cold" in build:
-        build_tables(ctx, build)
-    if writer:
-        writer_table(ctx, writer)
-    if build:
-        rows = []
-        cold_seconds = build.get("cold", {}).get("seconds")
-        for name, label in (("warm", "warm rebuild, nothing changed"),
-                            ("content_edit", f"after editing {build['content_edit']['edited']}"),
-                            ("generator_edit", f"after editing {build['generator_edit']['edited']}")):
-            r = build[name]
-            ratio = [f"{cold_seconds / r['seconds']:.0f}×"] if cold_seconds else []
-            rows.append([label, f"{r['seconds']:.1f}"] + ratio + [", ".join(r["sections_run"]) or "none"])
-        columns = ["rebuild", "seconds"] + (["faster than cold"] if cold_seconds else []) + ["sections that ran"]
-        ctx.save_table("bench_incremental", columns, rows,
-                       caption="Rebuilds of the default profile after no change, a content edit and a generator edit "
-                               "(python -m bench.build_times). Seconds are wall time of the whole command, "
-                               "including Python start-up and rendering the pages.")
-    if sampling:
-        ctx.save_table("bench_sampling", ["sampler", "setting", "ours (images/s)", "naive (images/s)", "speed-up"],
-                       [[r["sampler"], r["setting"], f"{r['ours_images_per_second']:.2f}",
-                         f"{r['naive_images_per_second']:.2f}", f"{r['speedup']:.1f}×"] for r in sampling["rows"]],
-                       caption="Sampling throughput of the project's batched loops against a naive loop that runs "
-                               "the conditional and the unconditional pass separately, one image at a time "
-                               "(python -m bench.sampling_throughput; both measured in the same run).")
-    if gpu:
-        gpu_tables(ctx, gpu)
-    if live:
-        gflop = live["gflop_per_digit_step"]
-        ctx.save_table("bench_live", ["run", "digits", "steps", "ms per step", "seconds", "GFLOP/s"],
-                       [[r["run"], r["digits"], r["steps"], f"{r['ms_per_step']:.1f}", f"{r['seconds']:.2f}",
-                         f"{r['digits'] * gflop / (r['ms_per_step'] / 1000):.1f}"] for r in live["runs"]],
-                       caption=f"The live sampler of Part B 2.5 in headless Chromium ({live['backend']}; the "
-                               f"D = {live['model']['num_hiddens']} model, {live['model']['parameters']:,} "
-                               f"parameters, {gflop * 1000:.0f} MFLOP per digit and step as torch counts them): "
-                               f"the fastest of {live['repeats']} runs each, as the page's worker "
-                               f"times them; the first press also loads the runtime and the model "
-                               f"({live['first_press_seconds']:.1f} s). python -m bench.live_sampler.")
-        if live.get("variants"):
-            live_variants_table(ctx, live)
-    if scale:
-        scale_out_table(ctx, scale)
-    if deepfloyd_cpu or deepfloyd_gpu:
-        deepfloyd_tables(ctx, deepfloyd_cpu, deepfloyd_gpu)
-    if training:
-        t = training
-        ctx.save_table("bench_training", ["trainer", "images/s", "GFLOP/s", "speed-up"], [
-            ["this project (tensor data, channels_last, bf16 autocast)", f"{t['ours_images_per_second']:.0f}",
-             f"{t['ours_images_per_second'] * t['gflop_per_image']:.0f}", f"{t['speedup']:.2f}×"],
-            ["naive (DataLoader with per-image ToTensor, fp32)", f"{t['naive_images_per_second']:.0f}",
-             f"{t['naive_images_per_second'] * t['gflop_per_image']:.0f}", "1×"]],
-            caption=f"Training throughput of the time-conditioned UNet (D = {t['hiddens']}, batch {t['batch_size']}, "
-                    f"{t['gflop_per_image']:.2f} GFLOP per image forward and backward; measured matmul peak "
-                    f"{t['peak_gflops']['bfloat16']} GFLOP/s in bf16, {t['peak_gflops']['float32']} in fp32; "
-                    f"python -m bench.train_throughput).")
+    return machines
+
+
+def incremental_table(ctx, build):
+    """Rebuilds after no change, a content edit and a generator edit, against the cold build."""
+    rows = []
+    cold_seconds = build.get("cold", {}).get("seconds")
+    for name, label in (("warm", "warm rebuild, nothing changed"),
+                        ("content_edit", f"after editing {build['content_edit']['edited']}"),
+                        ("generator_edit", f"after editing {build['generator_edit']['edited']}")):
+        r = build[name]
+        ratio = [f"{cold_seconds / r['seconds']:.0f}×"] if cold_seconds else []
+        rows.append([label, f"{r['seconds']:.1f}"] + ratio + [", ".join(r["sections_run"]) or "none"])
+    columns = ["rebuild", "seconds"] + (["faster than cold"] if cold_seconds else []) + ["sections that ran"]
+    ctx.save_table("bench_incremental", columns, rows,
+                   caption="Rebuilds of the default profile after no change, a content edit and a generator edit "
+                           "(python -m bench.build_times). Seconds are wall time of the whole command, "
+                           "including Python start-up and rendering the pages.")
+
+
+def live_table(ctx, live):
+    """The live sampler's runs in Chromium, as its worker timed them."""
+    gflop = live["gflop_per_digit_step"]
+    ctx.save_table("bench_live", ["run", "digits", "steps", "ms per step", "seconds", "GFLOP/s"],
+                   [[r["run"], r["digits"], r["steps"], f"{r['ms_per_step']:.1f}", f"{r['seconds']:.2f}",
+                     f"{r['digits'] * gflop / (r['ms_per_step'] / 1000):.1f}"] for r in live["runs"]],
+                   caption=f"The live sampler of Part B 2.5 in headless Chromium ({live['backend']}; the "
+                           f"D = {live['model']['num_hiddens']} model, {live['model']['parameters']:,} "
+                           f"parameters, {gflop * 1000:.0f} MFLOP per digit and step as torch counts them): "
+                           f"the fastest of {live['repeats']} runs each, as the page's worker "
+                           f"times them; the first press also loads the runtime and the model "
+                           f"({live['first_press_seconds']:.1f} s). python -m bench.live_sampler.")
+
+
+def training_table(ctx, t):
+    """The project's trainer against a naive one, with the FLOP rates the machine's matmul peak bounds."""
+    ctx.save_table("bench_training", ["trainer", "images/s", "GFLOP/s", "speed-up"], [
+        ["this project (tensor data, channels_last, bf16 autocast)", f"{t['ours_images_per_second']:.0f}",
+         f"{t['ours_images_per_second'] * t['gflop_per_image']:.0f}", f"{t['speedup']:.2f}×"],
+        ["naive (DataLoader with per-image ToTensor, fp32)", f"{t['naive_images_per_second']:.0f}",
+         f"{t['naive_images_per_second'] * t['gflop_per_image']:.0f}", "1×"]],
+        caption=f"Training throughput of the time-conditioned UNet (D = {t['hiddens']}, batch {t['batch_size']}, "
+                f"{t['gflop_per_image']:.2f} GFLOP per image forward and backward; measured matmul peak "
+                f"{t['peak_gflops']['bfloat16']} GFLOP/s in bf16, {t['peak_gflops']['float32']} in fp32; "
+                f"python -m bench.train_throughput).")
 
 
 def live_variants_table(ctx, live):

@@ -31,20 +31,46 @@ def traced_shapes(model, x, *cond) -> dict[str, tuple[int, ...]]:
     return shapes
 
 
+def _size(shape) -> str:
+    return " × ".join(map(str, shape))
+
+
 def run(ctx):
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from matplotlib.patches import FancyBboxPatch
 
     p = ctx.upstream("b3_train_class").params
     model = ClassConditionalUNet(in_channels=1, num_classes=p["num_classes"], num_hiddens=p["num_hiddens"])
     x = torch.zeros(1, 1, 28, 28)
     shapes = traced_shapes(model, x, torch.zeros(1, p["num_classes"]), torch.zeros(1))
-    size = lambda s: " × ".join(map(str, s))  # noqa: E731 - a one-line formatter
+    size = _size
 
     fig, ax = plt.subplots(figsize=(7.6, 6.0))
+    _draw(ax, shapes, x.shape[1:])
+    fig.tight_layout()
+    D = p["num_hiddens"]
+    ctx.save_plot("b1_unet_diagram", fig,
+                  caption=f"The class-conditioned UNet as this build defines it (D = {D}), drawn from the model: "
+                          f"each block's output shape (channels × height × width) comes from a forward pass with "
+                          f"hooks on the blocks, and the arrows follow its forward(). The single-step denoiser is the "
+                          f"same trunk without conditioning; the time-conditioned UNet only adds t₁ and t₂.",
+                  alt=f"A U-shaped diagram: the input goes down through a ConvBlock ({size(shapes['inp'])}), two "
+                      f"DownBlocks ({size(shapes['down1'])}, {size(shapes['down2'])}) and Flatten "
+                      f"({size(shapes['flatten'])}); Unflatten, two UpBlocks and a final ConvBlock and convolution "
+                      f"come back up on the right, each decoder block concatenating the encoder output at its "
+                      f"resolution; FCBlocks of the time and the class scale and shift the unflattened map and the "
+                      f"first UpBlock's output.",
+                  meta={"num_hiddens": D, "shapes": {k: list(v) for k, v in shapes.items()}})
+
+
+def _draw(ax, shapes: dict, input_shape) -> None:
+    """The blocks as boxes with their output shapes, the forward pass and the skips as arrows, and the
+    conditioning (in orange) where it enters."""
+    from matplotlib.patches import FancyBboxPatch
+
+    size = _size
     where = {name: pos for name, _, pos in BLOCKS}
 
     def box(xy, title, detail, colour="#dbe8f6"):
@@ -60,7 +86,7 @@ def run(ctx):
             ax.text((a[0] + b[0]) / 2, (a[1] + b[1]) / 2 + 0.08, text, ha="center", va="bottom", fontsize=8,
                     color=colour)
 
-    box((0, 5), "input x_t", size(x.shape[1:]), "#eeeeee")
+    box((0, 5), "input x_t", size(input_shape), "#eeeeee")
     box((3, 5), "output ε̂", size(shapes["out"]), "#eeeeee")
     for name, title, pos in BLOCKS:
         box(pos, title, size(shapes[name]))
@@ -84,17 +110,3 @@ def run(ctx):
     ax.set_xlim(-1.1, 6.7)
     ax.set_ylim(0.45, 5.5)
     ax.axis("off")
-    fig.tight_layout()
-    D = p["num_hiddens"]
-    ctx.save_plot("b1_unet_diagram", fig,
-                  caption=f"The class-conditioned UNet as this build defines it (D = {D}), drawn from the model: "
-                          f"each block's output shape (channels × height × width) comes from a forward pass with "
-                          f"hooks on the blocks, and the arrows follow its forward(). The single-step denoiser is the "
-                          f"same trunk without conditioning; the time-conditioned UNet only adds t₁ and t₂.",
-                  alt=f"A U-shaped diagram: the input goes down through a ConvBlock ({size(shapes['inp'])}), two "
-                      f"DownBlocks ({size(shapes['down1'])}, {size(shapes['down2'])}) and Flatten "
-                      f"({size(shapes['flatten'])}); Unflatten, two UpBlocks and a final ConvBlock and convolution "
-                      f"come back up on the right, each decoder block concatenating the encoder output at its "
-                      f"resolution; FCBlocks of the time and the class scale and shift the unflattened map and the "
-                      f"first UpBlock's output.",
-                  meta={"num_hiddens": D, "shapes": {k: list(v) for k, v in shapes.items()}})

@@ -13,10 +13,10 @@ import torch
 from builder.section import Section
 from diffusion import data
 from diffusion.classifier import embed
-from diffusion.ddpm import linear_schedule, sample_time
+from diffusion.ddpm import sample_time
 from diffusion.metrics import class_histogram, frechet_distance, frechet_spread, gaussian_stats
 from diffusion.rng import randperm
-from generators._partb import autocast_dtype
+from generators._partb import autocast_dtype, trained_ddpm
 
 SECTION = Section(
     id="b2_time_metrics",
@@ -33,9 +33,7 @@ SECTION = Section(
 @torch.no_grad()
 def run(ctx):
     p = ctx.params
-    up = ctx.upstream("b2_train_time")
-    tp = up.params
-    schedule = linear_schedule(tp["T"], tp["beta1"], tp["beta2"])
+    up, tp, _history, schedule = trained_ddpm(ctx, "b2_train_time")
     judge = ctx.upstream("b0_classifier").model("final").cpu()
     judge_accuracy = ctx.upstream("b0_classifier").json("test_accuracy")
 

@@ -1,7 +1,7 @@
 """Part B 2.3: sampling from the time-conditioned DDPM (Algorithm 2) at every snapshot epoch."""
 from builder.section import Section
-from diffusion.ddpm import kept_timesteps, linear_schedule, sample_time
-from generators._partb import autocast_dtype
+from diffusion.ddpm import kept_timesteps, sample_time
+from generators._partb import autocast_dtype, trained_ddpm
 from generators._partb_figures import hyperparameter_table, loss_plot, trajectory_gif
 
 SECTION = Section(
@@ -15,13 +15,10 @@ SECTION = Section(
 
 def run(ctx):
     p = ctx.params
-    up = ctx.upstream("b2_train_time")
-    tp = up.params
-    history = up.json("history")
+    up, tp, history, schedule = trained_ddpm(ctx, "b2_train_time")
     loss_plot(ctx, "b2_loss", history, "Time-conditioned DDPM",
               caption=f"Training loss of the time-conditioned UNet (Algorithm 1, T = {tp['T']}), one point per "
                       f"optimizer step over {tp['epochs']} epochs.")
-    schedule = linear_schedule(tp["T"], tp["beta1"], tp["beta2"])
     for epoch in history["snapshot_epochs"]:
         model = up.model(f"epoch{epoch}")
         # The same starting noise for every snapshot, so the grids differ only by the weights.

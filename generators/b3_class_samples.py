@@ -4,8 +4,8 @@ import torch
 
 from builder.section import Section
 from diffusion.classifier import predict
-from diffusion.ddpm import kept_timesteps, linear_schedule, sample_class
-from generators._partb import autocast_dtype
+from diffusion.ddpm import kept_timesteps, sample_class
+from generators._partb import autocast_dtype, trained_ddpm
 from generators._partb_figures import digits_row, hyperparameter_table, loss_plot, trajectory_gif
 
 SECTION = Section(
@@ -23,13 +23,10 @@ SECTION = Section(
 
 def run(ctx):
     p = ctx.params
-    up = ctx.upstream("b3_train_class")
-    tp = up.params
-    history = up.json("history")
+    up, tp, history, schedule = trained_ddpm(ctx, "b3_train_class")
     loss_plot(ctx, "b3_loss", history, "Class-conditioned DDPM",
               caption=f"Training loss of the class-conditioned UNet (Algorithm 3, p_uncond = {tp['p_uncond']}), "
                       f"one point per optimizer step over {tp['epochs']} epochs.")
-    schedule = linear_schedule(tp["T"], tp["beta1"], tp["beta2"])
     dtype = autocast_dtype(ctx)
 
     model_at = up.model

@@ -27,7 +27,7 @@ def test_a_schedule_on_another_device_than_the_images_is_refused_never_copied():
     the GPU here. Placed before the loop, it works."""
     schedule = ddpm.linear_schedule(10)
     x0, t = torch.zeros(2, 1, 4, 4, device="meta"), torch.tensor([1, 9], device="meta")
-    for call in (lambda s: ddpm.q_sample(x0, t, x0, s), lambda s: ddpm.predict_x0(x0, x0, t, s),
+    for call in (lambda s: ddpm.q_sample(x0, t, x0, s), lambda s: ddpm.predict_x0(x0, x0, ddpm._at(s.alpha_bars, t)),
                  lambda s: ddpm.posterior_mean(x0, x0, t, s)):
         with pytest.raises(ValueError, match=r"the schedule is on cpu and t on meta.*schedule.to\('meta'\)"):
             call(schedule)
@@ -42,7 +42,7 @@ def test_q_sample_and_predict_x0_invert_each_other():
     x_t = ddpm.q_sample(x0, t, eps, s)
     abar = s.alpha_bars[t].view(-1, 1, 1, 1)
     assert torch.allclose(x_t, abar.sqrt() * x0 + (1 - abar).sqrt() * eps)
-    assert torch.allclose(ddpm.predict_x0(x_t[1:2], eps[1:2], 10, s), x0[1:2], atol=1e-5)
+    assert torch.allclose(ddpm.predict_x0(x_t[1:2], eps[1:2], s.alpha_bars[10]), x0[1:2], atol=1e-5)
 
 
 class FixedEps(nn.Module):
@@ -81,7 +81,7 @@ def test_last_step_is_the_noise_free_posterior_mean():
     s = ddpm.linear_schedule(10)
     g = torch.Generator().manual_seed(0)
     x1, eps = torch.randn(2, 1, 28, 28, generator=g), torch.randn(2, 1, 28, 28, generator=g)
-    x0_hat = ddpm.predict_x0(x1, eps, 1, s)
+    x0_hat = ddpm.predict_x0(x1, eps, s.alpha_bars[1])
     by_hand = (s.betas[1] / (1 - s.alpha_bars[1])) * x0_hat  # abar_0 = 1 kills the x_t term
     assert torch.allclose(ddpm.posterior_mean(x1, x0_hat, 1, s), by_hand)
     assert torch.equal(ddpm.step(x1, eps, 1, s, g), ddpm.posterior_mean(x1, x0_hat, 1, s))
@@ -285,7 +285,7 @@ def test_a_step_draws_its_noise_in_the_images_dtype():
     eps = torch.randn(2, 1, 4, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
     out = ddpm.step(x, eps, 3, s, torch.Generator().manual_seed(2))
     z = torch.randn(x.shape, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
-    mean = ddpm.posterior_mean(x, ddpm.predict_x0(x, eps, 3, s), 3, s)
+    mean = ddpm.posterior_mean(x, ddpm.predict_x0(x, eps, s.alpha_bars[3]), 3, s)
     assert out.dtype == torch.float64
     assert torch.allclose(out, mean + s.betas[3].double().sqrt() * z, atol=1e-6)
 

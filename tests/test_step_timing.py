@@ -128,3 +128,29 @@ def test_on_a_cpu_the_command_times_the_eager_step_and_lists_the_rest_as_cuda_on
     assert all(reason == "not started: CUDA only" for reason in saved["skipped"].values())
     assert "profile" not in saved and saved["peak_bf16_tflops"] is None
 
+
+def test_gpu_check_gives_the_phase_its_time_and_keeps_what_an_overrunning_run_measured(tmp_path, monkeypatch):
+    """scripts/gpu-check passes step_timing its budget (less a margin) as --seconds, and reads the JSON even when
+    the phase overran: the variants measured before it was stopped reach gpu.json and the target."""
+    import importlib.machinery
+    import importlib.util
+    from types import SimpleNamespace
+
+    loader = importlib.machinery.SourceFileLoader("gpu_check", str(ROOT / "scripts" / "gpu-check"))
+    module = importlib.util.module_from_spec(importlib.util.spec_from_loader("gpu_check", loader))
+    loader.exec_module(module)
+    monkeypatch.setitem(module.BUDGETS, "step_timing", (30, 3))
+    fake = tmp_path / "fake-python"  # stands in for `python -m bench.step_timing`: saves one variant, then hangs
+    fake.write_text("#!/usr/bin/env python3\nimport json, sys, time\nargv = sys.argv[1:]\n"
+                    "open(argv[argv.index('--json') + 1], 'w').write(json.dumps({'argv': argv, 'variants': "
+                    "{'CUDA graph': {'ms_per_step': 1.25}}}))\ntime.sleep(60)\n")
+    fake.chmod(0o755)
+    check = module.Check("cpu", tmp_path, "smoke")
+    module.step_timing_phase(check, SimpleNamespace(outdir=tmp_path, device="cpu"), str(fake), {})
+    saved = json.loads((tmp_path / "gpu.json").read_text())
+    assert saved["phases"]["step_timing"]["status"] == "overran"
+    argv = saved["step_timing"]["argv"]
+    assert argv[argv.index("--seconds") + 1] == "1"  # max(3 s - the margin, 1)
+    assert saved["step_timing"]["variants"]["CUDA graph"]["ms_per_step"] == 1.25
+    assert module.targets({**saved, "phases": {}})["training step ms (CUDA graph)"]["met"] is True
+    assert not (tmp_path / "step_timing.json").exists()

@@ -33,10 +33,14 @@ def describe_machine() -> dict:
 
 
 def save_result(path: Path | None, result: dict) -> dict:
-    """Write ``result`` as sorted JSON to ``path`` (when one is given) and return it."""
+    """Write ``result`` as sorted JSON to ``path`` (when one is given) and return it. The file is replaced
+    whole (written beside it, then renamed), so a benchmark killed while saving leaves its last save."""
     if path:
+        path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(result, indent=1, sort_keys=True) + "\n")
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(result, indent=1, sort_keys=True) + "\n")
+        os.replace(tmp, path)
     return result
 
 

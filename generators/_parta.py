@@ -150,6 +150,14 @@ def sdedit_rows(ctx, roles, prompts, gen_name: str) -> list[dict]:
 JUDGE = "b0_classifier"  # the independent MNIST classifier, which measures whether an illusion works
 
 
+def two_readings(first: list[int], want_first: int, second: list[int], want_second: int) -> tuple[int, int, int]:
+    """Of the classifier's readings of the same samples in two views: how many show ``want_first`` in the first
+    view, how many ``want_second`` in the second, and how many both (the illusion working)."""
+    first_ok = [d == want_first for d in first]
+    second_ok = [d == want_second for d in second]
+    return sum(first_ok), sum(second_ok), sum(a and b for a, b in zip(first_ok, second_ok))
+
+
 def digit_judge(ctx):
     """For a backend whose images are digits: a function from images (the backend's space) to the digits
     the independent classifier reads in them, and one from a prompt to the digit it asks for. None for

@@ -36,6 +36,12 @@ def loss_plot(ctx, fig_id: str, history: dict, title: str, caption: str):
                       f"over {len(losses)} steps on a log scale.")
 
 
+def ddpm_loss_plot(ctx, fig_id: str, title: str, model: str, history: dict):
+    """A trained DDPM's loss curve; ``model`` names the network and its algorithm for the caption."""
+    loss_plot(ctx, fig_id, history, title, caption=f"Training loss of the {model}, one point per optimizer step over "
+                                                   f"{history['epochs']} epochs.")
+
+
 def hyperparameter_table(ctx, fig_id: str, train_section: str, model_name: str, extra: dict | None = None):
     """The settings the model was actually trained with, and what the training cost."""
     up = ctx.upstream(train_section)

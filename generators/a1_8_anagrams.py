@@ -4,7 +4,7 @@ import torch
 from diffusion.edits import visual_anagram
 from diffusion.views import Identity, view_named
 from generators._parta import (GUIDANCE, JUDGE, STRIDED, STRIDED_SMOKE, backend_label, denoiser, digit_judge, item,
-                               part_a, provenance, timesteps)
+                               part_a, provenance, timesteps, two_readings)
 
 SECTION = part_a(
     id="a1_8_anagrams",
@@ -43,13 +43,11 @@ def run(ctx):
         if judge:
             read, digit_of = judge
             want_a, want_b = digit_of(upright), digit_of(other)
-            up_ok = [d == want_a for d in read(images)]
-            down_ok = [d == want_b for d in read(viewed)]
-            both = sum(a and b for a, b in zip(up_ok, down_ok))
-            judged.append({"upright": want_a, "turned": want_b, "n": n, "upright_ok": sum(up_ok),
-                           "turned_ok": sum(down_ok), "both": both})
-            measured = (f" The independent MNIST classifier reads {sum(up_ok)} of {n} samples as {want_a} upright, "
-                        f"{sum(down_ok)} of {n} as {want_b} {done}, and {both} of {n} as both; the first "
+            up_ok, down_ok, both = two_readings(read(images), want_a, read(viewed), want_b)
+            judged.append({"upright": want_a, "turned": want_b, "n": n, "upright_ok": up_ok,
+                           "turned_ok": down_ok, "both": both})
+            measured = (f" The independent MNIST classifier reads {up_ok} of {n} samples as {want_a} upright, "
+                        f"{down_ok} of {n} as {want_b} {done}, and {both} of {n} as both; the first "
                         f"{shown_n} are shown, none picked.")
         ctx.save_gallery(f"a1_8_anagram{k}", [{"caption": f"upright: “{upright}”; {upside_down}: “{other}”",
                                                "items": items}],

@@ -4,7 +4,7 @@ import torch.nn.functional as F
 
 from diffusion.edits import hybrid
 from generators._parta import (GUIDANCE, JUDGE, STRIDED, STRIDED_SMOKE, backend_label, denoiser, digit_judge, item,
-                               part_a, provenance, timesteps)
+                               part_a, provenance, timesteps, two_readings)
 
 SECTION = part_a(
     id="a1_9_hybrids",
@@ -52,14 +52,12 @@ def run(ctx):
             want_low, want_high = digit_of(low), digit_of(high)
             full = read(images)
             small = read(den.from_unit(seen_small(den.to_unit(images), small_px)))
-            low_ok = [d == want_low for d in small]
-            high_ok = [d == want_high for d in full]
-            both = sum(a and b for a, b in zip(low_ok, high_ok))
-            judged.append({"low": want_low, "high": want_high, "n": n, "small_reads_low": sum(low_ok),
-                           "full_reads_high": sum(high_ok), "full_reads_low": sum(d == want_low for d in full),
+            low_ok, high_ok, both = two_readings(small, want_low, full, want_high)
+            judged.append({"low": want_low, "high": want_high, "n": n, "small_reads_low": low_ok,
+                           "full_reads_high": high_ok, "full_reads_low": sum(d == want_low for d in full),
                            "both": both})
-            measured = (f" The independent MNIST classifier reads {sum(low_ok)} of {n} samples as {want_low} "
-                        f"when shrunk to {small_px} × {small_px} pixels, {sum(high_ok)} of {n} as {want_high} at "
+            measured = (f" The independent MNIST classifier reads {low_ok} of {n} samples as {want_low} "
+                        f"when shrunk to {small_px} × {small_px} pixels, {high_ok} of {n} as {want_high} at "
                         f"full size, and {both} of {n} as both; the first {shown_n} are shown, none picked.")
         ctx.save_gallery(f"a1_9_hybrid{k}", [{"caption": f"low frequencies: “{low}”; high frequencies: “{high}”",
                                               "items": items}],

@@ -2,7 +2,7 @@
 from builder.section import Section
 from diffusion.ddpm import kept_timesteps, sample_time
 from generators._partb import autocast_dtype, trained_ddpm
-from generators._partb_figures import hyperparameter_table, loss_plot, trajectory_gif
+from generators._partb_figures import ddpm_loss_plot, hyperparameter_table, trajectory_gif
 
 SECTION = Section(
     id="b2_time_samples",
@@ -16,9 +16,8 @@ SECTION = Section(
 def run(ctx):
     p = ctx.params
     up, tp, history, schedule = trained_ddpm(ctx, "b2_train_time")
-    loss_plot(ctx, "b2_loss", history, "Time-conditioned DDPM",
-              caption=f"Training loss of the time-conditioned UNet (Algorithm 1, T = {tp['T']}), one point per "
-                      f"optimizer step over {tp['epochs']} epochs.")
+    ddpm_loss_plot(ctx, "b2_loss", "Time-conditioned DDPM", f"time-conditioned UNet (Algorithm 1, T = {tp['T']})",
+                   history)
     for epoch in history["snapshot_epochs"]:
         model = up.model(f"epoch{epoch}")
         # The same starting noise for every snapshot, so the grids differ only by the weights.

@@ -6,7 +6,7 @@ from builder.section import Section
 from diffusion.classifier import predict
 from diffusion.ddpm import kept_timesteps, sample_class
 from generators._partb import autocast_dtype, trained_ddpm
-from generators._partb_figures import digits_row, hyperparameter_table, loss_plot, trajectory_gif
+from generators._partb_figures import ddpm_loss_plot, digits_row, hyperparameter_table, trajectory_gif
 
 SECTION = Section(
     id="b3_class_samples",
@@ -24,9 +24,8 @@ SECTION = Section(
 def run(ctx):
     p = ctx.params
     up, tp, history, schedule = trained_ddpm(ctx, "b3_train_class")
-    loss_plot(ctx, "b3_loss", history, "Class-conditioned DDPM",
-              caption=f"Training loss of the class-conditioned UNet (Algorithm 3, p_uncond = {tp['p_uncond']}), "
-                      f"one point per optimizer step over {tp['epochs']} epochs.")
+    ddpm_loss_plot(ctx, "b3_loss", "Class-conditioned DDPM",
+                   f"class-conditioned UNet (Algorithm 3, p_uncond = {tp['p_uncond']})", history)
     dtype = autocast_dtype(ctx)
 
     model_at = up.model

@@ -126,23 +126,16 @@ def test_keys_follow_the_science_not_the_engine(toy_project):
     assert set(statuses(engine().build()).values()) == {"miss"}
 
 
-def test_comment_and_docstring_edits_do_not_invalidate(toy_project):
+@pytest.mark.parametrize("old, new, expected", [
+    ("def run(ctx):", 'def run(ctx):\n    """Now documented."""\n    # and commented', {"up": "hit", "down": "hit", "side": "hit"}),
+    (".round(6)", ".round(3)", {"up": "miss", "down": "miss", "side": "hit"}),
+    ('{"n": 3}', '{"n": 4}', {"up": "miss", "down": "miss", "side": "hit"}),
+], ids=["a comment or docstring changes nothing", "a code change misses and propagates",
+        "a parameter change misses and propagates"])
+def test_an_edit_of_a_section_misses_exactly_where_it_changes_something(toy_project, old, new, expected):
     make_engine(toy_project).build()
-    edit(toy_project, "up", "def run(ctx):", 'def run(ctx):\n    """Now documented."""\n    # and commented')
-    assert statuses(make_engine(toy_project).build())["up"] == "hit"
-
-
-def test_code_change_misses_and_propagates(toy_project):
-    make_engine(toy_project).build()
-    edit(toy_project, "up", ".round(6)", ".round(3)")
-    result = statuses(make_engine(toy_project).build())
-    assert result == {"up": "miss", "down": "miss", "side": "hit"}
-
-
-def test_parameter_change_misses(toy_project):
-    make_engine(toy_project).build()
-    edit(toy_project, "up", '{"n": 3}', '{"n": 4}')
-    assert statuses(make_engine(toy_project).build())["up"] == "miss"
+    edit(toy_project, "up", old, new)
+    assert statuses(make_engine(toy_project).build()) == expected
 
 
 def test_profile_override_is_a_parameter_change(toy_project):

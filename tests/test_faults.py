@@ -63,47 +63,57 @@ def forget(cache: Path, section: str):
 
 # -- SIGKILL at each stage, then build again --------------------------------------------------
 
+def killed_rebuilding(smoke_build, cache_copy, sid: str, point_of) -> tuple[Path, Path, dict]:
+    """Make ``sid`` a miss in the cache copy and kill the build that recomputes it at ``point_of(clean)``, where
+    ``clean`` is its record in the uninterrupted build. Returns (cache, site, clean)."""
+    cache, site = cache_copy
+    clean = record(smoke_build["cache"], sid)
+    forget(cache, sid)
+    killed(run_build(cache, site, point_of(clean)))
+    return cache, site, clean
+
+
+def assert_recovered(cache: Path, site: Path, reference_site: Path) -> None:
+    """After the rebuild that follows a kill: no temporary file anywhere, every stored object whole, and the
+    site byte for byte the one an uninterrupted build wrote."""
+    assert leftovers(cache) == [] and leftovers(site) == []
+    assert_store_intact(cache)
+    assert_same_site(reference_site, site)
+
+
 @pytest.mark.parametrize("point", ["section:{sid}", "write:{key}.json"],
                          ids=["outputs-staged", "record-being-written"])
 def test_killed_section_leaves_nothing_and_rebuild_equals_clean_build(smoke_build, cache_copy, point):
-    cache, site = cache_copy
     sid = "a1_9_hybrids"
-    key = record(smoke_build["cache"], sid)["key"]
-    forget(cache, sid)
-    killed(run_build(cache, site, point.format(sid=sid, key=key)))
+    cache, site, _ = killed_rebuilding(smoke_build, cache_copy, sid,
+                                       lambda clean: point.format(sid=sid, key=clean["key"]))
     assert not list((cache / "entries" / sid).glob("*.json")), "a killed section must leave no record"
     assert leftovers(cache), "the kill came too late to test anything: no temporary file was pending"
 
     assert rebuilt(cache, site)[sid] == "miss"
-    assert leftovers(cache) == [] and leftovers(site) == []
-    assert_store_intact(cache)
-    assert_same_site(smoke_build["site"], site)
+    assert_recovered(cache, site, smoke_build["site"])
 
 
 def test_killed_right_after_a_record_is_renamed_keeps_a_complete_entry(smoke_build, cache_copy):
-    cache, site = cache_copy
     sid = "a1_9_hybrids"
-    key = record(smoke_build["cache"], sid)["key"]
-    forget(cache, sid)
-    killed(run_build(cache, site, f"renamed:{key}.json"))
+    cache, site, clean = killed_rebuilding(smoke_build, cache_copy, sid, lambda clean: f"renamed:{clean['key']}.json")
+    key = clean["key"]
     # The section's staging folder is still there (the next build sweeps it); no write's temporary file is.
     assert [p for p in leftovers(cache) if not p.startswith("tmp/")] == [], "the rename left its temporary file"
     assert record(cache, sid)["key"] == key, "the renamed record must be complete"
     assert rebuilt(cache, site)[sid] == "hit"
-    assert leftovers(cache) == [] and leftovers(site) == []
-    assert_store_intact(cache)
-    assert_same_site(smoke_build["site"], site)
+    assert_recovered(cache, site, smoke_build["site"])
 
 
 def test_killed_mid_training_resumes_to_the_same_model(smoke_build, cache_copy):
-    cache, site = cache_copy
     sid = "b1_train_denoiser"
-    history = record(smoke_build["cache"], sid)["outputs"]
-    sha = next(o for o in history if o["id"] == "data-history")["files"][0]["sha"]
-    per_epoch = json.loads((smoke_build["cache"] / "objects" / sha[:2] / sha).read_text())["steps_per_epoch"]
-    forget(cache, sid)
-    # The first step of epoch 2: epoch 1's resume checkpoint is on disk, the run is half done.
-    killed(run_build(cache, site, f"step:{sid}:{per_epoch + 1}"))
+
+    def first_step_of_epoch_2(clean):  # epoch 1's resume checkpoint is on disk, the run is half done
+        sha = next(o for o in clean["outputs"] if o["id"] == "data-history")["files"][0]["sha"]
+        per_epoch = json.loads((smoke_build["cache"] / "objects" / sha[:2] / sha).read_text())["steps_per_epoch"]
+        return f"step:{sid}:{per_epoch + 1}"
+
+    cache, site, _ = killed_rebuilding(smoke_build, cache_copy, sid, first_step_of_epoch_2)
     assert list((cache / "scratch" / sid).rglob("resume.pt")), "epoch 1 was not checkpointed before the kill"
 
     assert rebuilt(cache, site)[sid] == "miss"
@@ -328,30 +338,19 @@ def a_content_file(content: Path) -> Path:
                 if p.read_text().count("\n") > 12 and "figure(" in p.read_text() and "{%" not in p.read_text())
 
 
-def test_malformed_front_matter_names_file_and_line(broken):
-    content, _, insert, build_site = broken
-    path = a_content_file(content)
-    line = insert(path, 2, "this line has no colon")
-    error = build_site()
-    assert f"{path}, line {line}: the front matter line 'this line has no colon' is not 'key: value'" in error
-
-
-def test_unknown_figure_names_file_and_line(broken):
-    content, _, insert, build_site = broken
-    path = a_content_file(content)
-    body_start = path.read_text().split("\n").index("---", 1) + 2
-    line = insert(path, body_start + 3, 'Here: {{ figure("no_such_figure") }}')
-    error = build_site()
-    assert f"{path}, line {line}: the figure 'no_such_figure' is not produced by any section" in error
-
-
-def test_content_syntax_error_names_file_and_line(broken):
+@pytest.mark.parametrize("body_line, text, says", [
+    (None, "this line has no colon", "the front matter line 'this line has no colon' is not 'key: value'"),
+    (3, 'Here: {{ figure("no_such_figure") }}', "the figure 'no_such_figure' is not produced by any section"),
+    (2, "{% if %}", "syntax error:"),
+], ids=["malformed front matter", "unknown figure", "content syntax error"])
+def test_a_broken_content_line_is_named_by_file_and_line(broken, body_line, text, says):
+    """``body_line``: where in the body the broken line goes (None: into the front matter, after its first line)."""
     content, _, insert, build_site = broken
     path = a_content_file(content)
     body_start = path.read_text().split("\n").index("---", 1) + 2
-    line = insert(path, body_start + 2, "{% if %}")
+    line = insert(path, 2 if body_line is None else body_start + body_line, text)
     error = build_site()
-    assert f"{path}, line {line}: syntax error:" in error
+    assert f"{path}, line {line}: {says}" in error
 
 
 def test_page_template_runtime_error_names_file_and_line(broken):

@@ -10,6 +10,8 @@ from types import SimpleNamespace
 
 import pytest
 
+from tests.device_check_run import run_check
+
 pytestmark = pytest.mark.slow  # the quick tier leaves it to CI (conftest.py, --all)
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -17,10 +19,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 @pytest.fixture(scope="module")
 def cpu_check(tmp_path_factory):
-    out = tmp_path_factory.mktemp("gpu-check")
-    proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "gpu-check"), "--device", "cpu", str(out)],
-                          capture_output=True, text=True, cwd=ROOT, timeout=1500)
-    return SimpleNamespace(proc=proc, out=out, result=json.loads((out / "gpu.json").read_text()))
+    return run_check("gpu-check", tmp_path_factory.mktemp("gpu-check"), "gpu.json", timeout=1500)
 
 
 def test_every_phase_runs_and_passes_on_a_cpu(cpu_check):

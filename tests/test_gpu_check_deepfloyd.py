@@ -3,13 +3,11 @@ of the real structure take every phase the GPU run takes (the full-size shapes n
 steps, bench/deepfloyd_full_size.py's minutes on a CPU)."""
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
+
+from tests.device_check_run import run_check
 
 pytestmark = pytest.mark.slow  # the quick tier leaves it to CI (conftest.py, --all)
 
@@ -18,10 +16,8 @@ ROOT = Path(__file__).resolve().parent.parent
 
 @pytest.fixture(scope="module")
 def dry_run(tmp_path_factory):
-    out = tmp_path_factory.mktemp("gpu-check-deepfloyd")
-    proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "gpu-check-deepfloyd"), "--device", "cpu", str(out)],
-                          capture_output=True, text=True, cwd=ROOT, timeout=1800)
-    return SimpleNamespace(proc=proc, out=out, result=json.loads((out / "deepfloyd.json").read_text()))
+    return run_check("gpu-check-deepfloyd", tmp_path_factory.mktemp("gpu-check-deepfloyd"), "deepfloyd.json",
+                     timeout=1800)
 
 
 def test_every_phase_passes_within_its_budget(dry_run):

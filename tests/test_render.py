@@ -978,26 +978,23 @@ def test_an_unknown_reference_fails_naming_the_line_and_close_labels(fixture_sit
 def test_a_label_defined_twice_fails_naming_both_places(fixture_site, tmp_path):
     render, _ = fixture_site
     content = _write_content(tmp_path, XREF_FILES)
-    a2 = content / "a2.md"
-    a2.write_text(XREF_FILES["a2.md"] + "\n$$\nw = 4\n$$ (eq-second)\n")
-    with pytest.raises(BuildError) as err:
-        render(content)
-    assert str(err.value) == (f"{a2}, line 13: the label 'eq-second' is defined a second time (first at "
-                              f"{content / 'a1.md'}, line 17). Give each equation its own label.")
-    a2.write_text(XREF_FILES["a2.md"].replace("id: curves", "id: noise"))
-    with pytest.raises(BuildError) as err:
-        render(content)
-    assert str(err.value) == (f"{a2}, line 5: the label 'sec-noise' is defined a second time (first at "
-                              f"{content / 'a1.md'}, line 5). Give each section its own label.")
-    a2.write_text(XREF_FILES["a2.md"] + "\nAgain:\n\n{{ figure('toy_gallery') }}\n")
-    with pytest.raises(BuildError) as err:
-        render(content)
-    assert str(err.value) == (f"{a2}, line 13: the figure 'toy_gallery' is shown a second time (first at "
-                              f"{content / 'a1.md'}, line 15). Show a figure once and link to it elsewhere with "
-                              f"{{{{ ref('fig-toy_gallery') }}}}.")
-    a2.write_text(XREF_FILES["a2.md"] + "\n$$\nw = 4\n$$ (eq-not a label)\n")
-    with pytest.raises(BuildError) as err:
-        render(content)
-    assert str(err.value) == (f"{a2}, line 13: the equation label (eq-not a label) is not one: a label follows a "
-                              f"display equation's closing $$ on the same line (\"$$ (eq-name)\"), and its name "
-                              f"has only letters, digits, '-' and '_'.")
+    a1, a2 = content / "a1.md", content / "a2.md"
+
+    def refusal(a2_text: str) -> str:
+        a2.write_text(a2_text)
+        with pytest.raises(BuildError) as err:
+            render(content)
+        return str(err.value)
+
+    assert refusal(XREF_FILES["a2.md"] + "\n$$\nw = 4\n$$ (eq-second)\n") == (
+        f"{a2}, line 13: the label 'eq-second' is defined a second time (first at {a1}, line 17). Give each "
+        f"equation its own label.")
+    assert refusal(XREF_FILES["a2.md"].replace("id: curves", "id: noise")) == (
+        f"{a2}, line 5: the label 'sec-noise' is defined a second time (first at {a1}, line 5). Give each section "
+        f"its own label.")
+    assert refusal(XREF_FILES["a2.md"] + "\nAgain:\n\n{{ figure('toy_gallery') }}\n") == (
+        f"{a2}, line 13: the figure 'toy_gallery' is shown a second time (first at {a1}, line 15). Show a figure "
+        f"once and link to it elsewhere with {{{{ ref('fig-toy_gallery') }}}}.")
+    assert refusal(XREF_FILES["a2.md"] + "\n$$\nw = 4\n$$ (eq-not a label)\n") == (
+        f"{a2}, line 13: the equation label (eq-not a label) is not one: a label follows a display equation's "
+        f"closing $$ on the same line (\"$$ (eq-name)\"), and its name has only letters, digits, '-' and '_'.")

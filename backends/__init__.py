@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from builder import BuildError
-from builder.engine import Resource
+from builder.graph.engine import Resource
 from builder.project import Project
 
 RESOURCE = "backend"  # the name Part A sections declare in Section(uses=...)

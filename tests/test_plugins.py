@@ -9,9 +9,9 @@ import torch
 import backends
 import build
 from backends import RESOURCE, Backend, local
-from builder.engine import BuildConfig, Engine, Resource
+from builder.graph.engine import BuildConfig, Engine, Resource
 from builder.project import Page
-from builder.registry import discover
+from builder.graph.registry import discover
 from project import PROJECT
 
 
@@ -79,7 +79,7 @@ def test_an_unregistered_backend_is_refused_with_the_choices(capsys):
 
 
 def test_a_page_is_one_line_in_the_project(smoke_build, tmp_path):
-    from builder.render import render_site
+    from builder.site.render import render_site
     from builder.cache import Store
 
     notes = Page("notes", "notes.html", "Notes for graders", "Notes")

@@ -53,6 +53,25 @@ def test_the_import_graph_has_no_circle():
 
 
 
+# What each part of builder/ may import of builder/ besides itself ("" is the top level: the API the sections and
+# project.py use, the writers and the store they stand on). app, the top level's one module above the others, ties
+# them together.
+BUILDER_LAYERS = {"": set(), "graph": {""}, "site": {""}, "scale": {"", "graph"}}
+
+
+def builder_part(module: str) -> str:
+    parts = module.split(".")
+    return parts[1] if len(parts) > 2 and parts[1] in BUILDER_LAYERS else ""
+
+
+def test_builder_s_sub_packages_import_one_way():
+    graph = import_graph(ROOT)
+    wrong = [f"{name} -> {target}" for name, targets in graph.items() if name.startswith("builder.")
+             and name != "builder.app" for target in targets if target.startswith("builder.")
+             and builder_part(target) != builder_part(name)
+             and builder_part(target) not in BUILDER_LAYERS[builder_part(name)]]
+    assert not wrong, wrong
+
 def test_a_circle_through_a_lazy_import_is_found(tmp_path):
     """The check itself: a module that imports its importer inside a function closes a circle."""
     for package in PACKAGES:

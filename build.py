@@ -146,10 +146,10 @@ WATCHED = ("content", "templates", PROJECT.sections, *PROJECT.science, "backends
 def preview(args, argv: list[str]) -> int:
     """``--serve``: one warm process builds, serves and rebuilds. A change of content or templates is rebuilt
     in this process, which keeps its compiled templates and every page's HTML that the change does not touch
-    (builder.memo), so the page reloads within a second; a change of Python code restarts the process, so
+    (builder.site.memo), so the page reloads within a second; a change of Python code restarts the process, so
     that the sections run the code as it is now (a long-lived process would compute with the code it
     started with)."""
-    from builder import serve
+    from builder.site import serve
 
     settings = _settings(args)
     settings.resources[backends.RESOURCE] = backends.resource(args, app.resolve(settings).device, PROJECT)
@@ -234,9 +234,9 @@ def _without_serve(argv: list[str]) -> list[str]:
 
 def cache_command(argv: list[str]) -> int:
     """``build.py cache gc|verify``: keep the local cache, or a shared one, in bounds, or check it
-    (builder.cache_gc, builder.shared_cache)."""
+    (builder.graph.cache_gc, builder.scale.shared_cache)."""
     from builder.cache import Store
-    from builder.cache_gc import collect, verify
+    from builder.graph.cache_gc import collect, verify
 
     p = argparse.ArgumentParser(prog="build.py cache", description=cache_command.__doc__)
     where = argparse.ArgumentParser(add_help=False)
@@ -278,7 +278,7 @@ def cache_command(argv: list[str]) -> int:
 
 
 def shared_cache_command(args) -> int:
-    from builder.shared_cache import SharedCache, collect_shared, verify_shared
+    from builder.scale.shared_cache import SharedCache, collect_shared, verify_shared
 
     try:
         shared = SharedCache(args.cache_url)
@@ -301,8 +301,8 @@ def shared_cache_command(args) -> int:
 
 def freeze_command(argv: list[str]) -> int:
     """``build.py freeze rekey|carry``: keep a committed freeze valid when its keys move but its results
-    do not (builder.rekey): a new fingerprint scheme, or a refactor whose outputs are byte-identical."""
-    from builder import rekey
+    do not (builder.graph.rekey): a new fingerprint scheme, or a refactor whose outputs are byte-identical."""
+    from builder.graph import rekey
 
     p = argparse.ArgumentParser(prog="build.py freeze", description=freeze_command.__doc__)
     common = argparse.ArgumentParser(add_help=False)
@@ -438,7 +438,7 @@ def _print_pdf(out: Path, settings: app.Settings, printable: bool) -> int:
         print("error: the PDF was not written, because the build did not finish; fix what it says above and "
               "build again with --pdf.", file=sys.stderr)
         return 1
-    from builder.pdf import print_report
+    from builder.site.pdf import print_report
 
     start = time.perf_counter()
     try:

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
 from builder import BuildError
-from builder.engine import Resource
+from builder.graph.engine import Resource
 from builder.project import Project
 
 RESOURCE = "backend"  # the name Part A sections declare in Section(uses=...)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from builder import BuildError
-from builder.engine import Resource
+from builder.graph.engine import Resource
 
 from diffusion.deepfloyd_denoiser import DEFAULT_STAGE1, DEFAULT_STAGE2
 

@@ -6,7 +6,7 @@ and its "test image" and "own images" are MNIST test digits.
 """
 from __future__ import annotations
 
-from builder.engine import Resource
+from builder.graph.engine import Resource
 
 from . import RESOURCE, Backend, model_code
 

@@ -88,7 +88,7 @@ def main(argv=None) -> dict:
         raise SystemExit(f"--keep-cache {args.keep_cache} already exists; name a folder that does not")
     sys.path.insert(0, str(ROOT))
     from builder.app import Settings, resolve
-    from builder.registry import discover
+    from builder.graph.registry import discover
     from project import PROJECT
 
     sections = sorted(discover(PROJECT.sections))

@@ -8,11 +8,11 @@ from typing import Any
 
 from . import BuildError, statcache
 from .cache import Store
-from .compute import deterministic_kernels
-from .engine import BuildConfig, BuildResult, Engine, Resource, SectionResult
+from .graph.compute import deterministic_kernels
+from .graph.engine import BuildConfig, BuildResult, Engine, Resource, SectionResult
 from .fingerprint import hash_value
 from .project import Project
-from .registry import discover
+from .graph.registry import discover
 from .section import PROFILES
 
 
@@ -35,8 +35,8 @@ class Settings:
     strict: bool = False  # fail on a stale frozen result instead of showing it marked
     compute_here: bool = False  # compute what an edition lacks on this machine, whatever computed the rest
     freeze: bool = False  # after a complete build, write its results into frozen/<profile>/
-    cache_url: str | None = None  # a shared cache (builder.shared_cache); None: $FUN_DIFFUSION_CACHE_URL, if set
-    jobs: int = 1  # sections at once (builder.parallel)
+    cache_url: str | None = None  # a shared cache (builder.scale.shared_cache); None: $FUN_DIFFUSION_CACHE_URL, if set
+    jobs: int = 1  # sections at once (builder.scale.parallel)
     executor: str = "local"  # local worker processes, or ray
     ray_address: str | None = None
     resources: dict[str, Resource] = field(default_factory=dict)
@@ -97,7 +97,7 @@ def resolve(settings: Settings) -> BuildConfig:
     if settings.jobs < 1:
         raise BuildError(f"--jobs must be at least 1 (one section at a time), got {settings.jobs}.")
     layer = Path(settings.frozen_dir) / profile
-    from .shared_cache import from_settings
+    from .scale.shared_cache import from_settings
 
     return BuildConfig(profile=profile, device=device, dtype=dtype, seed=settings.seed,
                        cache_root=Path(settings.cache_dir), resources=dict(settings.resources),
@@ -206,7 +206,7 @@ def build(settings: Settings, progress_bar: bool = True, out=sys.stdout) -> tupl
         # What this build used of the local cache, so that `cache gc` keeps it (results in a frozen layer
         # are not the local cache's to delete).
         reached = {r.id: r.entry.key for r in result.results if r.entry is not None and r.entry.layer is None}
-        from .cache_gc import record_build
+        from .graph.cache_gc import record_build
 
         record_build(engine.store, settings.project.root, engine.config.profile, reached)
         shared = engine.config.shared
@@ -221,9 +221,9 @@ def build(settings: Settings, progress_bar: bool = True, out=sys.stdout) -> tupl
 
 def run_sections(engine: Engine, wanted: list[str] | None = None, progress=None, on_section=None) -> BuildResult:
     """The sections ``wanted`` needs: one at a time in this process, or with ``--jobs`` / ``--executor ray``
-    several at once (``builder.parallel``); the same keys and bytes either way."""
+    several at once (``builder.scale.parallel``); the same keys and bytes either way."""
     if engine.config.jobs > 1 or engine.config.executor != "local":
-        from . import parallel
+        from .scale import parallel
 
         return parallel.build(engine, wanted, on_section)
     return engine.build(wanted, progress, on_section)
@@ -297,8 +297,8 @@ def _editions(engine: Engine, settings: Settings, manifest: dict[str, Any], resu
     """This build's edition and the others that have a freeze, in the project's order (the first at the
     site's root, the others in folders); the others' results join ``result`` as ``<edition>/<section>``.
     None where another edition could not be assembled."""
-    from . import freeze
-    from .edition import Edition
+    from .graph import freeze
+    from .site.edition import Edition
 
     profile = engine.config.profile
     freezes = {name: freeze.read(Path(settings.frozen_dir) / name) for name in {profile, *settings.project.editions}}
@@ -318,7 +318,7 @@ def _editions(engine: Engine, settings: Settings, manifest: dict[str, Any], resu
 def _render(engine: Engine, settings: Settings, editions: list) -> dict[str, Any]:
     """The site, rendered unless it was rendered from these very inputs and is as that render left it
     (Jinja and the render are imported only when a site is written)."""
-    from . import rendered
+    from .site import rendered
 
     pages, cache_root = settings.project.pages, engine.store.root
     digest = rendered.inputs_digest(editions, pages, settings.content_dir, settings.templates_dir)
@@ -326,7 +326,7 @@ def _render(engine: Engine, settings: Settings, editions: list) -> dict[str, Any
     if summary is None:
         from jinja2 import TemplateError
 
-        from .render import render_editions, template_failure
+        from .site.render import render_editions, template_failure
 
         try:
             summary = render_editions(editions, pages, settings.content_dir, settings.templates_dir,
@@ -367,8 +367,8 @@ def _frozen_edition(engine: Engine, settings: Settings, name: str):
 
 
 def freeze_build(engine: Engine, settings: Settings, entries: dict[str, Any], manifest: dict[str, Any]) -> str:
-    """Write this build's results into ``frozen/<profile>/`` (see ``builder.freeze``); returns what was done."""
-    from . import freeze
+    """Write this build's results into ``frozen/<profile>/`` (see ``builder.graph.freeze``); returns what was done."""
+    from .graph import freeze
 
     if settings.only:
         raise BuildError("--freeze needs a complete build: drop --only, so that every section the freeze holds "
@@ -382,7 +382,7 @@ def freeze_build(engine: Engine, settings: Settings, entries: dict[str, Any], ma
     about = {key: manifest["build"][key] for key in ("profile", "seed", "device", "dtype", "versions", "resources")}
     about["machine"] = freeze.machine(config.device)
     target = Path(settings.frozen_dir) / config.profile
-    from .rekey import provenance
+    from .graph.rekey import provenance
 
     sources = provenance(engine.project, [entry.record for entry in entries.values()])
     summary = freeze.write(engine.store, entries, target, about, sources)

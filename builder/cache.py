@@ -10,7 +10,7 @@ Layout under the cache root (git-ignored):
   lock                     held (flock) by the build using this cache; holds that process's id
 
 Below the local cache a store can have read-only layers with the same ``objects/`` and
-``entries/`` layout: the committed freeze (``frozen/<edition>/``, see ``builder.freeze``). A
+``entries/`` layout: the committed freeze (``frozen/<edition>/``, see ``builder.graph.freeze``). A
 lookup tries the local cache first and then each layer; an object is read from wherever it is,
 and written only to the local cache.
 
@@ -124,7 +124,7 @@ class Store:
             return None
         if record.get("key") != key:
             return None
-        # A freeze may leave out large models (see builder.freeze); it says which, and a section that
+        # A freeze may leave out large models (see builder.graph.freeze); it says which, and a section that
         # needs one of them cannot run on top of it (see Engine).
         omitted = set(record.get("omitted", ())) if root is not None else set()
         for sha in referenced_objects(record["outputs"]):

@@ -20,7 +20,7 @@ from typing import Any
 from . import statcache
 
 # The scheme ``code_digest`` implements; freezes record it, so that a later scheme can re-key them
-# (``builder.rekey``). Bump it whenever the digest of some source would change.
+# (``builder.graph.rekey``). Bump it whenever the digest of some source would change.
 FINGERPRINT = "tokens-1"
 # What freezes written before the scheme was recorded used: sha256 of ``ast.dump`` without docstrings,
 # whose text differs between Python versions (3.12 added fields). Kept only to check such a freeze.
@@ -174,7 +174,7 @@ class FileTree:
 
 class GitTree:
     """Source files under a folder as they were at a commit of the git repository holding it, so that
-    code can be fingerprinted as that commit had it (``builder.rekey``)."""
+    code can be fingerprinted as that commit had it (``builder.graph.rekey``)."""
 
     def __init__(self, root: Path, commit: str):
         self.root = Path(root).resolve()

@@ -7,9 +7,9 @@ import pytest
 
 from builder.atomic import atomic_write_bytes
 from builder.cache import Store
-from builder.engine import BuildConfig, Engine, Resource
+from builder.graph.engine import BuildConfig, Engine, Resource
 from builder.project import Project
-from builder.registry import discover
+from builder.graph.registry import discover
 
 
 def toy_facts(root: Path, inputs="v1") -> Project:
@@ -256,7 +256,7 @@ def test_a_full_disk_in_a_section_is_one_paragraph_with_the_file_and_the_space(t
 
 
 def test_gpu_out_of_memory_in_a_section_names_the_memory_and_the_remedies(toy_project, monkeypatch):
-    from builder import diagnose
+    from builder.graph import diagnose
 
     edit(toy_project, "side", "    if ctx.params.fail:", "    class OutOfMemoryError(RuntimeError):\n        pass\n"
          "    raise OutOfMemoryError('CUDA out of memory. Tried to allocate 1.00 GiB')\n    if ctx.params.fail:")

@@ -1,4 +1,4 @@
-"""Cache garbage collection and verification (builder.cache_gc, `build.py cache gc|verify`)."""
+"""Cache garbage collection and verification (builder.graph.cache_gc, `build.py cache gc|verify`)."""
 import hashlib
 import json
 import subprocess
@@ -8,7 +8,7 @@ import pytest
 
 from builder import BuildError
 from builder.cache import Store
-from builder.cache_gc import collect, record_build, verify
+from builder.graph.cache_gc import collect, record_build, verify
 from tests.conftest import ROOT
 
 

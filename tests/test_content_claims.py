@@ -98,7 +98,7 @@ def test_a_fresh_clone_writes_the_committed_site_byte_for_byte(tmp_path):
     """The README's build on a CPU with an empty cache: every result of both editions comes from the
     committed freezes (the spec edition's from the GPU's, none computed here), every claim holds for them
     (a false one fails the build), and the site is the committed one."""
-    from builder.registry import discover
+    from builder.graph.registry import discover
     from project import PROJECT
 
     proc = build(cache=tmp_path / "cache", site=tmp_path / "site")

@@ -15,7 +15,7 @@ import pytest
 import backends
 import build as cli
 from builder import app
-from builder.registry import discover
+from builder.graph.registry import discover
 from project import PROJECT
 from tests.conftest import ROOT
 

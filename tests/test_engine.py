@@ -15,11 +15,12 @@ import numpy as np
 import pytest
 import torch
 
-from builder import BuildError, diagnose, engine as engine_module
+from builder import BuildError
+from builder.graph import diagnose, engine as engine_module
 from builder.context import derive_seed
-from builder.compute import GpuMemory
-from builder.engine import Resource
-from builder.registry import build_order_from_graph
+from builder.graph.compute import GpuMemory
+from builder.graph.engine import Resource
+from builder.graph.registry import build_order_from_graph
 from builder.project import Project
 from tests.test_cache import backend, edit, make_engine
 

@@ -207,7 +207,8 @@ def cli_build(cache: Path, site: Path) -> int:
 
 def fail_writes_after_the_first(monkeypatch, failure):
     """Let the site's first file through, then make every write fail inside the real atomic writer."""
-    from builder import cache as cache_module, sitefiles
+    from builder import cache as cache_module
+    from builder.site import sitefiles
 
     real = sitefiles.atomic_write_bytes
     calls = []

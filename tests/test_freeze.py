@@ -6,11 +6,12 @@ import shutil
 
 import pytest
 
-from builder import engine as engine_module
-from builder import fingerprint, freeze
-from builder.engine import BuildConfig, Engine
+from builder.graph import engine as engine_module
+from builder import fingerprint
+from builder.graph import freeze
+from builder.graph.engine import BuildConfig, Engine
 from tests.test_cache import backend, edit, statuses, toy_facts
-from builder.registry import discover
+from builder.graph.registry import discover
 from project import PROJECT
 
 

@@ -12,8 +12,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from builder import parallel as parallel_build
-from builder.workers import Claim, Slots
+from builder.scale import parallel as parallel_build
+from builder.scale.workers import Claim, Slots
 from builder.section import Needs, Section
 from tests.conftest import build, statuses as report_statuses
 from tests.test_cache import make_engine, statuses
@@ -179,8 +179,8 @@ def test_a_parallel_smoke_build_writes_the_serial_site_byte_for_byte(smoke_build
 @pytest.mark.slow  # starts a Ray instance
 def test_a_result_from_a_ray_node_without_this_disk_comes_home_through_the_shared_cache(toy_project, tmp_path):
     pytest.importorskip("ray", reason="ray is an optional extra (scripts/env.sh installs it)")
-    from builder.engine import SectionResult
-    from builder.ray_executor import RayPool
+    from builder.graph.engine import SectionResult
+    from builder.scale.ray_executor import RayPool
     from tests.test_shared_cache import machine
 
     url = (tmp_path / "shared").as_uri()
@@ -198,11 +198,11 @@ def test_a_result_from_a_ray_node_without_this_disk_comes_home_through_the_share
 
 def test_the_engine_builds_one_at_a_time_and_says_who_runs_several(toy_project):
     """The engine knows no executor (no import circle): an engine set up for --jobs is refused by its serial
-    build, naming the driver; builder.app.run_sections hands it to builder.parallel."""
+    build, naming the driver; builder.app.run_sections hands it to builder.scale.parallel."""
     from builder import BuildError, app
 
     engine = make_engine(toy_project)
     engine.config.jobs = 2
-    with pytest.raises(BuildError, match="builder.parallel.build"):
+    with pytest.raises(BuildError, match="builder.scale.parallel.build"):
         engine.build()
     assert app.run_sections(engine).ok and statuses(app.run_sections(engine)) == {"up": "hit", "down": "hit", "side": "hit"}

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from builder import BuildError
-from builder.pdf import print_report
+from builder.site.pdf import print_report
 from project import PROJECT
 
 ROOT = Path(__file__).resolve().parent.parent

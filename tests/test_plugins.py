@@ -11,9 +11,9 @@ import backends
 import build
 from backends import RESOURCE, Backend, local
 from builder import BuildError
-from builder.engine import BuildConfig, Engine, Resource
+from builder.graph.engine import BuildConfig, Engine, Resource
 from builder.project import Page
-from builder.registry import discover
+from builder.graph.registry import discover
 from project import PROJECT
 
 
@@ -81,7 +81,7 @@ def test_an_unregistered_backend_is_refused_with_the_choices(capsys):
 
 
 def test_a_page_is_one_line_in_the_project(smoke_build, tmp_path):
-    from builder.render import render_site
+    from builder.site.render import render_site
     from builder.cache import Store
 
     notes = Page("notes", "notes.html", "Notes for graders", "Notes")
@@ -160,7 +160,7 @@ def test_a_backend_without_every_word_is_refused_with_the_places_it_lacks(monkey
 def test_words_render_with_the_page_helpers_in_both_editions(tmp_path):
     """The words are templates themselves: the local backend's use param() and ref(); rendered, they read
     as the pages did when the content branched on the domain."""
-    from builder.templating import environment
+    from builder.site.templating import environment
 
     env, _ = environment(PROJECT.root / "templates")
     template = env.overlay(undefined=jinja2.StrictUndefined).from_string("A{{ build.words.sdedit_inputs | expand }}B")

@@ -11,9 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from builder import BuildError, fingerprint, freeze, rekey
-from builder.engine import BuildConfig, Engine
-from builder.registry import discover
+from builder import BuildError, fingerprint
+from builder.graph import freeze, rekey
+from builder.graph.engine import BuildConfig, Engine
+from builder.graph.registry import discover
 from tests.conftest import ROOT
 from tests.test_cache import backend, edit, statuses, toy_facts
 
@@ -156,9 +157,9 @@ import json, sys
 from pathlib import Path
 sys.dont_write_bytecode = True
 sys.path[:0] = [sys.argv[1], sys.argv[3]]
-from builder.engine import BuildConfig, Engine, Resource
+from builder.graph.engine import BuildConfig, Engine, Resource
 from builder.project import Project
-from builder.registry import discover
+from builder.graph.registry import discover
 project = Project(root=Path(sys.argv[1]), sections="toygens", science=("toygens",), libraries=("numpy",),
                   writers=(), inputs={"toy-data": lambda: "toy-data@v1"})
 config = BuildConfig(profile="smoke", device="cpu", dtype="float32", seed=1, cache_root=Path(sys.argv[2]),

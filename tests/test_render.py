@@ -9,8 +9,8 @@ import pytest
 from PIL import Image
 
 from builder import BuildError
-from builder.images import last_frame_png
-from builder.render import render_site
+from builder.site.images import last_frame_png
+from builder.site.render import render_site
 from project import PROJECT
 
 PAGES = PROJECT.pages
@@ -407,7 +407,7 @@ def test_a_failure_inside_a_macro_names_the_template_line_and_the_content_line(f
 def test_template_failure_paragraphs(tmp_path):
     from jinja2 import Environment, FileSystemLoader, TemplateSyntaxError
 
-    from builder.templating import template_failure
+    from builder.site.templating import template_failure
 
     templates = tmp_path / "templates"
     templates.mkdir()
@@ -434,7 +434,7 @@ def test_template_failure_paragraphs(tmp_path):
 def test_write_failure_paragraphs():
     import errno
 
-    from builder.sitefiles import write_failure
+    from builder.site.sitefiles import write_failure
 
     out, target = Path("/srv/site"), Path("/srv/site/figures/a.png")
     tail = ("Then build again: the figures are safely in the cache, so only the pages are written. No half-written "
@@ -452,7 +452,7 @@ def test_write_failure_paragraphs():
 
 
 def test_teaser_cards_of_each_kind():
-    from builder.passes import teaser_card
+    from builder.site.passes import teaser_card
 
     shown = {"href": "part-a.html#fig-f", "where": "Part A, Edits"}
 
@@ -505,7 +505,7 @@ def _front(tmp_path: Path, text: str) -> Path:
 
 
 def test_front_matter_is_read_with_its_line_numbers(tmp_path):
-    from builder.content import read_content
+    from builder.site.content import read_content
 
     where = tmp_path / "fm" / "x.md"
     [cf] = read_content(_front(tmp_path, "---\ntitle: Ratio: a / b\n\npage: part-b\n---\n\nbody\n---\nafter a rule\n"), PAGES)
@@ -577,7 +577,7 @@ def test_templates_refuse_a_missing_field_and_keep_non_ascii_labels(fixture_site
 def test_a_broken_macros_file_names_its_line(fixture_site, tmp_path):
     import shutil
 
-    import builder.render as render_module
+    import builder.site.render as render_module
 
     render, _ = fixture_site
     templates = tmp_path / "templates"
@@ -652,7 +652,7 @@ def test_math_errors_name_the_content_file(fixture_site, tmp_path):
 def test_an_included_template_with_a_syntax_error_names_its_own_line(fixture_site, tmp_path):
     import shutil
 
-    import builder.render as render_module
+    import builder.site.render as render_module
 
     render, _ = fixture_site
     templates = tmp_path / "templates"
@@ -690,7 +690,7 @@ def test_the_site_files_beside_the_pages(fixture_site, tmp_path):
 
 
 def test_a_kill_after_the_first_file_leaves_exactly_one_new_file(fixture_site, monkeypatch):
-    import builder.sitefiles as sitefiles
+    import builder.site.sitefiles as sitefiles
 
     class Killed(BaseException):
         pass
@@ -723,9 +723,9 @@ def test_a_site_folder_that_cannot_be_written_is_one_paragraph(fixture_site, tmp
 
 
 def test_a_build_error_inside_a_figure_keeps_its_own_message(fixture_site, tmp_path):
-    import builder.render as render_module
+    import builder.site.render as render_module
 
-    from builder import memo
+    from builder.site import memo
 
     render, _ = fixture_site
     memo.clear()  # a process that read the object before keeps its size under its hash and never asks again
@@ -744,7 +744,7 @@ def test_template_errors_name_the_template_not_python_beside_it(tmp_path):
 
     from jinja2 import Environment, FileSystemLoader, TemplateSyntaxError
 
-    from builder.templating import template_failure
+    from builder.site.templating import template_failure
 
     templates = tmp_path / "templates"
     templates.mkdir()
@@ -789,7 +789,7 @@ def test_messages_list_every_choice_and_keep_jinjas_sentence(fixture_site, tmp_p
 def test_a_stale_file_that_cannot_be_removed_is_one_paragraph(fixture_site, monkeypatch):
     import errno
 
-    import builder.sitefiles as sitefiles
+    import builder.site.sitefiles as sitefiles
 
     render, out = fixture_site
 
@@ -899,7 +899,7 @@ def test_a_table_gets_a_column_to_compare_with(fixture_site, tmp_path):
 
 
 def test_contents_nest_a_section_under_the_number_it_extends():
-    from builder.site import contents_tree
+    from builder.site.placement import contents_tree
 
     sections = [{"id": i, "title": t, "toc": []} for i, t in (("a", "1.6 CFG"), ("b", "1.7 SDEdit"),
                                                              ("c", "1.7.2 Inpainting"), ("d", "1.7.3 Text"),

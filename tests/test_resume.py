@@ -4,8 +4,8 @@ import math
 import pytest
 import torch
 
-from builder.engine import BuildConfig, Engine
-from builder.registry import discover
+from builder.graph.engine import BuildConfig, Engine
+from builder.graph.registry import discover
 import generators._partb as partb
 from project import PROJECT
 from tests.test_training import interrupt_after

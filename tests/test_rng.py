@@ -159,8 +159,8 @@ def test_a_whole_smoke_build_with_every_stream_on_another_device(cuda_rules, mon
     from builder.context import Context, derive_seed
     import backends
     import build
-    from builder.engine import BuildConfig, Engine
-    from builder.registry import discover
+    from builder.graph.engine import BuildConfig, Engine
+    from builder.graph.registry import discover
     from project import PROJECT
 
     def elsewhere(self, name="default", device=None):

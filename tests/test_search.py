@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 from lunr.index import Index
 
-from builder.search import index_script, page_documents, plain_text
+from builder.site.search import index_script, page_documents, plain_text
 
 ROOT = Path(__file__).resolve().parent.parent
 VENDOR = ROOT / "templates" / "static" / "vendor"

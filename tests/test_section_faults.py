@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from builder import diagnose
+from builder.graph import diagnose
 from tests.conftest import ROOT
 from tests.test_determinism import assert_same_site
 from tests.test_faults import cache_copy, leftovers, load_cli  # noqa: F401 - cache_copy is a fixture
@@ -130,13 +130,13 @@ def test_cuda_out_of_memory_names_the_section_the_memory_and_what_lowers_it(smok
 def test_memory_hints_follow_the_settings(tmp_path):
     from types import SimpleNamespace
 
-    from builder.engine import BuildConfig, Engine
+    from builder.graph.engine import BuildConfig, Engine
 
     import argparse
 
     from backends import deepfloyd
-    from builder.engine import Resource
-    from builder.registry import SectionModule
+    from builder.graph.engine import Resource
+    from builder.graph.registry import SectionModule
     from builder.section import Section
     from project import PROJECT
 

@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from builder.registry import discover
+from builder.graph.registry import discover
 from builder.section import PROFILES
 from diffusion import training
 

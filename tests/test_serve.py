@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from bench.common import start_preview
-from builder import serve
+from builder.site import serve
 
 ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM = Path(os.environ.get("CHROMIUM", "/usr/bin/chromium"))

@@ -16,8 +16,8 @@ import pytest
 
 from builder import BuildError
 from builder.cache import Store
-from builder.engine import Engine
-from builder.shared_cache import SharedCache, redact
+from builder.graph.engine import Engine
+from builder.scale.shared_cache import SharedCache, redact
 from tests.conftest import ROOT, build, statuses as report_statuses
 from tests.test_cache import make_engine, statuses
 from tests.test_determinism import assert_same_site
@@ -229,7 +229,7 @@ def reached(result) -> dict[str, str]:
 
 
 def test_gc_keeps_what_each_checkouts_newest_builds_reached_and_nothing_young(toy_project, tmp_path):
-    from builder.shared_cache import collect_shared
+    from builder.scale.shared_cache import collect_shared
     from tests.test_cache import edit
 
     shared = tmp_path / "shared"
@@ -265,7 +265,7 @@ def test_gc_keeps_what_each_checkouts_newest_builds_reached_and_nothing_young(to
 
 
 def test_verify_finds_an_altered_file_and_repair_removes_it_then_a_build_mends_it(toy_project, tmp_path):
-    from builder.shared_cache import verify_shared
+    from builder.scale.shared_cache import verify_shared
 
     shared = tmp_path / "shared"
     machine(toy_project, "a", shared.as_uri()).build()

@@ -1,7 +1,7 @@
 """The writer's loop: what a rebuild with nothing (or one file) changed may skip, and that it never skips
 what changed. Digests of unchanged files come from the stat cache, section declarations from its memo
 (no section module, and so no torch, imported until a section runs), the render from its stamp, and a
-warm process's render from what it kept (builder.memo)."""
+warm process's render from what it kept (builder.site.memo)."""
 import json
 import os
 import shutil
@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from builder import memo, passes, render, rendered, statcache
+from builder.site import memo, passes, render, rendered
+from builder import statcache
 from builder.fingerprint import sha256_bytes
 from tests.conftest import ROOT
 
@@ -149,7 +150,7 @@ def test_a_rebuild_with_nothing_changed_renders_nothing_and_every_kind_of_change
     assert site_of()["changed"] > 0
     calls = []
     real = render.render_editions
-    monkeypatch.setattr("builder.render.render_editions", lambda *a, **k: calls.append(1) or real(*a, **k))
+    monkeypatch.setattr("builder.site.render.render_editions", lambda *a, **k: calls.append(1) or real(*a, **k))
     assert site_of()["changed"] == 0 and calls == [], "nothing changed: the render is skipped"
 
     blur = site_of.dir / "content" / "a12-blur.md"
@@ -175,7 +176,7 @@ def test_a_rebuild_with_nothing_changed_renders_nothing_and_every_kind_of_change
 
 def test_the_render_stamp_sees_a_changed_figure_and_engine_code(tmp_path):
     from builder.project import Page
-    from builder.edition import Edition
+    from builder.site.edition import Edition
 
     (tmp_path / "content").mkdir()
     (tmp_path / "templates").mkdir()
@@ -186,7 +187,8 @@ def test_the_render_stamp_sees_a_changed_figure_and_engine_code(tmp_path):
     other = Edition("smoke", json.loads(json.dumps(manifest).replace("a" * 64, "b" * 64)), edition.object_path)
     assert rendered.inputs_digest([other], pages, tmp_path / "content", tmp_path / "templates") != first
     # The engine's own code is an input too (a change to how pages are written must write them).
-    assert any(p.name == "render.py" for p in rendered.ENGINE.glob("*.py"))
+    assert {"site/render.py", "context.py"} <= {p.relative_to(rendered.ENGINE).as_posix()
+                                                for p in rendered.ENGINE.rglob("*.py")}
 
 
 def test_a_warm_process_renders_again_only_the_content_file_that_changed(site_of, monkeypatch):
@@ -226,7 +228,7 @@ def test_the_preview_writes_an_edit_into_the_page_first_and_the_search_index_aft
     assert b"QUIXOTIC ZEPHYR" in index
     calls = []
     real = render.render_editions
-    monkeypatch.setattr("builder.render.render_editions", lambda *a, **k: calls.append(1) or real(*a, **k))
+    monkeypatch.setattr("builder.site.render.render_editions", lambda *a, **k: calls.append(1) or real(*a, **k))
     assert site_of()["changed"] == 0 and calls == [], "the render, index included, was remembered"
     memo.clear()
     shutil.rmtree(site)

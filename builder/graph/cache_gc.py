@@ -17,9 +17,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .atomic import atomic_write_text
-from .cache import Store, referenced_objects
-from .fingerprint import sha256_file
+from ..atomic import atomic_write_text
+from ..cache import Store, referenced_objects
+from ..fingerprint import sha256_file
 
 BUILDS = "builds"
 

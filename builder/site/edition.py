@@ -1,7 +1,7 @@
 """One edition of the report: the pages computed with one profile, and where in the site they go.
 
 A module of its own, with no imports of weight, so that a build that renders nothing (its inputs are
-as the last render left them, builder.rendered) never imports Jinja or Markdown.
+as the last render left them, builder.site.rendered) never imports Jinja or Markdown.
 """
 from __future__ import annotations
 

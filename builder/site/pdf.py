@@ -19,9 +19,9 @@ import tempfile
 from pathlib import Path
 from typing import Any, Sequence
 
-from . import BuildError
-from .atomic import atomic_write_bytes
-from .project import Page
+from .. import BuildError
+from ..atomic import atomic_write_bytes
+from ..project import Page
 
 PRINT_DPI_PIXELS = 1200  # an enlarged image's longest side: a full-width figure prints at about 200 dpi
 MAX_ENLARGEMENT = 32

@@ -7,10 +7,10 @@ import os
 from pathlib import Path
 
 
-from . import BuildError
-from .atomic import atomic_write_bytes
-from .faults import crash_point
-from .fingerprint import sha256_bytes
+from .. import BuildError
+from ..atomic import atomic_write_bytes
+from ..faults import crash_point
+from ..fingerprint import sha256_bytes
 
 
 def write_files(written: dict[str, bytes], out_dir: Path, hashes: dict[str, str] | None = None) -> tuple[int, int]:

@@ -18,8 +18,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from .atomic import atomic_write_text
-from .cache import Entry, Store, referenced_objects
+from ..atomic import atomic_write_text
+from ..cache import Entry, Store, referenced_objects
 
 FREEZE_FILE = "freeze.json"
 # A saved model is frozen only when it is a final model this small: enough for the cheap sections that
@@ -87,7 +87,7 @@ def write(store: Store, entries: dict[str, Entry], target: Path, about: dict[str
           sources: dict[str, Any] | None = None) -> dict[str, Any]:
     """Replace the freeze at ``target`` with ``entries`` (one record per section) and their objects.
 
-    ``sources`` (``builder.rekey.provenance``): the fingerprint scheme, the commit and the sha256 of each
+    ``sources`` (``builder.graph.rekey.provenance``): the fingerprint scheme, the commit and the sha256 of each
     source file the keys fingerprint; each record names the scheme and commit, and freeze.json the files,
     so that the freeze can be re-keyed, with the evidence checked, when either changes.
 

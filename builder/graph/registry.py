@@ -17,9 +17,9 @@ import pkgutil
 from types import ModuleType
 from typing import Any, Callable
 
-from . import BuildError, statcache
-from .fingerprint import canonical_json, hash_value
-from .section import Needs, Section
+from .. import BuildError, statcache
+from ..fingerprint import canonical_json, hash_value
+from ..section import Needs, Section
 
 DECLARATION_FORMAT = 1
 
@@ -121,9 +121,9 @@ def _section_code() -> str:
     """The digest of builder/section.py: its defaults are part of every declaration."""
     from pathlib import Path
 
-    from .fingerprint import code_digest
+    from ..fingerprint import code_digest
 
-    path = Path(__file__).with_name("section.py")
+    path = Path(__file__).parent.parent / "section.py"
     return statcache.digest(path, "code-digest", lambda data: code_digest(data.decode("utf-8")))
 
 

@@ -24,15 +24,16 @@ from typing import Any, Callable
 
 from jinja2 import Environment
 
-from . import BuildError, memo
+from .. import BuildError
+from ..fingerprint import hash_value, sha256_known
+from ..project import Page
+from . import memo
 from .content import ContentFile, read_content, read_references
 from .edition import Edition
-from .fingerprint import hash_value, sha256_known
 from .images import area_average_png, last_frame_png
 from .passes import reference_pass, render_content
-from .project import Page
+from .placement import VENDOR, Site, contents_tree, numbered_contents
 from .search import INDEX_FILE, index_script, page_documents
-from .site import VENDOR, Site, contents_tree, numbered_contents
 from .sitefiles import write_files, write_one
 from .templating import environment, template_failure
 

@@ -12,16 +12,16 @@ bytes are the same), and on CUDA a share of one GPU (``Needs.gpu``) with the GPU
 declares. Workers are spawned, not forked: a fork of a process that has started CUDA or OpenMP
 threads is not safe.
 
-The slots, the worker side and the local pool are ``builder.workers``; Ray's pool is
-``builder.ray_executor``. The engine knows neither: ``builder.app`` hands a build with ``--jobs`` or
+The slots, the worker side and the local pool are ``builder.scale.workers``; Ray's pool is
+``builder.scale.ray_executor``. The engine knows neither: ``builder.app`` hands a build with ``--jobs`` or
 ``--executor ray`` to ``build`` here.
 """
 from __future__ import annotations
 
 from typing import Any
 
-from . import BuildError
-from .engine import BuildResult, Engine, Ledger, SectionResult
+from .. import BuildError
+from ..graph.engine import BuildResult, Engine, Ledger, SectionResult
 from .workers import Claim, LocalPool
 
 

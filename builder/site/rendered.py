@@ -15,12 +15,12 @@ import os
 from pathlib import Path
 from typing import Any
 
-from .atomic import atomic_write_text
-from .fingerprint import code_digest, hash_value, sha256_bytes, sha256_known
-from . import statcache
+from .. import statcache
+from ..atomic import atomic_write_text
+from ..fingerprint import code_digest, hash_value, sha256_bytes, sha256_known
 
 FORMAT = 1
-ENGINE = Path(__file__).resolve().parent
+ENGINE = Path(__file__).resolve().parent.parent  # builder/, its sub-packages too
 
 
 def inputs_digest(editions: list[Any], pages: tuple, content_dir: Path, templates_dir: Path) -> str:
@@ -31,8 +31,8 @@ def inputs_digest(editions: list[Any], pages: tuple, content_dir: Path, template
         "pages": [dataclasses.astuple(p) for p in pages],
         "content": _tree(Path(content_dir)),
         "templates": _tree(Path(templates_dir)),
-        "engine": {p.name: statcache.digest(p, "code-digest", lambda data: code_digest(data.decode("utf-8")))
-                   for p in sorted(ENGINE.glob("*.py"))},
+        "engine": {p.relative_to(ENGINE).as_posix(): statcache.digest(
+            p, "code-digest", lambda data: code_digest(data.decode("utf-8"))) for p in sorted(ENGINE.rglob("*.py"))},
     })
 
 

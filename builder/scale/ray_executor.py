@@ -1,6 +1,6 @@
 """``--executor ray``: each section that must run is a Ray task with the resources it declares.
 
-The driver is ``builder.parallel``'s, as for local workers: it keeps the order, the lookups and the summary, and
+The driver is ``builder.scale.parallel``'s, as for local workers: it keeps the order, the lookups and the summary, and
 Ray does the placing (``num_cpus`` = the section's threads, ``num_gpus`` = its GPU share; Ray has no
 per-task GPU memory, so a declared ``gpu_memory_gb`` is not asked for). The code
 travels with the job's ``runtime_env`` (the project's source, without the site, the freezes, caches
@@ -17,10 +17,10 @@ import os
 from dataclasses import replace
 from typing import Any
 
-from . import BuildError
-from .cache import Entry
-from .compute import cores
-from .engine import Engine, SectionResult
+from .. import BuildError
+from ..cache import Entry
+from ..graph.compute import cores
+from ..graph.engine import Engine, SectionResult
 from .workers import Claim, Slots, payload, run_section
 
 # What a task does not need: the built site, the committed freezes (the driver reads them), caches,

@@ -18,7 +18,7 @@ password and query replaced by ``***``, and no URL enters a record, the manifest
 A shared cache that cannot be reached never fails a build: the first error is reported once, and
 the build goes on with what it has.
 
-``collect_shared`` and ``verify_shared`` are ``builder.cache_gc``'s gc and verify for it: the same choice
+``collect_shared`` and ``verify_shared`` are ``builder.graph.cache_gc``'s gc and verify for it: the same choice
 of what to keep (what the newest builds of each checkout and profile reached, then the most recently
 used), with no lock to take, since machines share the cache while they build. So nothing younger than
 a grace period is deleted (it may be an upload whose record is not there yet), and records go before
@@ -38,10 +38,10 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from . import BuildError
-from .cache import Entry, Store, output_digest, referenced_objects
-from .cache_gc import BUILDS, Collected, Verified, build_record, choose
-from .fingerprint import sha256_file
+from .. import BuildError
+from ..cache import Entry, Store, output_digest, referenced_objects
+from ..fingerprint import sha256_file
+from ..graph.cache_gc import BUILDS, Collected, Verified, build_record, choose
 
 ENV = "FUN_DIFFUSION_CACHE_URL"
 

@@ -10,8 +10,9 @@ from typing import Any, Callable
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, TemplateSyntaxError, pass_context, select_autoescape
 from markupsafe import Markup
 
-from . import BuildError, memo
-from .fingerprint import canonical_json
+from .. import BuildError
+from ..fingerprint import canonical_json
+from . import memo
 
 
 def environment(templates_dir: Path):

@@ -1,7 +1,7 @@
 """What runs the sections of a parallel build: the machine's slots (cores, GPU shares and memory) and what
 a section claims of them, the worker side (a section run as the driver asked, in a spawned process that
-rebuilt the engine from its pickle), and the pool of local worker processes. ``builder.parallel`` is the
-driver that uses them; ``builder.ray_executor`` places the same runs as Ray tasks.
+rebuilt the engine from its pickle), and the pool of local worker processes. ``builder.scale.parallel`` is the
+driver that uses them; ``builder.scale.ray_executor`` places the same runs as Ray tasks.
 
 Workers are spawned, not forked: a fork of a process that has started CUDA or OpenMP threads is not safe.
 """
@@ -13,8 +13,8 @@ from dataclasses import dataclass, field, replace
 from multiprocessing import get_context
 from typing import Any
 
-from .compute import cores, default_threads, deterministic_kernels
-from .engine import Engine, SectionResult
+from ..graph.compute import cores, default_threads, deterministic_kernels
+from ..graph.engine import Engine, SectionResult
 
 
 @dataclass

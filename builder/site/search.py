@@ -12,8 +12,8 @@ import json
 import re
 from typing import Any, Iterable
 
+from ..fingerprint import sha256_bytes
 from . import memo
-from .fingerprint import sha256_bytes
 
 INDEX_FILE = "search-index.js"
 _SKIPPED = {"math", "script", "style", "details", "svg"}  # MathML is symbols, provenance is hashes
@@ -50,7 +50,7 @@ def plain_text(fragment: str) -> str:
 
 def page_documents(sections: Iterable[dict[str, Any]], href: str, page_title: str, edition: str) -> list[dict]:
     """One document per section of a page and per ``###`` heading within it, each linking to its anchor.
-    A process keeps each section's documents under the hash of its HTML (builder.memo): a live preview's
+    A process keeps each section's documents under the hash of its HTML (builder.site.memo): a live preview's
     edit parses only the section it changed."""
     docs = []
     for sec in sections:

@@ -30,12 +30,13 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
 
-from . import BuildError, freeze
-from .atomic import atomic_write_text
-from .cache import Entry, Store, diff_components, referenced_objects
+from .. import BuildError
+from ..atomic import atomic_write_text
+from ..cache import Entry, Store, diff_components, referenced_objects
+from ..fingerprint import FINGERPRINT, LEGACY_FINGERPRINT, ast_dump_digest, hash_value
+from ..project import Codebase, Project
+from . import freeze
 from .engine import in_environment
-from .fingerprint import FINGERPRINT, LEGACY_FINGERPRINT, ast_dump_digest, hash_value
-from .project import Codebase, Project
 
 
 # -- what a freeze records of its code ---------------------------------------------------------

@@ -9,10 +9,10 @@ from pathlib import Path
 from typing import Any, Callable
 
 
+from ..fingerprint import hash_value
+from ..project import Page
 from . import memo
-from .fingerprint import hash_value
 from .images import png_size
-from .project import Page
 
 
 VENDOR = "static/vendor/"

@@ -12,14 +12,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from . import BuildError, diagnose
-from .cache import Entry, Store, diff_components
+from .. import BuildError
+from ..cache import Entry, Store, diff_components
+from ..context import RECORD_FORMAT, Context, Params, derive_seed
+from ..faults import crash_point
+from ..fingerprint import hash_value
+from ..project import Project
+from . import diagnose
 from .compute import GpuMemory, cores, default_threads, seed_everything, torch_threads
-from .context import RECORD_FORMAT, Context, Params, derive_seed
-from .faults import crash_point
-from .fingerprint import hash_value
 from .freeze import machine
-from .project import Project
 from .registry import SectionModule, build_order_from_graph
 
 
@@ -58,9 +59,9 @@ class BuildConfig:
     force: frozenset[str] = frozenset()
     frozen: tuple[Path, ...] = ()  # read-only layers of the store: this profile's committed freeze
     strict: bool = False  # a stale frozen result fails its section instead of being shown marked
-    shared: Any = None  # a builder.shared_cache.SharedCache: results other machines computed (--cache-url)
+    shared: Any = None  # a builder.scale.shared_cache.SharedCache: results other machines computed (--cache-url)
     threads: int | None = None  # CPU threads of a section that declares none (None: torch's default here)
-    jobs: int = 1  # sections run at once (builder.parallel); 1: one after another, in this process
+    jobs: int = 1  # sections run at once (builder.scale.parallel); 1: one after another, in this process
     executor: str = "local"  # where parallel sections run: "local" worker processes or "ray"
     ray_address: str | None = None  # a Ray cluster to join (None: $RAY_ADDRESS, else a local instance)
     # An edition is computed where its freeze was: a section whose frozen result is stale is recomputed
@@ -263,12 +264,12 @@ class Engine:
     def build(self, wanted: list[str] | None = None, progress=None,
               on_section: Callable[[SectionResult], None] | None = None) -> BuildResult:
         """The sections ``wanted`` needs (None: all), one at a time in this process, the cache locked
-        throughout. Several at once (``--jobs``, ``--executor ray``) is ``builder.parallel.build``, which
+        throughout. Several at once (``--jobs``, ``--executor ray``) is ``builder.scale.parallel.build``, which
         uses ``settle``, ``execute`` and ``publish_result`` as this does."""
         if self.config.jobs > 1 or self.config.executor != "local":
             raise BuildError(f"Engine.build runs one section at a time; this engine is set up for "
                              f"--jobs {self.config.jobs} --executor {self.config.executor}, which "
-                             f"builder.parallel.build runs (builder.app.run_sections chooses).")
+                             f"builder.scale.parallel.build runs (builder.app.run_sections chooses).")
         with self.store.lock():
             return self._build(wanted, progress, on_section)
 
@@ -333,7 +334,7 @@ class Engine:
 
     def _missing_model(self, gid: str, components: dict[str, Any], upstream: dict[str, Entry],
                        exc: Exception) -> SectionResult | None:
-        """A section that needed a model its frozen upstream left out (see builder.freeze): show its own
+        """A section that needed a model its frozen upstream left out (see builder.graph.freeze): show its own
         frozen result marked as stale where there is one, else fail saying which section to recompute."""
         missing = Path(getattr(exc, "filename", None) or "").name
         owners = sorted(dep for dep, e in upstream.items() if e is not None and missing in e.record.get("omitted", ()))

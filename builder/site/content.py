@@ -9,8 +9,8 @@ from pathlib import Path
 from typing import Any
 
 
-from . import BuildError
-from .project import Page
+from .. import BuildError
+from ..project import Page
 
 
 _MATH = re.compile(r'<(span|div) class="arithmatex">(.*?)</\1>', re.S)

@@ -15,10 +15,11 @@ import markdown
 from jinja2 import Environment, StrictUndefined, TemplateSyntaxError
 from markupsafe import Markup
 
-from . import BuildError, memo
-from .content import (EQUATION, LABEL_KINDS, SLOT, SLOT_RE, STRAY_LABEL, ContentFile, math_element, render_math)
-from .fingerprint import hash_value, sha256_bytes
-from .site import Site
+from .. import BuildError
+from ..fingerprint import hash_value, sha256_bytes
+from . import memo
+from .content import EQUATION, LABEL_KINDS, SLOT, SLOT_RE, STRAY_LABEL, ContentFile, math_element, render_math
+from .placement import Site
 from .templating import inside_folder, template_failure, template_lines
 
 

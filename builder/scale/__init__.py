@@ -1,0 +1,1 @@
+"""Scale-out: sections run several at once (parallel, workers, ray_executor) and the shared cache."""

@@ -136,6 +136,14 @@ class Context:
         self.outputs.append(record)
         return record
 
+    def save_files(self, fig_id: str, kind: str, files: Sequence[tuple[bytes, str, str]], caption: str, alt: str = "",
+                   meta: dict | None = None):
+        """A figure made of files that a page's script reads, published as they are (e.g. a model and its
+        settings for a sampler in the reader's browser): ``files`` holds (bytes, extension, role) for each;
+        ``kind`` names the template that shows them."""
+        stored = [self._file(data, ext, role) for data, ext, role in files]
+        return self._figure(fig_id, kind, caption, alt, stored, meta)
+
     def save_image(self, fig_id: str, image: Any, caption: str, alt: str = "", meta: dict | None = None):
         """One image (tensor or array in [0, 1])."""
         return self._figure(fig_id, "image", caption, alt, [self._file(figures.png_bytes(image), "png", "image")], meta)

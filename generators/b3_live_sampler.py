@@ -6,6 +6,7 @@ import json
 from builder.section import Section
 from diffusion.ddpm import linear_schedule
 from diffusion.onnx_export import INPUTS, OPSET, OUTPUTS, export_guided_pair
+from generators._partb import GPU_SHARE
 
 SECTION = Section(
     id="b3_live_sampler",
@@ -14,6 +15,7 @@ SECTION = Section(
     # from min_steps up.
     params={"guidance": 5.0, "guidance_max": 10.0, "min_steps": 10, "seed": 0},
     depends=("b3_train_class",),
+    needs=GPU_SHARE,
 )
 
 
@@ -40,14 +42,11 @@ def run(ctx):
                   "parameters": sum(t.numel() for t in model.parameters())},
     }
     data = json.dumps(settings, sort_keys=True, separators=(",", ":")).encode()
-    # Context has no public writer for files that a page's script reads, and adding one would re-key
-    # every cached result (builder.context joins every key), so this section uses its two primitives.
-    files = [ctx._file(onnx, "onnx", "model"), ctx._file(data, "json", "settings")]
-    ctx._figure("b3_live", "live", caption=(
+    ctx.save_files("b3_live", "live", [(onnx, "onnx", "model"), (data, "json", "settings")], caption=(
         f"Sample the class-conditioned UNet yourself: the model after epoch {tp['epochs']} of {tp['epochs']} "
         f"(D = {tp['num_hiddens']}, {settings['model']['parameters']:,} parameters), exported to ONNX, runs "
         f"Algorithm 4 in your browser with the schedule the model was trained with (T = {T})."),
         alt="An interactive sampler: pick a digit, a guidance scale, a number of steps and a seed, and watch "
             "x_t and the predicted clean image form step by step.",
-        files=files, meta={"display": "sampler", "epoch": tp["epochs"], "num_classes": tp["num_classes"],
-                           "shape": shape, "controls": settings["controls"]})
+        meta={"display": "sampler", "epoch": tp["epochs"], "num_classes": tp["num_classes"], "shape": shape,
+              "controls": settings["controls"]})

@@ -99,10 +99,11 @@ def _where_things_are(g) -> None:
 
 
 def _several_at_once(g) -> None:
-    g.add_argument("--jobs", "-j", type=int, default=1, metavar="N",
+    g.add_argument("--jobs", "-j", type=int, default=None, metavar="N",
                    help="run up to N independent sections at once, each in a worker process with the CPU threads "
                         "and GPU share its module declares (Section.needs); the outputs are the same bytes as "
-                        "one at a time (default 1)")
+                        "one at a time (default: 1 on a CPU; on CUDA the number of cores, so that sections that "
+                        "declare a share of the GPU share it)")
     g.add_argument("--executor", choices=["local", "ray"], default="local",
                    help="where parallel sections run: local worker processes (default), or Ray tasks with their "
                         "declared resources on the cluster at --ray-address or $RAY_ADDRESS (else a local Ray "

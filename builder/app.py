@@ -8,7 +8,7 @@ from typing import Any
 
 from . import BuildError, statcache
 from .cache import Store
-from .graph.compute import deterministic_kernels
+from .graph.compute import cores, deterministic_kernels
 from .graph.engine import BuildConfig, BuildResult, Engine, Resource, SectionResult
 from .fingerprint import hash_value
 from .project import Project
@@ -36,7 +36,7 @@ class Settings:
     compute_here: bool = False  # compute what an edition lacks on this machine, whatever computed the rest
     freeze: bool = False  # after a complete build, write its results into frozen/<profile>/
     cache_url: str | None = None  # a shared cache (builder.scale.shared_cache); None: $FUN_DIFFUSION_CACHE_URL, if set
-    jobs: int = 1  # sections at once (builder.scale.parallel)
+    jobs: int | None = None  # sections at once (builder.scale.parallel); None: default_jobs(device)
     executor: str = "local"  # local worker processes, or ray
     ray_address: str | None = None
     resources: dict[str, Resource] = field(default_factory=dict)
@@ -94,8 +94,9 @@ def resolve(settings: Settings) -> BuildConfig:
         raise BuildError(f"unknown dtype {dtype!r}; use auto, float32, bfloat16 or float16.")
     if settings.seed < 0:
         raise BuildError(f"--seed must be a non-negative integer, got {settings.seed}.")
-    if settings.jobs < 1:
-        raise BuildError(f"--jobs must be at least 1 (one section at a time), got {settings.jobs}.")
+    jobs = default_jobs(device) if settings.jobs is None else settings.jobs
+    if jobs < 1:
+        raise BuildError(f"--jobs must be at least 1 (one section at a time), got {jobs}.")
     layer = Path(settings.frozen_dir) / profile
     from .scale.shared_cache import from_settings
 
@@ -103,8 +104,15 @@ def resolve(settings: Settings) -> BuildConfig:
                        cache_root=Path(settings.cache_dir), resources=dict(settings.resources),
                        force=frozenset(settings.force or ()), frozen=(layer,) if layer.is_dir() else (),
                        strict=settings.strict, compute_here=settings.compute_here,
-                       shared=from_settings(settings.cache_url), jobs=settings.jobs,
+                       shared=from_settings(settings.cache_url), jobs=jobs,
                        executor=settings.executor, ray_address=settings.ray_address)
+
+
+def default_jobs(device: str) -> int:
+    """Sections at once when --jobs is not given: one on a CPU, whose cores one section's threads already
+    fill; on CUDA as many as the cores, so that the sections that declare a share of the GPU
+    (Section.needs) share it and the card is not left idle; Slots places them by their shares and memory."""
+    return cores() if device.startswith("cuda") else 1
 
 
 def make_engine(settings: Settings) -> Engine:

@@ -8,7 +8,7 @@ import json
 import re
 from pathlib import Path
 
-from builder.section import Section
+from builder.section import Needs, Section
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = "bench/results"
@@ -18,6 +18,7 @@ SECTION = Section(
     title="Appendix: benchmark results",
     inputs=(RESULTS,),
     portable=True,  # it lays out committed results, so a new result is shown by whatever machine builds
+    needs=Needs(gpu=0),  # a CPU figure: it runs beside the GPU sections
 )
 
 
@@ -193,12 +194,17 @@ def gpu_tables(ctx, gpu):
                 for sid, s in sorted(sections.items(), key=lambda kv: -(kv[1]["seconds"] or 0))]
         rows.append(["whole command (sections, rendering, start-up)", f"{build['wall_seconds']:.1f}", "", ""])
         same = gpu.get("determinism", {}).get("identical")
-        verdict = {True: "A second cold build wrote byte-identical pages, figures and cache entries.",
-                   False: "A second cold build did NOT write identical bytes; see gpu.json.",
+        second = ("A second cold build, one section at a time," if gpu["builds"].get("build_2", {}).get("jobs") == 1
+                  else "A second cold build")
+        verdict = {True: f"{second} wrote byte-identical pages, figures and cache entries.",
+                   False: f"{second} did NOT write identical bytes; see gpu.json.",
                    None: "No second build was compared."}[same]
+        how = (", with --jobs' default: the sections that declare a share of the GPU share it"
+               if build.get("jobs") == "default" else "")
         ctx.save_table("bench_gpu_build", ["section", "seconds", "peak GPU MB", "training step"], rows,
-                       caption=f"A cold build of the {gpu['profile']} profile on {where} (scripts/gpu-check): each "
-                               f"section's run time and peak GPU memory from its cache record, slowest first. {verdict}")
+                       caption=f"A cold build of the {gpu['profile']} profile on {where} (scripts/gpu-check{how}): "
+                               f"each section's run time and peak GPU memory from its cache record, slowest first. "
+                               f"{verdict}")
 
 
 LOOPS = (("stage1", "cfg_vs_IFPipeline", "stage I, CFG γ = 7", "IFPipeline"),

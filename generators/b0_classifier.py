@@ -2,7 +2,7 @@
 from diffusion import data
 from diffusion.classifier import Classifier, accuracy, cross_entropy_loss
 from builder.section import Section
-from generators._partb import mnist_train, train
+from generators._partb import GPU_SHARE, mnist_train, train
 
 SECTION = Section(
     id="b0_classifier",
@@ -11,6 +11,7 @@ SECTION = Section(
             "lr_decay": True},
     profiles={"smoke": {"epochs": 1, "train_images": 512}},
     inputs=("mnist",),
+    needs=GPU_SHARE,
 )
 
 

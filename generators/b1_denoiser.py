@@ -9,6 +9,7 @@ from diffusion.metrics import mean_quality
 from diffusion.one_step import add_noise
 from diffusion.rng import randperm
 from generators._partb_figures import digits_row, hyperparameter_table, loss_plot
+from generators._partb import GPU_SHARE
 
 SECTION = Section(
     id="b1_denoiser",
@@ -18,6 +19,7 @@ SECTION = Section(
     profiles={"smoke": {"num_digits": 3, "ood_digits": 1, "quality_digits": 20}},
     depends=("b1_train_denoiser",),
     inputs=("mnist",),
+    needs=GPU_SHARE,
 )
 
 

@@ -4,7 +4,7 @@ from functools import partial
 from builder.section import Section
 from diffusion.one_step import denoiser_loss
 from diffusion.unet import UnconditionalUNet
-from generators._partb import mnist_train, train
+from generators._partb import GPU_SHARE, mnist_train, train
 
 # `params` are the assignment's settings (the spec profile); cpu and smoke shrink the budget.
 SECTION = Section(
@@ -19,6 +19,7 @@ SECTION = Section(
                   "snapshot_epochs": [1, 2]},
     },
     inputs=("mnist",),
+    needs=GPU_SHARE,
 )
 
 

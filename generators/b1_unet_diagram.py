@@ -1,13 +1,14 @@
 """Part B 1.1: the UNet drawn from its own definition, with the shapes a forward pass reports."""
 import torch
 
-from builder.section import Section
+from builder.section import Needs, Section
 from diffusion.unet import ClassConditionalUNet
 
 SECTION = Section(
     id="b1_unet_diagram",
     title="Part B 1.1: the UNet, drawn from the model",
     depends=("b3_train_class",),
+    needs=Needs(gpu=0),  # a CPU figure: it runs beside the GPU sections
 )
 
 # The trunk's blocks in the order the forward pass runs them, and where each is drawn: the encoder

@@ -16,7 +16,7 @@ from diffusion.classifier import embed
 from diffusion.ddpm import sample_time
 from diffusion.metrics import class_histogram, frechet_distance, frechet_spread, gaussian_stats
 from diffusion.rng import randperm
-from generators._partb import autocast_dtype, trained_ddpm
+from generators._partb import GPU_SHARE, autocast_dtype, trained_ddpm
 
 SECTION = Section(
     id="b2_time_metrics",
@@ -27,6 +27,7 @@ SECTION = Section(
     profiles={"cpu": {"num_samples": 200, "batch_size": 200}, "smoke": {"num_samples": 20, "batch_size": 20}},
     depends=("b2_train_time", "b0_classifier"),
     inputs=("mnist",),
+    needs=GPU_SHARE,
 )
 
 

@@ -1,7 +1,7 @@
 """Part B 2.3: sampling from the time-conditioned DDPM (Algorithm 2) at every snapshot epoch."""
 from builder.section import Section
 from diffusion.ddpm import kept_timesteps, sample_time
-from generators._partb import autocast_dtype, trained_ddpm
+from generators._partb import GPU_SHARE, autocast_dtype, trained_ddpm
 from generators._partb_figures import ddpm_loss_plot, hyperparameter_table, trajectory_gif
 
 SECTION = Section(
@@ -10,6 +10,7 @@ SECTION = Section(
     params={"num_samples": 40, "ncol": 10, "keep_every": 10, "fps": 12},
     profiles={"smoke": {"num_samples": 10, "ncol": 5, "keep_every": 100}},
     depends=("b2_train_time",),
+    needs=GPU_SHARE,
 )
 
 

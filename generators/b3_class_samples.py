@@ -5,7 +5,7 @@ import torch
 from builder.section import Section
 from diffusion.classifier import predict
 from diffusion.ddpm import kept_timesteps, sample_class
-from generators._partb import autocast_dtype, trained_ddpm
+from generators._partb import GPU_SHARE, autocast_dtype, trained_ddpm
 from generators._partb_figures import ddpm_loss_plot, digits_row, hyperparameter_table, trajectory_gif
 
 SECTION = Section(
@@ -18,6 +18,7 @@ SECTION = Section(
               "smoke": {"per_digit": 1, "keep_every": 100, "sweep_guidances": [0.0, 5.0], "sweep_per_digit": 1,
                         "eval_per_digit": 2}},
     depends=("b3_train_class", "b0_classifier"),
+    needs=GPU_SHARE,
 )
 
 

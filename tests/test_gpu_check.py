@@ -65,6 +65,11 @@ def test_builds_are_measured_and_compared_byte_for_byte(cpu_check):
     assert build["graph_fallbacks"] == [] and build["nondeterministic_ops"] == []
     assert cpu_check.result["determinism"]["identical"] is True
     assert cpu_check.result["determinism"]["site_files"] > 100
+    # The first build as `python build.py` runs it (on CUDA: sections sharing the GPU), the second one
+    # section at a time, so that compare also holds a parallel build to the serial one's bytes.
+    assert build["jobs"] == "default" and cpu_check.result["builds"]["build_2"]["jobs"] == 1
+    log = (cpu_check.out / "gpu-check.log").read_text()
+    assert "--jobs 1" in log[log.index("===== build_2 (budget"):].split("\n")[0]
     timing = cpu_check.result["step_timing"]
     assert timing["variants"]["eager, as before"]["ms_per_step"] > 0 and timing["speedup"] is None
 
@@ -144,4 +149,27 @@ def test_the_appendix_lays_out_a_gpu_check(cpu_check, monkeypatch, tmp_path):
     assert build.columns == ["section", "seconds", "peak GPU MB", "training step"]
     assert len(build.rows) == len(cpu_check.result["builds"]["build_1"]["sections"]) + 1
     assert "byte-identical" in build.caption and env["date"] in build.caption
+    assert "(scripts/gpu-check, with --jobs' default" in build.caption and "one section at a time" in build.caption
     assert saved["bench_gpu_step"].rows[0][0] == "eager, as before"
+
+
+def test_when_the_parallel_build_fails_the_serial_one_is_frozen(tmp_path, monkeypatch):
+    """The freeze is what a lent GPU is most for: if the first build (sections sharing the GPU) fails, the
+    second, one section at a time, is frozen in its place; the phases in between still run."""
+    module = _gpu_check_module()
+    calls = []
+
+    def cold_build(check, name, folder, profile, args, py, env, jobs=None):
+        calls.append((name, jobs))
+        return {"name": name, "status": "failed" if name == "build_1" else "ok", "folder": folder}
+
+    def freeze_phase(check, status, folder, profile, args, py, env):
+        calls.append(("freeze", status, folder.name))
+
+    monkeypatch.setattr(module, "cold_build", cold_build)
+    monkeypatch.setattr(module, "freeze_phase", freeze_phase)
+    monkeypatch.setattr(module, "step_timing_phase", lambda *a: calls.append(("step_timing",)))
+    monkeypatch.setattr(module, "tests_phase", lambda *a: calls.append(("tests",)))
+    assert module.main(["--device", "cpu", str(tmp_path)]) == 1
+    assert calls == [("build_1", None), ("freeze", "failed", "build_1"), ("step_timing",), ("tests",),
+                     ("build_2", 1), ("freeze", "ok", "build_2")]

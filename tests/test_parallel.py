@@ -92,6 +92,50 @@ def test_one_section_per_gpu_unless_it_declares_itself_light_and_gpu_memory_is_r
     assert Slots(cores=2).never_fits(engine, "huge") is None  # a CPU build has no GPU memory to respect
 
 
+def test_on_a_gpu_sections_that_share_the_card_share_the_cores_too():
+    """A section holding half a GPU holds half its threads' cores, so two such sections run together on a
+    machine whose cores one section's threads would fill; each still computes with all its threads."""
+    gb = 2**30
+    engine = SimpleNamespace(sections={gid: SimpleNamespace(section=Section(id=gid, title=gid, needs=n)) for gid, n in
+                                       {"train_a": Needs(gpu=0.5, gpu_memory_gb=4), "train_b": Needs(gpu=0.5),
+                                        "sampler": Needs(gpu=0.5), "whole": Needs(), "plot": Needs(gpu=0)}.items()},
+                             threads_for=lambda gid: 16)
+    slots = Slots(cores=16, gpu_total=[141 * gb])
+    a, b = slots.claim(engine, "train_a"), slots.claim(engine, "train_b")
+    assert a == Claim(8, 0, 0.5, 4 * gb) and b == Claim(8, 0, 0.5, 0)
+    assert slots.claim(engine, "sampler") is None and slots.claim(engine, "plot") is None  # card and cores taken
+    slots.release(a)
+    assert slots.claim(engine, "whole") is None  # a whole-GPU section waits for the card
+    assert slots.claim(engine, "sampler") == Claim(8, 0, 0.5, 0)
+    cpu = Slots(cores=16)  # without a GPU nothing changes: a section holds all its threads' cores
+    assert cpu.claim(engine, "train_a") == Claim(16, None, 0.0, 0) and cpu.claim(engine, "train_b") is None
+
+
+def test_the_two_ddpm_trainings_share_one_gpu_by_their_declarations():
+    """The report's own declarations: on a one-GPU, 16-core machine (the H200 the spec edition is built on)
+    the two DDPM trainings, the longest sections, run at once; the plots run on the CPU beside them."""
+    from builder.graph.registry import discover
+    from project import PROJECT
+
+    sections = discover(PROJECT.sections)
+    engine = SimpleNamespace(sections=sections, threads_for=lambda gid: 16)
+    slots = Slots(cores=16, gpu_total=[141 * 2**30])
+    assert slots.claim(engine, "b2_train_time") and slots.claim(engine, "b3_train_class")
+    for gid in ("b1_unet_diagram", "appendix_benchmarks"):
+        assert sections[gid].section.needs.gpu == 0
+    part_a = [gid for gid, mod in sections.items() if "backend" in mod.section.uses]
+    # Part A's backend may be DeepFloyd IF, which wants the whole card.
+    assert len(part_a) == 9 and all(sections[gid].section.needs.gpu == 1.0 for gid in part_a)
+
+
+def test_a_build_without_jobs_runs_one_section_at_a_time_on_a_cpu_and_shares_a_gpu():
+    from builder.app import default_jobs
+    from builder.graph.compute import cores
+
+    assert default_jobs("cpu") == 1 and default_jobs("mps") == 1
+    assert default_jobs("cuda") == cores() and default_jobs("cuda:1") == cores()
+
+
 @pytest.mark.parametrize("bad", [dict(threads=0), dict(gpu=-0.5), dict(gpu=1.5)])
 def test_impossible_needs_are_refused_where_they_are_declared(bad):
     with pytest.raises(ValueError, match="Needs"):

@@ -7,6 +7,7 @@ Workers are spawned, not forked: a fork of a process that has started CUDA or Op
 """
 from __future__ import annotations
 
+import math
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field, replace
@@ -46,18 +47,24 @@ class Slots:
         """Take what the section needs, or None if it does not fit now."""
         needs = engine.sections[gid].section.needs
         threads = engine.threads_for(gid)
-        if threads > self.free_cores:
-            return None
         if not self.gpu_total or needs.gpu == 0:
+            if threads > self.free_cores:
+                return None
             self.free_cores -= threads
             return Claim(threads, None, 0.0, 0)
+        # On a GPU a section is paced by its share of the card, not by its CPU threads: it holds that share
+        # of its threads' cores (at least one), so the sections sharing a GPU share the cores alike. It still
+        # computes with all its threads (Engine.threads_for), so its bytes are those of a serial build.
+        held = max(1, math.ceil(threads * needs.gpu - 1e-9))
+        if held > self.free_cores:
+            return None
         memory = int((needs.gpu_memory_gb or 0) * 2**30)
         for index, free in enumerate(self.gpus):
             if free + 1e-9 >= needs.gpu and self.gpu_bytes[index] >= memory:
-                self.free_cores -= threads
+                self.free_cores -= held
                 self.gpus[index] -= needs.gpu
                 self.gpu_bytes[index] -= memory
-                return Claim(threads, index, needs.gpu, memory)
+                return Claim(held, index, needs.gpu, memory)
         return None
 
     def never_fits(self, engine: Engine, gid: str) -> str | None:
@@ -78,7 +85,7 @@ class Slots:
 
 @dataclass(frozen=True)
 class Claim:
-    threads: int
+    threads: int  # the cores it holds in the count (on a GPU, its share of its threads)
     gpu: int | None  # the index of the GPU it runs on
     share: float
     memory: int

@@ -33,6 +33,19 @@ class Schedule:
     def to(self, device) -> "Schedule":
         return Schedule(self.betas.to(device), self.alphas.to(device), self.alpha_bars.to(device))
 
+    @property
+    def alphas_cumprod(self) -> torch.Tensor:
+        """abar_t for t = 0 .. T-1 as diffusers (and Part A's loops) index it: their t is the t + 1 here."""
+        return self.alpha_bars[1:]
+
+    @classmethod
+    def from_alphas_cumprod(cls, alphas_cumprod: torch.Tensor) -> "Schedule":
+        """The schedule of a diffusers scheduler's ``alphas_cumprod`` (its dtype kept): abar_0 = 1 put in front,
+        alpha_t = abar_t / abar_{t-1} and beta_t = 1 - alpha_t."""
+        alpha_bars = torch.cat([torch.ones(1, dtype=alphas_cumprod.dtype), alphas_cumprod.flatten().cpu()])
+        alphas = torch.cat([torch.ones(1, dtype=alpha_bars.dtype), alpha_bars[1:] / alpha_bars[:-1]])
+        return cls(1 - alphas, alphas, alpha_bars)
+
 
 def linear_schedule(T: int = 300, beta1: float = 1e-4, beta2: float = 0.02) -> Schedule:
     """betas evenly spaced from beta_1 = beta1 to beta_T = beta2 (computed in float64, stored as float32)."""

@@ -1,7 +1,8 @@
 """DeepFloyd IF (stage I, 64x64; stage II, 256x256) as a :class:`~diffusion.denoiser.Denoiser`.
 
-The denoiser is the pipeline's UNet and the schedule its DDPMScheduler's ``alphas_cumprod``; the
-sampling loops of :mod:`diffusion.sampling` replace the pipeline's own loop. Images are in [-1, 1].
+The denoiser is the pipeline's UNet and the schedule its DDPMScheduler's ``alphas_cumprod`` (as a
+``ddpm.Schedule``); the sampling loops of :mod:`diffusion.sampling` replace the pipeline's own loop.
+Images are in [-1, 1].
 
 Weights are read from disk only: a directory the user names (argument or ``$DEEPFLOYD_DIR``), a
 model id that is itself a path, or the local Hugging Face cache (``local_files_only``). The hub is
@@ -21,6 +22,7 @@ from typing import Sequence
 import torch
 from torch import Tensor
 
+from .ddpm import Schedule
 from .denoiser import Cond, Denoiser, Thresholding
 from .sampling import VARIANCE_TYPES, Generators, draw_noise, forward, iterative_denoise_cfg
 
@@ -251,7 +253,7 @@ class _IFStage(Denoiser):
         self.offload = offload
         self.pipe = place(pipe, self.device, offload)
         self.unet = pipe.unet
-        self.alphas_cumprod = pipe.scheduler.alphas_cumprod.float().cpu()
+        self.schedule = Schedule.from_alphas_cumprod(pipe.scheduler.alphas_cumprod.float().cpu())
         self.num_train_timesteps = int(pipe.scheduler.config.num_train_timesteps)
         self.image_size = int(self.unet.config.sample_size)
         self.channels = channels
@@ -385,7 +387,8 @@ class SuperResolution(_IFStage):
     def __init__(self, pipe, *, device=None, dtype: torch.dtype | None = None, offload: bool = False):
         # Its UNet's input is the noisy image and the low-resolution one, side by side.
         self._adopt(pipe, device, dtype, offload, int(pipe.unet.config.in_channels) // 2)
-        self.image_noising_alphas_cumprod = pipe.image_noising_scheduler.alphas_cumprod.float().cpu()
+        self.image_noising_schedule = Schedule.from_alphas_cumprod(
+            pipe.image_noising_scheduler.alphas_cumprod.float().cpu())
         self.identity = {"name": "deepfloyd-stage2", "dtype": str(self.dtype).removeprefix("torch.")}
         self.low_res: Tensor | None = None
         self.noise_level: int | None = None
@@ -432,6 +435,6 @@ def upsample(stage2: SuperResolution, images: Tensor, cond: Cond, generator: Gen
     x = draw_noise((n, stage2.channels, size, size), generator, device=stage2.device, dtype=stage2.dtype)
     upscaled = F.interpolate(images.to(stage2.device, stage2.dtype), (size, size), mode="bilinear", align_corners=True)
     # The schedule in the images' precision, as the pipeline's add_noise computes it.
-    upscaled, _ = forward(upscaled, noise_level, stage2.image_noising_alphas_cumprod.to(upscaled.dtype), generator)
+    upscaled, _ = forward(upscaled, noise_level, stage2.image_noising_schedule.alphas_cumprod.to(upscaled.dtype), generator)
     return iterative_denoise_cfg(stage2.given(upscaled, noise_level), x, timesteps, 0, cond, generator,
                                  guidance=guidance, uncond=uncond)

@@ -21,6 +21,8 @@ from typing import Any, Sequence
 import torch
 from torch import Tensor
 
+from .ddpm import Schedule
+
 Cond = Tensor
 
 
@@ -36,7 +38,7 @@ class Thresholding:
 class Denoiser(ABC):
     """A noise predictor with its schedule. Subclasses set the attributes in ``__init__``."""
 
-    alphas_cumprod: Tensor  # float32, shape (T,), on the CPU
+    schedule: Schedule  # the noise schedule, the same object training and the live sampler use (on the CPU)
     num_train_timesteps: int
     image_size: int
     channels: int
@@ -50,6 +52,15 @@ class Denoiser(ABC):
     # How a step's noise is scaled (DDPMScheduler's names, see diffusion.sampling.VARIANCE_TYPES);
     # "learned_range" uses the variance channels that ``predict`` returns.
     variance_type: str = "fixed_small_log"
+
+    @property
+    def alphas_cumprod(self) -> Tensor:
+        """abar_t for the timesteps t = 0 .. T-1 the loops use (diffusers' indexing of ``schedule``)."""
+        return self.schedule.alphas_cumprod
+
+    @alphas_cumprod.setter
+    def alphas_cumprod(self, value: Tensor) -> None:
+        self.schedule = Schedule.from_alphas_cumprod(value)
 
     @abstractmethod
     def encode(self, prompt: str | Sequence[str]) -> Cond:

@@ -1,6 +1,6 @@
 """The project's class-conditioned MNIST UNet as a :class:`~diffusion.denoiser.Denoiser`.
 
-Two conventions meet here, and this module is the only place that knows both:
+Two conventions meet here (``ddpm.Schedule.alphas_cumprod`` is the one view between them):
 
 * The UNet was trained Ho-style (``diffusion/ddpm.py``): timesteps ``1..T`` (T = 300), schedule
   tensors of length T+1 with abar_0 = 1, and the network sees ``t / T``.
@@ -24,6 +24,7 @@ from typing import Any, Mapping, Sequence
 import torch
 from torch import Tensor, nn
 
+from .ddpm import Schedule
 from .denoiser import Cond, Denoiser
 
 NUM_CLASSES = 10
@@ -64,7 +65,7 @@ class LocalBackend(Denoiser):
         self.dtype = dtype
         self.model = model.to(self.device, dtype).eval()
         self.num_train_timesteps = len(alpha_bars) - 1
-        self.alphas_cumprod = alpha_bars[1:].float()
+        self.schedule = Schedule.from_alphas_cumprod(alpha_bars[1:].float())
         self.image_size = image_size
         self.channels = channels
         self.thresholding = None

@@ -305,3 +305,22 @@ def test_class_loss_is_algorithm_3_written_out_with_p_uncond_one_tenth():
         abar = s.alpha_bars[t].view(-1, 1, 1, 1)
         expected = F.mse_loss(model(abar.sqrt() * x0 + (1 - abar).sqrt() * eps, c, t / 10), eps)
     assert loss.item() == pytest.approx(expected.item(), rel=1e-6)
+
+
+def test_one_schedule_object_serves_training_and_the_part_a_loops():
+    """Part A's loops index diffusers' way (t = 0 .. T-1, the t + 1 of training's schedule): the Denoiser's
+    alphas_cumprod is a view of the same ddpm.Schedule, and a diffusers alphas_cumprod becomes one exactly."""
+    s = ddpm.linear_schedule(50)
+    assert torch.equal(s.alphas_cumprod, s.alpha_bars[1:]) and s.alphas_cumprod[0] == s.alpha_bars[1]
+    back = ddpm.Schedule.from_alphas_cumprod(s.alphas_cumprod)
+    assert torch.equal(back.alpha_bars, s.alpha_bars) and back.T == s.T
+    assert torch.allclose(back.betas, s.betas, atol=1e-6) and back.betas[0] == 0
+    doubled = ddpm.Schedule.from_alphas_cumprod(s.alphas_cumprod.double())
+    assert doubled.alpha_bars.dtype == torch.float64  # the scheduler's dtype is kept
+
+    from diffusion.local_denoiser import LocalBackend
+    from diffusion.unet import ClassConditionalUNet
+
+    den = LocalBackend.from_model(ClassConditionalUNet(1, 10, 4), {"T": 50, "beta1": 1e-4, "beta2": 0.02},
+                                  checkpoint_sha256="toy")
+    assert isinstance(den.schedule, ddpm.Schedule) and torch.equal(den.alphas_cumprod, s.alphas_cumprod)

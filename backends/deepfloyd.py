@@ -7,7 +7,7 @@ from pathlib import Path
 from builder import BuildError
 from builder.graph.engine import Resource
 
-from diffusion.deepfloyd_denoiser import DEFAULT_STAGE1, DEFAULT_STAGE2
+from diffusion.deepfloyd_weights import DEFAULT_STAGE1, DEFAULT_STAGE2
 
 from . import RESOURCE, Backend, model_code
 
@@ -83,7 +83,7 @@ def _available(args, device: str) -> bool:
     """Only on CUDA, and only with stage I's weights on disk: on a CPU, IF takes hours."""
     if not device.startswith("cuda"):
         return False
-    from diffusion.deepfloyd_denoiser import weights_available
+    from diffusion.deepfloyd_weights import weights_available
 
     return weights_available(args.deepfloyd_model, args.deepfloyd_dir)
 
@@ -94,14 +94,14 @@ def dtype_for(device: str) -> str:
 
 
 def _resource(args, device: str, project) -> Resource:
-    from diffusion import deepfloyd_denoiser as deepfloyd
+    from diffusion import deepfloyd_weights as weights
 
-    source = deepfloyd.find_source(args.deepfloyd_model, deepfloyd.STAGE1_CLASS, args.deepfloyd_dir,
-                                   allow_download=args.allow_download)
+    source = weights.find_source(args.deepfloyd_model, weights.STAGE1_CLASS, args.deepfloyd_dir,
+                                 allow_download=args.allow_download)
     if source is None:
-        raise BuildError(deepfloyd.unavailable_message(
+        raise BuildError(weights.unavailable_message(
             [args.deepfloyd_model] + ([DEFAULT_STAGE2] if args.upsample else []),
-            deepfloyd.searched(args.deepfloyd_dir)))
+            weights.searched(args.deepfloyd_dir)))
     folder = Path(source.location)
     text = "t5"
     if args.embeddings is not None:
@@ -114,12 +114,14 @@ def _resource(args, device: str, project) -> Resource:
     dtype = dtype_for(device)
     identity = {"name": "deepfloyd", "domain": "photos", "label": f"DeepFloyd IF stage I ({args.deepfloyd_model})",
                 "model": args.deepfloyd_model, "revision": source.revision,
-                "fingerprint": deepfloyd.fingerprint(folder) if folder.is_dir() else None,
+                "fingerprint": weights.fingerprint(folder) if folder.is_dir() else None,
                 "dtype": dtype, "text": text, "stage2": DEFAULT_STAGE2 if args.upsample else None,
                 "code": model_code(project, "diffusion.deepfloyd_denoiser")}
 
     def load(ctx):
         import torch
+
+        from diffusion import deepfloyd_denoiser as deepfloyd
 
         try:
             return deepfloyd.DeepFloydBackend.load(

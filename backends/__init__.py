@@ -47,7 +47,6 @@ WORDS = {
 class Backend:
     name: str
     help: str  # one line for --backend's help
-    domain: str  # what its images show ("digits" or "photos"): the report's prose follows it
     add_options: Callable[[argparse._ArgumentGroup], None]
     available: Callable[[argparse.Namespace, str], bool]  # can "auto" pick it on this device?
     resource: Callable[[argparse.Namespace, str, Project], Resource]

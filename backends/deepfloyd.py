@@ -144,6 +144,6 @@ def _resource(args, device: str, project) -> Resource:
 
 
 BACKEND = Backend(
-    name="deepfloyd", domain="photos", words=WORDS, auto_order=10,
+    name="deepfloyd", words=WORDS, auto_order=10,
     help="DeepFloyd IF from local weights (in practice a CUDA GPU)",
     add_options=_add_options, available=_available, resource=_resource)

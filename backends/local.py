@@ -105,6 +105,6 @@ def _resource(args, device, project) -> Resource:
 
 
 BACKEND = Backend(
-    name="local", domain="digits", words=WORDS, auto_order=90,
+    name="local", words=WORDS, auto_order=90,
     help="the class-conditioned MNIST UNet that Part B trains (CPU, no weights)",
     add_options=_add_options, available=lambda args, device: True, resource=_resource)

@@ -11,6 +11,8 @@ import sys
 import threading
 from pathlib import Path
 
+from builder.atomic import atomic_write_text
+
 
 def cpu_model() -> str:
     try:
@@ -34,14 +36,18 @@ def describe_machine() -> dict:
 
 def save_result(path: Path | None, result: dict) -> dict:
     """Write ``result`` as sorted JSON to ``path`` (when one is given) and return it. The file is replaced
-    whole (written beside it, then renamed), so a benchmark killed while saving leaves its last save."""
+    whole (builder.atomic), so a benchmark killed while saving leaves its last save."""
     if path:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(result, indent=1, sort_keys=True) + "\n")
-        os.replace(tmp, path)
+        atomic_write_text(Path(path), json.dumps(result, indent=1, sort_keys=True) + "\n")
     return result
+
+
+def cuda_sync(device) -> None:
+    """Wait for the GPU's queued work before reading a clock (nothing to wait for on a CPU)."""
+    import torch
+
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize(device)
 
 
 def start_preview(repo: Path, *args: str, env: dict | None = None) -> tuple[subprocess.Popen, str, list[str]]:

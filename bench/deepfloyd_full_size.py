@@ -36,6 +36,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench.common import cuda_sync, save_result
+
 ROOT = Path(__file__).resolve().parent.parent
 PROMPT = "an oil painting of a snowy mountain village"
 
@@ -49,18 +51,11 @@ def _peak_memory(device) -> dict:
     return out
 
 
-def _synchronize(device):
-    import torch
-
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def _timed(device, fn):
-    _synchronize(device)
+    cuda_sync(device)
     start = time.perf_counter()
     out = fn()
-    _synchronize(device)
+    cuda_sync(device)
     return out, time.perf_counter() - start
 
 
@@ -192,7 +187,7 @@ def phase_memory(args) -> dict:
         if device.type == "cuda":
             torch.cuda.empty_cache()
     den.upsample(images, cond, torch.Generator("cpu").manual_seed(1), num_inference_steps=args.stage2_steps)
-    _synchronize(device)
+    cuda_sync(device)
     return {"seconds": round(time.perf_counter() - start, 1), **_peak_memory(device)}
 
 
@@ -267,8 +262,6 @@ def main(argv=None) -> int:
         return 0
     if args.offload_only and args.workdir is None:
         ap.error("--offload-only measures pipelines an earlier run saved: give their --workdir")
-    from bench.common import save_result
-
     temporary = args.workdir is None
     if temporary:
         args.workdir = Path(tempfile.mkdtemp(prefix="if-full-size-"))

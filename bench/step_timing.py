@@ -56,7 +56,7 @@ from typing import Callable
 
 import torch
 
-from bench.common import describe_machine, save_result
+from bench.common import cuda_sync, describe_machine, save_result
 from diffusion import ddpm, rng
 from diffusion.training import EagerStep, GraphStep, make_optimizer
 from diffusion.unet import TimeConditionalUNet
@@ -104,11 +104,6 @@ def compile_model(model, mode: str):
     return torch.compile(model, mode=mode)
 
 
-def _sync(device):
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def _autocast(device, autocast_dtype):
     # As fit(): autocast's weight cache cannot live inside a CUDA graph.
     return torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None,
@@ -152,12 +147,12 @@ def time_variant(variant: Variant, device, num_hiddens, batch_size, steps, autoc
         start = time.perf_counter()
         for i in range(5):  # warm-up (and compiling, and the graph's capture)
             step(batches[i % 8])
-        _sync(device)
+        cuda_sync(device)
         warmup = time.perf_counter() - start
         start = time.perf_counter()
         for i in range(steps):
             loss = step(batches[i % 8])
-        _sync(device)
+        cuda_sync(device)
         ms = (time.perf_counter() - start) / steps * 1e3
     finally:
         torch.backends.cudnn.benchmark = benchmark
@@ -222,13 +217,13 @@ def profile_step(device, num_hiddens, batch_size, autocast_dtype, steps: int = P
     batches = _batches(device, batch_size, True)
     for i in range(3):
         step(batches[i % 8])
-    _sync(device)
+    cuda_sync(device)
     cuda = device.type == "cuda"
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
     with profile(activities=activities) as prof:
         for i in range(steps):
             step(batches[i % 8])
-        _sync(device)
+        cuda_sync(device)
     wanted = DeviceType.CUDA if cuda else DeviceType.CPU
     table: dict[str, list] = {}
     for event in prof.events():

@@ -39,7 +39,7 @@ def _toy_options(group) -> None:
     group.add_argument("--toy-width", type=int, default=4, help="the toy UNet's width")
 
 
-TOY = Backend(name="toy", domain="digits", help="an untrained UNet (tests only)", add_options=_toy_options,
+TOY = Backend(name="toy", help="an untrained UNet (tests only)", add_options=_toy_options,
               available=lambda args, device: False, resource=_toy_resource, words=local.WORDS)
 
 
@@ -107,7 +107,7 @@ def test_the_backends_are_found_in_their_folder_without_a_registry_line(tmp_path
     folder.mkdir()
     (folder / "early.py").write_text(
         "from backends import Backend\n"
-        "BACKEND = Backend(name='early', domain='digits', help='h', add_options=lambda g: None,\n"
+        "BACKEND = Backend(name='early', help='h', add_options=lambda g: None,\n"
         "                  available=lambda a, d: True, resource=None, auto_order=0)\n")
     monkeypatch.setattr(backends, "__path__", [*backends.__path__, str(folder)])
     monkeypatch.syspath_prepend(str(folder))
@@ -149,7 +149,7 @@ def test_the_words_follow_the_backend_that_computed_the_edition():
 
 
 def test_a_backend_without_every_word_is_refused_with_the_places_it_lacks(monkeypatch):
-    short = Backend(name="short", domain="digits", help="h", add_options=_toy_options,
+    short = Backend(name="short", help="h", add_options=_toy_options,
                     available=lambda args, device: False, resource=_toy_resource,
                     words={k: v for k, v in local.WORDS.items() if k != "web_image"})
     monkeypatch.setitem(backends.BACKENDS, "short", short)

@@ -47,17 +47,16 @@ class Slots:
         """Take what the section needs, or None if it does not fit now."""
         needs = engine.sections[gid].section.needs
         threads = engine.threads_for(gid)
-        if not self.gpu_total or needs.gpu == 0:
-            if threads > self.free_cores:
-                return None
-            self.free_cores -= threads
-            return Claim(threads, None, 0.0, 0)
+        on_gpu = bool(self.gpu_total) and needs.gpu > 0
         # On a GPU a section is paced by its share of the card, not by its CPU threads: it holds that share
         # of its threads' cores (at least one), so the sections sharing a GPU share the cores alike. It still
         # computes with all its threads (Engine.threads_for), so its bytes are those of a serial build.
-        held = max(1, math.ceil(threads * needs.gpu - 1e-9))
+        held = max(1, math.ceil(threads * needs.gpu - 1e-9)) if on_gpu else threads
         if held > self.free_cores:
             return None
+        if not on_gpu:
+            self.free_cores -= held
+            return Claim(held, None, 0.0, 0)
         memory = int((needs.gpu_memory_gb or 0) * 2**30)
         for index, free in enumerate(self.gpus):
             if free + 1e-9 >= needs.gpu and self.gpu_bytes[index] >= memory:

@@ -58,7 +58,7 @@ import torch
 
 from bench.common import cuda_sync, describe_machine, save_result
 from diffusion import ddpm, rng
-from diffusion.training import EagerStep, GraphStep, make_optimizer
+from diffusion.training import EagerStep, GraphStep, make_optimizer, step_autocast
 from diffusion.unet import TimeConditionalUNet
 
 SIZES = {"cuda": {"num_hiddens": 64, "batch_size": 128, "steps": 300},
@@ -104,12 +104,6 @@ def compile_model(model, mode: str):
     return torch.compile(model, mode=mode)
 
 
-def _autocast(device, autocast_dtype):
-    # As fit(): autocast's weight cache cannot live inside a CUDA graph.
-    return torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None,
-                          **({"cache_enabled": False} if device.type == "cuda" else {}))
-
-
 def _batches(device, batch_size, channels_last):
     data = rng.rand((batch_size * 8, 1, 28, 28), rng.generator(2, device))
     data = data.contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
@@ -126,7 +120,7 @@ def make_step(variant: Variant, device, num_hiddens, autocast_dtype, capture=Non
                  else torch.optim.Adam(model.parameters(), lr=1e-3))
     net = compile_model(model, variant.compile_mode) if variant.compile_mode else model
     step = EagerStep(net, optimizer, lambda m, x0, generator: ddpm.time_loss(m, x0, schedule, generator),
-                     rng.generator(1, device), _autocast(device, autocast_dtype))
+                     rng.generator(1, device), step_autocast(device, autocast_dtype))
     if variant.graph:
         return GraphStep(step, capture=capture)
     if variant.compile_mode == "reduce-overhead":

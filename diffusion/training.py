@@ -365,17 +365,20 @@ def _place(model, data: tuple, device: torch.device, channels_last: bool) -> tup
     return data
 
 
+def step_autocast(device: torch.device, autocast_dtype):
+    """The autocast a training step runs under (none when ``autocast_dtype`` is None). Its weight cache
+    cannot live inside a CUDA graph, and it only saves casts, not results, so it is off on CUDA."""
+    return torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None,
+                          **({"cache_enabled": False} if device.type == "cuda" else {}))
+
+
 def _make_step(model, optimizer, loss_fn, noise_gen, autocast_dtype, graph, can_graph: bool):
     """The optimizer step: eager, or replayed as a CUDA graph (on CUDA by default, or where ``graph`` asks for it,
     and only when every batch has the same shape)."""
     model.train()
     device = next(model.parameters()).device
-    on_cuda = device.type == "cuda"
-    # Autocast's weight cache cannot live inside a CUDA graph; it only saves casts, not results.
-    autocast = torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None,
-                              **({"cache_enabled": False} if on_cuda else {}))
-    step = EagerStep(model, optimizer, loss_fn, noise_gen, autocast)
-    if graph is not False and (graph is not None or on_cuda) and can_graph:
+    step = EagerStep(model, optimizer, loss_fn, noise_gen, step_autocast(device, autocast_dtype))
+    if graph is not False and (graph is not None or device.type == "cuda") and can_graph:
         step = GraphStep(step, capture=graph if callable(graph) else None)
     return step
 
